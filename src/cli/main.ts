@@ -1,0 +1,62 @@
+import { isEdgebusError } from '../core/errors.ts'
+import { VERSION } from '../version.ts'
+import { ExitCode } from './args.ts'
+import { pub, pubHelp } from './pub.ts'
+import { serve, serveHelp } from './serve.ts'
+import { sub, subHelp } from './sub.ts'
+
+const mainHelp = `edgebus ${VERSION}: a lightweight pub/sub server for edge devices (MQTT 3.1.1/5.0, WebSocket).
+
+Usage: edgebus [COMMAND] [options]
+
+Commands:
+  serve              start the server (the default command)
+  pub SUBJECT [MSG]  publish a message
+  sub FILTER...      print messages on matching subjects
+
+Run edgebus COMMAND --help for a command's options. edgebus --version prints the version.
+Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+`
+
+const commands: Record<string, { run: (argv: string[]) => Promise<number>; help: () => string }> = {
+  serve: { run: serve, help: serveHelp },
+  pub: { run: pub, help: () => pubHelp },
+  sub: { run: sub, help: () => subHelp },
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const first = argv[0]
+  if (first === '--version' || first === '-V') { process.stdout.write(`${VERSION}\n`); return ExitCode.OK }
+  if (first === '--help' || first === '-h' || first === 'help') { process.stdout.write(mainHelp); return ExitCode.OK }
+  let name = 'serve'
+  let rest = argv
+  if (first !== undefined && !first.startsWith('-')) {
+    name = first
+    rest = argv.slice(1)
+  }
+  const command = commands[name]
+  if (!command) {
+    process.stderr.write(`edgebus: EUSAGE: unknown command ${JSON.stringify(name)}\n\n${mainHelp}`)
+    return ExitCode.USAGE
+  }
+  try {
+    return await command.run(rest)
+  } catch (err) {
+    if (isEdgebusError(err)) {
+      process.stderr.write(`edgebus: ${err.code}: ${err.message}\n`)
+      const usage = err.code === 'EUSAGE' || err.code.startsWith('ECONFIG') || err.code.startsWith('ESUBJECT')
+      return usage ? ExitCode.USAGE : ExitCode.FAILURE
+    }
+    process.stderr.write(`edgebus: unexpected error: ${(err as Error).stack ?? String(err)}\n`)
+    return ExitCode.FAILURE
+  }
+}
+
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code
+  // the serve command resolves after shutdown; pub/sub after their client closed
+  if (code !== 0 || process.argv[2] !== undefined) setTimeout(() => process.exit(code), 50).unref()
+}, (err: unknown) => {
+  process.stderr.write(`edgebus: ${String(err)}\n`)
+  process.exit(ExitCode.FAILURE)
+})

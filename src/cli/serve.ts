@@ -1,0 +1,68 @@
+import { ConfigFields, flagName, envName, type ConfigKey } from '../config/schema.ts'
+import { loadConfig, printableConfig } from '../config/load.ts'
+import { startServer } from '../server.ts'
+import { parseCommandLine, ExitCode, type OptionSpec } from './args.ts'
+
+const configFlags: OptionSpec = Object.fromEntries(
+  (Object.keys(ConfigFields) as ConfigKey[]).map((key) => [flagName(key).slice(2), { type: 'string' as const }]),
+)
+
+export function serveHelp(): string {
+  const rows = (Object.keys(ConfigFields) as ConfigKey[]).map((key) => {
+    const f = ConfigFields[key]
+    return `  ${flagName(key).padEnd(30)} ${f.doc} (default ${JSON.stringify(f.default)}; file "${key}", env ${envName(key)})`
+  })
+  return `Usage: edgebus serve [options]
+
+Starts the server: MQTT over TCP, and HTTP with MQTT over WebSocket on /mqtt and /healthz.
+Settings merge in this order, later winning: defaults < config file < EDGEBUS_* environment < flags.
+
+Options:
+  --config PATH                  JSON config file (default: ./edgebus.json if it exists)
+  --print-config                 print the merged configuration as JSON and exit
+  -h, --help                     show this help
+${rows.join('\n')}
+`
+}
+
+export async function serve(argv: string[]): Promise<number> {
+  const { values } = parseCommandLine(argv, {
+    ...configFlags,
+    config: { type: 'string' },
+    'print-config': { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  }, 'serve')
+  if (values.help) {
+    process.stdout.write(serveHelp())
+    return ExitCode.OK
+  }
+  const flags: Partial<Record<ConfigKey, string>> = {}
+  for (const key of Object.keys(ConfigFields) as ConfigKey[]) {
+    const v = (values as Record<string, unknown>)[flagName(key).slice(2)]
+    if (typeof v === 'string') flags[key] = v
+  }
+  const { config, file } = loadConfig({ configPath: values.config as string | undefined, flags })
+  if (values['print-config']) {
+    process.stdout.write(JSON.stringify(printableConfig(config), null, 2) + '\n')
+    return ExitCode.OK
+  }
+  const server = await startServer(config)
+  if (file) server.log.info({ file }, 'config file read')
+  return new Promise<number>((resolve) => {
+    let stopping = false
+    const stop = (signal: string): void => {
+      if (stopping) return
+      stopping = true
+      server.log.info({ signal }, 'shutting down')
+      // graceful shutdown must finish in 5 s, whatever a client does
+      const force = setTimeout(() => {
+        server.log.warn('shutdown took longer than 5 s: exiting anyway')
+        resolve(ExitCode.OK)
+      }, 4500)
+      force.unref()
+      server.close().then(() => { clearTimeout(force); resolve(ExitCode.OK) }, () => resolve(ExitCode.FAILURE))
+    }
+    process.once('SIGINT', () => stop('SIGINT'))
+    process.once('SIGTERM', () => stop('SIGTERM'))
+  })
+}

@@ -1,0 +1,137 @@
+import { existsSync, readFileSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { EdgebusError } from '../core/errors.ts'
+import { coerceField, ConfigFields, envName, formatField, suggestKey, type ConfigKey, type EdgebusConfig, type Source } from './schema.ts'
+
+/** The file read when no --config is given, if it exists in the working directory. */
+export const DEFAULT_CONFIG_FILE = 'edgebus.json'
+
+export interface LoadOptions {
+  /** --config PATH: must exist. */
+  configPath?: string
+  /** Values from flags, by config key. */
+  flags?: Partial<Record<ConfigKey, string>>
+  env?: NodeJS.ProcessEnv
+  cwd?: string
+}
+
+export interface LoadedConfig {
+  config: EdgebusConfig
+  /** The file that was read, if any. */
+  file: string | null
+  /** Where each key's value came from. */
+  sources: Record<ConfigKey, Source>
+}
+
+/** Reads defaults < config file < EDGEBUS_* environment < flags, validating every value. */
+export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
+  const cwd = opts.cwd ?? process.cwd()
+  const env = opts.env ?? process.env
+  const values = {} as Record<ConfigKey, string | number>
+  const sources = {} as Record<ConfigKey, Source>
+  const keys = Object.keys(ConfigFields) as ConfigKey[]
+  for (const key of keys) {
+    values[key] = coerceField(key, ConfigFields[key].default, 'default')
+    sources[key] = 'default'
+  }
+
+  let file: string | null = null
+  if (opts.configPath !== undefined) {
+    file = resolve(cwd, opts.configPath)
+    if (!existsSync(file)) {
+      throw new EdgebusError('ECONFIG_FILE', `config file ${file} does not exist; check the --config path`, { file })
+    }
+  } else if (existsSync(resolve(cwd, DEFAULT_CONFIG_FILE))) {
+    file = resolve(cwd, DEFAULT_CONFIG_FILE)
+  }
+  if (file !== null) {
+    for (const [key, raw] of Object.entries(readConfigFile(file))) {
+      values[key as ConfigKey] = coerceField(key as ConfigKey, raw, 'file', file)
+      sources[key as ConfigKey] = 'file'
+    }
+  }
+
+  for (const key of keys) {
+    const raw = env[envName(key)]
+    if (raw !== undefined && raw !== '') {
+      values[key] = coerceField(key, raw, 'env')
+      sources[key] = 'env'
+    }
+  }
+
+  for (const [key, raw] of Object.entries(opts.flags ?? {})) {
+    if (raw === undefined) continue
+    values[key as ConfigKey] = coerceField(key as ConfigKey, raw, 'flag')
+    sources[key as ConfigKey] = 'flag'
+  }
+
+  return { config: toConfig(values), file, sources }
+}
+
+/** Parses a JSON config file into dotted keys; unknown keys are errors with a hint. */
+export function readConfigFile(file: string): Record<string, unknown> {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new EdgebusError('ECONFIG_FILE', `cannot read config file ${file}: ${(err as Error).message}`, { file })
+  }
+  let doc: unknown
+  try {
+    doc = JSON.parse(text)
+  } catch (err) {
+    throw new EdgebusError('ECONFIG_FILE', `config file ${file} is not valid JSON: ${(err as Error).message}`, { file })
+  }
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new EdgebusError('ECONFIG_FILE', `config file ${file} must hold a JSON object, like {"mqtt": {"port": 1883}}`, { file })
+  }
+  const out: Record<string, unknown> = {}
+  flatten(doc as Record<string, unknown>, '', out, file)
+  return out
+}
+
+function flatten(obj: Record<string, unknown>, prefix: string, out: Record<string, unknown>, file: string): void {
+  for (const [k, v] of Object.entries(obj)) {
+    const key = prefix + k
+    if (key in ConfigFields) {
+      out[key] = v
+    } else if (v !== null && typeof v === 'object' && !Array.isArray(v) && Object.keys(ConfigFields).some((f) => f.startsWith(key + '.'))) {
+      flatten(v as Record<string, unknown>, key + '.', out, file)
+    } else {
+      const hint = suggestKey(key)
+      throw new EdgebusError('ECONFIG_UNKNOWN_KEY',
+        `config key "${key}" in ${file} is not known${hint ? `; did you mean "${hint}"?` : ''} (see edgebus serve --help for every key)`,
+        { key, file })
+    }
+  }
+}
+
+function toConfig(v: Record<ConfigKey, string | number>): EdgebusConfig {
+  return {
+    host: v.host as string,
+    mqtt: { port: v['mqtt.port'] as number },
+    http: { port: v['http.port'] as number },
+    log: { level: v['log.level'] as EdgebusConfig['log']['level'] },
+    dataDir: v.dataDir as string,
+    limits: {
+      maxPacketSize: v['limits.maxPacketSize'] as number,
+      maxQueuedBytes: v['limits.maxQueuedBytes'] as number,
+      maxQueuedBytesHard: v['limits.maxQueuedBytesHard'] as number,
+      drainTimeout: v['limits.drainTimeout'] as number,
+    },
+  }
+}
+
+/** The merged configuration as a config file would say it, for --print-config. */
+export function printableConfig(config: EdgebusConfig): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const key of Object.keys(ConfigFields) as ConfigKey[]) {
+    let value: unknown = config
+    for (const part of key.split('.')) value = (value as Record<string, unknown>)[part]
+    const path = key.split('.')
+    let node = out
+    for (const part of path.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>
+    node[path[path.length - 1] as string] = formatField(key, value as string | number)
+  }
+  return out
+}

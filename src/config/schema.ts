@@ -1,0 +1,126 @@
+import { EdgebusError } from '../core/errors.ts'
+import { LogLevels, type LogLevel } from '../core/log.ts'
+import { formatDuration, formatSize, parseDuration, parseSize } from './units.ts'
+
+/**
+ * Every configuration key: its type, default and meaning. The file, the EDGEBUS_* environment
+ * variables and the command-line flags are all derived from this one table, so a key has the same
+ * name everywhere: `limits.maxPacketSize` = env EDGEBUS_LIMITS_MAX_PACKET_SIZE = flag
+ * --limits-max-packet-size. docs/configuration.md is generated from it (`edgebus serve --help`).
+ */
+
+type Kind = 'string' | 'port' | 'size' | 'duration' | 'level'
+
+interface Field {
+  readonly kind: Kind
+  readonly default: string | number
+  readonly doc: string
+}
+
+export const ConfigFields = {
+  host: { kind: 'string', default: '0.0.0.0', doc: 'address the MQTT and HTTP listeners bind to' },
+  'mqtt.port': { kind: 'port', default: 1883, doc: 'MQTT over TCP port (0 = any free port)' },
+  'http.port': { kind: 'port', default: 8080, doc: 'HTTP port: /healthz and MQTT over WebSocket on /mqtt (0 = any free port)' },
+  'log.level': { kind: 'level', default: 'info', doc: `log level: ${LogLevels.join(', ')}` },
+  dataDir: { kind: 'string', default: './data', doc: 'directory for streams and persistent state' },
+  'limits.maxPacketSize': { kind: 'size', default: '1MB', doc: 'largest MQTT packet accepted from a client' },
+  'limits.maxQueuedBytes': { kind: 'size', default: '1MB', doc: 'per-client queue over which QoS 0 messages are dropped (slow consumer)' },
+  'limits.maxQueuedBytesHard': { kind: 'size', default: '16MB', doc: 'per-client queue over which the client is disconnected' },
+  'limits.drainTimeout': { kind: 'duration', default: '10s', doc: 'how long a client that stopped reading may hold QoS 1/2 deliveries before it is disconnected' },
+} as const satisfies Record<string, Field>
+
+export type ConfigKey = keyof typeof ConfigFields
+
+export interface EdgebusConfig {
+  host: string
+  mqtt: { port: number }
+  http: { port: number }
+  log: { level: LogLevel }
+  dataDir: string
+  limits: { maxPacketSize: number; maxQueuedBytes: number; maxQueuedBytesHard: number; drainTimeout: number }
+}
+
+/** Where a value came from, for error messages. */
+export type Source = 'default' | 'file' | 'env' | 'flag'
+
+export function envName(key: string): string {
+  return 'EDGEBUS_' + key.replace(/\./g, '_').replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()
+}
+
+export function flagName(key: string): string {
+  return '--' + key.replace(/\./g, '-').replace(/([a-z0-9])([A-Z])/g, '$1-$2').toLowerCase()
+}
+
+function describeSource(key: string, source: Source, file?: string): string {
+  switch (source) {
+    case 'file': return `config key "${key}"${file ? ` in ${file}` : ''}`
+    case 'env': return `environment variable ${envName(key)}`
+    case 'flag': return `flag ${flagName(key)}`
+    default: return `default of "${key}"`
+  }
+}
+
+/** Converts and checks one raw value; throws ECONFIG_INVALID naming the key, the value and the fix. */
+export function coerceField(key: ConfigKey, raw: unknown, source: Source, file?: string): string | number {
+  const field: Field = ConfigFields[key]
+  const where = describeSource(key, source, file)
+  const bad = (fix: string): never => {
+    throw new EdgebusError('ECONFIG_INVALID', `${where}: ${JSON.stringify(raw)} is not valid; ${fix}`, { key, value: raw, source })
+  }
+  switch (field.kind) {
+    case 'string':
+      if (typeof raw !== 'string' || raw.length === 0) bad('use a non-empty string')
+      return raw as string
+    case 'port': {
+      const n = typeof raw === 'string' && /^\d+$/.test(raw.trim()) ? Number(raw) : raw
+      if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 65_535) bad('use a port number from 0 to 65535 (0 picks a free port)')
+      return n as number
+    }
+    case 'size': {
+      const n = parseSize(raw)
+      if (n === null || n <= 0) bad("use a size such as 65536, '64KB' or '16MB'")
+      return n as number
+    }
+    case 'duration': {
+      const n = parseDuration(raw)
+      if (n === null) bad("use a duration such as 500, '300ms', '30s', '5m' or '7d'")
+      return n as number
+    }
+    case 'level':
+      if (typeof raw !== 'string' || !(LogLevels as readonly string[]).includes(raw)) bad(`use one of ${LogLevels.join(', ')}`)
+      return raw as string
+  }
+}
+
+/** The closest known key, for "did you mean" hints. */
+export function suggestKey(key: string): string | null {
+  let best: string | null = null
+  let bestDist = Infinity
+  for (const known of Object.keys(ConfigFields)) {
+    const d = editDistance(key.toLowerCase(), known.toLowerCase())
+    if (d < bestDist) { bestDist = d; best = known }
+  }
+  return bestDist <= Math.max(2, Math.floor(key.length / 3)) ? best : null
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i)
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0] as number
+    row[0] = i
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j] as number
+      row[j] = Math.min(cur + 1, (row[j - 1] as number) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1))
+      prev = cur
+    }
+  }
+  return row[b.length] as number
+}
+
+/** A human-readable value for --print-config. */
+export function formatField(key: ConfigKey, value: string | number): string | number {
+  const kind: Kind = ConfigFields[key].kind
+  if (kind === 'size' && typeof value === 'number') return formatSize(value)
+  if (kind === 'duration' && typeof value === 'number') return formatDuration(value)
+  return value
+}

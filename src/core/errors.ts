@@ -1,0 +1,42 @@
+/**
+ * The error registry: every error edgebus reports to a user carries one of these stable codes,
+ * so logs, CLI output and API answers can be searched and tests can assert on them.
+ * docs/errors.md lists them; keep the two in step.
+ */
+export const ErrorCodes = {
+  ESUBJECT_INVALID: 'a subject, MQTT topic or filter is malformed',
+  ESUBJECT_WILDCARD: 'a wildcard was used where only a concrete subject is allowed',
+  ECONFIG_INVALID: 'a configuration value has the wrong type or range',
+  ECONFIG_UNKNOWN_KEY: 'a configuration key is not known',
+  ECONFIG_FILE: 'the configuration file cannot be read or parsed',
+  EADDRINUSE: 'a listener port is already taken',
+  ELISTEN: 'a listener could not be opened',
+  EUSAGE: 'a command line is malformed',
+  ECONNECT: 'the CLI could not connect to the server',
+  EPACKET_MALFORMED: 'a client sent a malformed MQTT packet',
+  EPACKET_TOO_LARGE: 'a client sent a packet over the maximum packet size',
+  ESLOW_CONSUMER: 'a client stopped reading and its queue passed the hard bound',
+} as const
+
+export type ErrorCode = keyof typeof ErrorCodes
+
+export class EdgebusError extends Error {
+  readonly code: ErrorCode
+  /** Extra, machine-readable facts (the config key, the offending value, ...). */
+  readonly detail: Readonly<Record<string, unknown>>
+
+  constructor(code: ErrorCode, message: string, detail: Record<string, unknown> = {}) {
+    super(message)
+    this.name = 'EdgebusError'
+    this.code = code
+    this.detail = detail
+  }
+
+  override toString(): string {
+    return `${this.code}: ${this.message}`
+  }
+}
+
+export function isEdgebusError(err: unknown, code?: ErrorCode): err is EdgebusError {
+  return err instanceof EdgebusError && (code === undefined || err.code === code)
+}

@@ -1,0 +1,68 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { Logger } from '../core/log.ts'
+
+/** A handler for WebSocket upgrades on one path. */
+export interface UpgradeHandler {
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void
+}
+
+export type RouteHandler = (req: IncomingMessage, res: ServerResponse, url: URL) => void | Promise<void>
+
+/**
+ * The HTTP listener: plain node:http, exact-path routes, WebSocket upgrades by path.
+ * Routes are registered by the layers that own them (health here, API and dashboard later).
+ */
+export class HttpFront {
+  readonly server: Server
+  readonly #routes = new Map<string, RouteHandler>()
+  readonly #upgrades = new Map<string, UpgradeHandler>()
+  readonly #log: Logger
+
+  constructor(log: Logger) {
+    this.#log = log
+    this.server = createServer((req, res) => this.#handle(req, res))
+    this.server.on('upgrade', (req, socket, head) => this.#upgrade(req, socket, head))
+    this.server.on('clientError', (_err, socket) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n')
+    })
+  }
+
+  route(method: string, path: string, handler: RouteHandler): void {
+    this.#routes.set(`${method} ${path}`, handler)
+  }
+
+  upgrade(path: string, handler: UpgradeHandler): void {
+    this.#upgrades.set(path, handler)
+  }
+
+  #handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = new URL(req.url ?? '/', 'http://localhost')
+    const handler = this.#routes.get(`${req.method} ${url.pathname}`)
+    if (!handler) {
+      sendJson(res, 404, { error: { code: 'ENOTFOUND', message: `no route for ${req.method} ${url.pathname}` } })
+      return
+    }
+    Promise.resolve(handler(req, res, url)).catch((err: Error) => {
+      this.#log.error({ err: err.message, path: url.pathname }, 'http handler failed')
+      if (!res.headersSent) sendJson(res, 500, { error: { code: 'EINTERNAL', message: 'internal error' } })
+      else res.destroy()
+    })
+  }
+
+  #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const path = new URL(req.url ?? '/', 'http://localhost').pathname
+    const handler = this.#upgrades.get(path)
+    if (!handler) {
+      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n')
+      return
+    }
+    handler.handleUpgrade(req, socket, head)
+  }
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) })
+  res.end(text)
+}

@@ -1,0 +1,155 @@
+import { Aedes, type AedesOptions } from 'aedes'
+import type { IncomingMessage } from 'node:http'
+import type { Logger } from '../core/log.ts'
+import { Router, type Listener } from '../router/router.ts'
+import { ClientConnection } from './connection.ts'
+import { FlushScheduler } from './flush-scheduler.ts'
+import type { Transport } from './transport.ts'
+
+/** The parts of an aedes client edgebus reads (aedes ships no types for these internals). */
+export interface AedesClient {
+  id: string
+  version?: number
+  clean: boolean
+  connected: boolean
+  maximumPacketSize?: number
+  subscriptions: Record<string, { qos: 0 | 1 | 2; func: Listener; rap?: boolean; nl?: boolean; si?: number }>
+  conn: { owner?: ClientConnection }
+  _keepaliveTimer?: NodeJS.Timeout | null
+  close(done?: () => void): void
+  disconnect?(opts: { reasonCode: number }, done?: () => void): void
+}
+
+export interface MqttLimits {
+  /** Largest packet accepted from a client, in bytes (advertised to MQTT 5 clients). */
+  maxPacketSize: number
+  /** Per-client queued bytes over which QoS 0 messages are dropped and aedes is held back. */
+  maxQueuedBytes: number
+  /** Per-client queued bytes over which the client is disconnected. */
+  maxQueuedBytesHard: number
+  /** How long aedes waits for a frozen client to drain before disconnecting it. */
+  drainTimeoutMs: number
+}
+
+export interface BrokerStats {
+  messagesIn: number
+  messagesOut: number
+  dropped: number
+  slowConsumerDisconnects: number
+}
+
+/** Reason code 0x8B: Server shutting down. */
+const SERVER_SHUTTING_DOWN = 0x8b
+
+/**
+ * The MQTT engine: aedes for the protocol's long tail (CONNECT, sessions, QoS 1/2, retained,
+ * wills), our Router as its `mq`, and our ClientConnection in front of every transport.
+ */
+export class MqttBroker {
+  readonly aedes: Aedes & { id: string; counter: number }
+  readonly router: Router
+  readonly flusher = new FlushScheduler()
+  readonly log: Logger
+  readonly limits: MqttLimits
+  readonly stats: BrokerStats = { messagesIn: 0, messagesOut: 0, dropped: 0, slowConsumerDisconnects: 0 }
+  readonly connections = new Set<ClientConnection>()
+
+  private constructor(aedes: Aedes, router: Router, log: Logger, limits: MqttLimits) {
+    this.aedes = aedes as Aedes & { id: string; counter: number }
+    this.router = router
+    this.log = log
+    this.limits = limits
+    this.#wire()
+  }
+
+  static async create(log: Logger, limits: MqttLimits, extra: Partial<AedesOptions> = {}): Promise<MqttBroker> {
+    const router = new Router()
+    const aedes = await Aedes.createBroker({
+      mq: router as never,
+      drainTimeout: limits.drainTimeoutMs,
+      maximumPacketSize: limits.maxPacketSize,
+      // aedes' own bound on concurrent inbound QoS 2 (we enforce Receive Maximum in front of it)
+      concurrency: 1000,
+      authenticate: (client, _user, _pass, cb) => {
+        // aedes 2.0.0-beta.1 keys clients by id in a plain object: refuse ids that are
+        // Object.prototype member names (the GHSA-52qw-whmv-87c5 fix of aedes 1.2 is not in 2.0 beta)
+        if ((client as unknown as AedesClient).id in Object.prototype) {
+          const err = Object.assign(new Error('client identifier rejected'), { returnCode: 2 })
+          cb(err as never, false)
+          return
+        }
+        cb(null, true)
+      },
+      ...extra,
+    } as AedesOptions)
+    return new MqttBroker(aedes, router, log, limits)
+  }
+
+  #wire(): void {
+    const aedes = this.aedes
+    aedes.on('clientReady', (client) => {
+      const c = client as unknown as AedesClient
+      const conn = c.conn.owner
+      if (!conn) return
+      conn.onReady(c)
+      this.#attachSubscriptions(c)
+    })
+    aedes.on('subscribe', (_subs, client) => this.#attachSubscriptions(client as unknown as AedesClient))
+    aedes.on('clientError', (client, err) => {
+      this.log.debug({ client: client?.id, err: err.message }, 'client error')
+    })
+    aedes.on('connectionError', (_client, err) => {
+      this.log.debug({ err: err.message }, 'connection error before CONNECT')
+    })
+    aedes.on('keepaliveTimeout', (client) => {
+      this.log.info({ client: client.id }, 'keepalive timeout: closing')
+    })
+  }
+
+  /** Ties aedes' subscriptions of a client to its connection, so the fast path can write to it directly. */
+  #attachSubscriptions(client: AedesClient): void {
+    const conn = client.conn.owner
+    if (!conn) return
+    for (const filter in client.subscriptions) {
+      const sub = client.subscriptions[filter]
+      if (!sub) continue
+      const entry = this.router.entryFor(filter, sub.func)
+      if (!entry) continue
+      entry.target = conn
+      entry.qos = sub.qos
+      entry.nl = sub.nl === true
+      entry.rap = sub.rap === true
+      entry.si = sub.si ?? 0
+    }
+    this.router.invalidate()
+  }
+
+  accept(transport: Transport, req?: IncomingMessage): ClientConnection {
+    const conn = new ClientConnection(this, transport, req)
+    this.connections.add(conn)
+    return conn
+  }
+
+  onConnectionClosed(conn: ClientConnection): void {
+    this.connections.delete(conn)
+  }
+
+  onSlowConsumer(conn: ClientConnection, queued: number): void {
+    this.stats.slowConsumerDisconnects++
+    this.log.warn({ client: conn.client?.id, remote: conn.transport.remoteAddress, queued, code: 'ESLOW_CONSUMER' },
+      'client stopped reading: queue over the hard bound, disconnecting')
+    conn.destroy()
+  }
+
+  /** Tells MQTT 5 clients the server is going away, closes every connection and aedes. */
+  async close(): Promise<void> {
+    for (const conn of this.connections) {
+      const client = conn.client
+      if (client && client.version === 5 && client.disconnect) client.disconnect({ reasonCode: SERVER_SHUTTING_DOWN })
+      else if (client) client.close()
+      else conn.destroy()
+    }
+    await new Promise<void>((resolve) => this.aedes.close(() => resolve()))
+    for (const conn of this.connections) conn.destroy()
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * The few MQTT encodings the fast path needs, on Buffers, without packet objects.
+ * Everything else (CONNECT handling, QoS 1/2 flows, SUBSCRIBE) is aedes' job via mqtt-packet.
+ */
+
+export const PacketType = {
+  CONNECT: 1,
+  CONNACK: 2,
+  PUBLISH: 3,
+  PUBACK: 4,
+  PUBREC: 5,
+  PUBREL: 6,
+  PUBCOMP: 7,
+  SUBSCRIBE: 8,
+  SUBACK: 9,
+  UNSUBSCRIBE: 10,
+  UNSUBACK: 11,
+  PINGREQ: 12,
+  PINGRESP: 13,
+  DISCONNECT: 14,
+  AUTH: 15,
+} as const
+
+/** MQTT 5 property identifiers the fast path looks at. */
+export const Prop = {
+  SUBSCRIPTION_IDENTIFIER: 0x0b,
+  TOPIC_ALIAS: 0x23,
+} as const
+
+/** Result holder for readVarint, reused to avoid allocating per call. */
+export class VarintResult {
+  value = 0
+  /** Bytes the varint took; 0 = incomplete; -1 = malformed (more than 4 bytes [MQTT-1.5.5-1]). */
+  length = 0
+}
+
+/** Reads a Variable Byte Integer at `offset` (not past `end`). */
+export function readVarint(buf: Buffer, offset: number, end: number, out: VarintResult): VarintResult {
+  let value = 0
+  let multiplier = 1
+  for (let i = 0; i < 4; i++) {
+    if (offset + i >= end) { out.length = 0; return out }
+    const byte = buf[offset + i] as number
+    value += (byte & 0x7f) * multiplier
+    if ((byte & 0x80) === 0) {
+      out.value = value
+      out.length = i + 1
+      return out
+    }
+    multiplier *= 128
+  }
+  out.length = -1
+  return out
+}
+
+export function varintSize(n: number): number {
+  return n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4
+}
+
+export function writeVarint(buf: Buffer, offset: number, n: number): number {
+  do {
+    let byte = n % 128
+    n = Math.floor(n / 128)
+    if (n > 0) byte |= 0x80
+    buf[offset++] = byte
+  } while (n > 0)
+  return offset
+}
+
+/**
+ * Encodes a QoS 0 PUBLISH: `props` is the MQTT 5 property block without its length
+ * (null for MQTT 3.1.1), `prefixProps` more properties written before it (a Subscription Identifier).
+ */
+export function encodePublishQos0(
+  topic: Buffer,
+  payload: Buffer,
+  props: Buffer | null,
+  retain: boolean,
+  prefixProps: Buffer | null = null,
+): Buffer {
+  const propLen = props === null ? 0 : props.length + (prefixProps === null ? 0 : prefixProps.length)
+  const v5 = props !== null
+  const remaining = 2 + topic.length + (v5 ? varintSize(propLen) + propLen : 0) + payload.length
+  const frame = Buffer.allocUnsafe(1 + varintSize(remaining) + remaining)
+  frame[0] = 0x30 | (retain ? 1 : 0)
+  let o = writeVarint(frame, 1, remaining)
+  frame.writeUInt16BE(topic.length, o)
+  o += 2
+  o += topic.copy(frame, o)
+  if (v5) {
+    o = writeVarint(frame, o, propLen)
+    if (prefixProps !== null) o += prefixProps.copy(frame, o)
+    o += (props as Buffer).copy(frame, o)
+  }
+  payload.copy(frame, o)
+  return frame
+}
+
+/** A Subscription Identifier property (id 0x0B, Variable Byte Integer value). */
+export function subscriptionIdentifierProp(si: number): Buffer {
+  const buf = Buffer.allocUnsafe(1 + varintSize(si))
+  buf[0] = Prop.SUBSCRIPTION_IDENTIFIER
+  writeVarint(buf, 1, si)
+  return buf
+}
+
+/** Whether an MQTT 5 property block contains a property id (walking property by property). */
+export function findProperty(buf: Buffer, start: number, end: number, id: number): boolean {
+  const vi = new VarintResult()
+  let o = start
+  while (o < end) {
+    const pid = buf[o++] as number
+    if (pid === id) return true
+    switch (pid) {
+      case 0x01: case 0x17: case 0x19: case 0x24: case 0x25: case 0x28: case 0x29: case 0x2a:
+        o += 1; break // byte
+      case 0x13: case 0x21: case 0x22: case 0x23:
+        o += 2; break // two-byte integer
+      case 0x02: case 0x11: case 0x18: case 0x27:
+        o += 4; break // four-byte integer
+      case 0x0b:
+        readVarint(buf, o, end, vi)
+        if (vi.length <= 0) return false
+        o += vi.length
+        break
+      case 0x03: case 0x08: case 0x09: case 0x12: case 0x15: case 0x16: case 0x1a: case 0x1c: case 0x1f:
+        if (o + 2 > end) return false
+        o += 2 + buf.readUInt16BE(o); break // string or binary data
+      case 0x26:
+        if (o + 2 > end) return false
+        o += 2 + buf.readUInt16BE(o) // user property: two strings
+        if (o + 2 > end) return false
+        o += 2 + buf.readUInt16BE(o)
+        break
+      default:
+        return false // unknown property: let aedes judge the packet
+    }
+  }
+  return false
+}

@@ -1,0 +1,360 @@
+import { isUtf8 } from 'node:buffer'
+import type { IncomingMessage } from 'node:http'
+import type { RoutedPacket, RouteEntry } from '../router/router.ts'
+import { AedesLink, type LinkOwner } from './aedes-link.ts'
+import { encodePublishQos0, findProperty, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult } from './codec.ts'
+import type { Transport, TransportSink } from './transport.ts'
+import type { MqttBroker, AedesClient } from './broker.ts'
+
+const State = { AWAITING_CONNECT: 0, CONNECTING: 1, CONNECTED: 2, CLOSED: 3 } as const
+type StateValue = (typeof State)[keyof typeof State]
+
+const EMPTY = Buffer.alloc(0)
+const noop = (): void => {}
+const vi = new VarintResult()
+
+let nextConnectionId = 1
+
+/**
+ * One client connection, whatever its transport. It owns the socket's reads and writes:
+ * - reads: frames MQTT packets; QoS 0 PUBLISHes of a connected client take the fast path
+ *   (routed here, bytes forwarded to subscribers); every other packet goes to aedes in order.
+ * - writes: everything for the client (fast-path frames and aedes' packets) goes through one
+ *   queue that is written once per event-loop turn, bounded by the slow-consumer limits.
+ */
+export class ClientConnection implements TransportSink, LinkOwner {
+  readonly id = nextConnectionId++
+  readonly transport: Transport
+  readonly link: AedesLink
+  readonly #broker: MqttBroker
+  #state: StateValue = State.AWAITING_CONNECT
+  /** The aedes client once CONNECT succeeded. */
+  client: AedesClient | null = null
+  version = 4
+  /** MQTT 5 Maximum Packet Size of the client (0 = no limit). */
+  #maxOutgoingPacket = 0
+
+  // read side
+  #partial: Buffer | null = null
+  #held: Buffer[] = [] // packets that arrived between CONNECT and CONNACK
+  #readPaused = false
+
+  // write side
+  #out: Buffer[] = []
+  #outBytes = 0
+  #marked = false
+  #waitingDrain = false
+
+  // fast path topic cache: publishers usually repeat their topic
+  #lastTopicBytes: Buffer = EMPTY
+  #lastTopic = ''
+
+  /** Counters, read by stats and tests. */
+  messagesIn = 0
+  messagesOut = 0
+  droppedQos0 = 0
+
+  constructor(broker: MqttBroker, transport: Transport, req?: IncomingMessage) {
+    this.#broker = broker
+    this.transport = transport
+    this.link = new AedesLink(this)
+    broker.aedes.handle(this.link as never, req as never)
+  }
+
+  get connected(): boolean {
+    return this.#state === State.CONNECTED
+  }
+
+  get queuedBytes(): number {
+    return this.#outBytes + this.transport.bufferedAmount
+  }
+
+  /** aedes accepted the CONNECT and sent CONNACK. */
+  onReady(client: AedesClient): void {
+    if (this.#state === State.CLOSED) return
+    this.client = client
+    this.version = client.version ?? 4
+    this.#maxOutgoingPacket = client.maximumPacketSize ?? 0
+    this.#state = State.CONNECTED
+    const held = this.#held
+    this.#held = []
+    for (const packet of held) this.onData(packet)
+  }
+
+  // --- read side ----------------------------------------------------------------------------
+
+  onData(chunk: Buffer): void {
+    if (this.#state === State.CLOSED) return
+    if (this.#partial !== null) {
+      chunk = Buffer.concat([this.#partial, chunk])
+      this.#partial = null
+    }
+    const len = chunk.length
+    const maxPacket = this.#broker.limits.maxPacketSize
+    let o = 0
+    let runStart = -1 // start of a run of packets for aedes, pushed in one piece
+    let fastSeen = false
+    while (o < len) {
+      if (o + 2 > len) break
+      readVarint(chunk, o + 1, len, vi)
+      if (vi.length === 0) break
+      if (vi.length < 0) {
+        // [MQTT-1.5.5-1] a Remaining Length of more than four bytes is malformed
+        this.#protocolError('malformed Remaining Length')
+        return
+      }
+      const headerLen = 1 + vi.length
+      const total = headerLen + vi.value
+      if (total > maxPacket) {
+        this.#packetTooLarge(total)
+        return
+      }
+      if (o + total > len) break
+      const b0 = chunk[o] as number
+      const type = b0 >> 4
+      if (this.#state === State.CONNECTED) {
+        // QoS 0, no DUP, no RETAIN: the fast path's case
+        if (b0 === 0x30 && this.#fastPublish(chunk, o, headerLen, o + total)) {
+          if (runStart !== -1) { this.#toAedes(chunk.subarray(runStart, o)); runStart = -1 }
+          fastSeen = true
+          o += total
+          continue
+        }
+        if (runStart === -1) runStart = o
+      } else if (this.#state === State.AWAITING_CONNECT) {
+        if (runStart === -1) runStart = o
+        if (type === PacketType.CONNECT) this.#state = State.CONNECTING
+      } else {
+        // CONNECTING: hold until aedes has answered the CONNECT, so nothing overtakes it
+        if (runStart !== -1) { this.#toAedes(chunk.subarray(runStart, o)); runStart = -1 }
+        this.#held.push(chunk.subarray(o))
+        o = len
+        break
+      }
+      o += total
+    }
+    if (runStart !== -1) this.#toAedes(chunk.subarray(runStart, o))
+    if (o < len) this.#partial = chunk.subarray(o)
+    // packets aedes did not see still count as activity for its keepalive timer
+    if (fastSeen) this.client?._keepaliveTimer?.refresh()
+  }
+
+  #toAedes(bytes: Buffer): void {
+    if (!this.link.push(bytes) && !this.#readPaused) {
+      this.#readPaused = true
+      this.transport.pause()
+    }
+  }
+
+  resumeReading(): void {
+    if (this.#readPaused) {
+      this.#readPaused = false
+      this.transport.resume()
+    }
+  }
+
+  /** Routes a QoS 0 PUBLISH without aedes. Returns false to hand the packet to aedes instead. */
+  #fastPublish(buf: Buffer, start: number, headerLen: number, end: number): boolean {
+    let o = start + headerLen
+    if (o + 2 > end) return false
+    const topicLen = buf.readUInt16BE(o)
+    const topicStart = o + 2
+    const topicEnd = topicStart + topicLen
+    if (topicLen === 0 || topicEnd > end) return false // topic alias or malformed: aedes decides
+    if (buf[topicStart] === 0x24) return false // '$' topics: aedes' publish authorization applies
+    let propsStart = topicEnd
+    let propsEnd = topicEnd
+    if (this.version === 5) {
+      readVarint(buf, topicEnd, end, vi)
+      if (vi.length <= 0) return false
+      propsStart = topicEnd + vi.length
+      propsEnd = propsStart + vi.value
+      if (propsEnd > end) return false
+      // topic aliases are resolved by aedes' per-connection alias map
+      if (propsEnd > propsStart && findProperty(buf, propsStart, propsEnd, Prop.TOPIC_ALIAS)) return false
+    }
+    const topic = this.#topicString(buf, topicStart, topicEnd)
+    if (topic === null) return false
+    const plan = this.#broker.router.match(topic)
+    const hasProps = propsEnd > propsStart
+    // internal listeners need a decoded packet; aedes decodes MQTT 5 properties better than we would
+    if (plan.slow > 0 && hasProps) return false
+
+    this.messagesIn++
+    this.#broker.stats.messagesIn++
+    const entries = plan.entries
+    let v4Frame: Buffer | null = null
+    let v5Frame: Buffer | null = null
+    let packet: RoutedPacket | null = null
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i] as RouteEntry
+      const target = entry.target as ClientConnection | null
+      if (target === null) {
+        packet ??= this.#packetFor(topic, buf.subarray(propsEnd, end))
+        entry.fn(packet, noop)
+        continue
+      }
+      if (entry.nl && target === this) continue // [MQTT-3.8.3-3] No Local
+      if (target.#state !== State.CONNECTED) continue
+      let frame: Buffer
+      if (target.version === 5) {
+        if (entry.si !== 0) {
+          // [MQTT-3.3.4-3] echo the Subscription Identifier: a frame of its own
+          frame = encodePublishQos0(buf.subarray(topicStart, topicEnd), buf.subarray(propsEnd, end),
+            buf.subarray(propsStart, propsEnd), false, subscriptionIdentifierProp(entry.si))
+        } else {
+          frame = v5Frame ??= this.version === 5
+            ? buf.subarray(start, end)
+            : encodePublishQos0(buf.subarray(topicStart, topicEnd), buf.subarray(propsEnd, end), EMPTY, false)
+        }
+      } else {
+        frame = v4Frame ??= this.version === 5
+          ? encodePublishQos0(buf.subarray(topicStart, topicEnd), buf.subarray(propsEnd, end), null, false)
+          : buf.subarray(start, end)
+      }
+      target.#enqueueQos0(frame)
+    }
+    return true
+  }
+
+  #topicString(buf: Buffer, start: number, end: number): string | null {
+    const last = this.#lastTopicBytes
+    if (last.length === end - start && buf.compare(last, 0, last.length, start, end) === 0) return this.#lastTopic
+    const bytes = buf.subarray(start, end)
+    // [MQTT-1.5.3-1] ill-formed UTF-8 is a protocol error: let aedes close the connection
+    if (!isUtf8(bytes)) return null
+    const topic = bytes.toString('utf8')
+    // [MQTT-4.7.1-1] no wildcards in a topic name; [MQTT-1.5.3-2] no U+0000
+    if (topic.includes('+') || topic.includes('#') || topic.includes('\u0000')) return null
+    this.#lastTopicBytes = Buffer.from(bytes)
+    this.#lastTopic = topic
+    return topic
+  }
+
+  #packetFor(topic: string, payload: Buffer): RoutedPacket {
+    const aedes = this.#broker.aedes
+    return {
+      cmd: 'publish',
+      brokerId: aedes.id,
+      brokerCounter: ++aedes.counter,
+      topic,
+      payload: Buffer.from(payload), // listeners may keep it; do not pin the read buffer
+      qos: 0,
+      retain: false,
+      dup: false,
+      clientId: this.client?.id,
+    }
+  }
+
+  // --- write side ---------------------------------------------------------------------------
+
+  /** A fast-path QoS 0 frame: dropped (and counted) when the client is over its soft bound. */
+  #enqueueQos0(frame: Buffer): void {
+    if (this.#maxOutgoingPacket !== 0 && frame.length > this.#maxOutgoingPacket) {
+      // [MQTT-3.1.2-25] never send a packet over the client's Maximum Packet Size: discard it
+      this.droppedQos0++
+      this.#broker.stats.dropped++
+      return
+    }
+    if (this.queuedBytes >= this.#broker.limits.maxQueuedBytes) {
+      this.droppedQos0++
+      this.#broker.stats.dropped++
+      return
+    }
+    this.messagesOut++
+    this.#broker.stats.messagesOut++
+    this.#enqueue(frame)
+  }
+
+  writeFromAedes(chunk: Buffer): boolean {
+    if (this.#state === State.CLOSED) return true
+    this.#enqueue(chunk)
+    const queued = this.queuedBytes
+    if (queued >= this.#broker.limits.maxQueuedBytesHard) {
+      this.#broker.onSlowConsumer(this, queued)
+      return true
+    }
+    return queued < this.#broker.limits.maxQueuedBytes
+  }
+
+  #enqueue(frame: Buffer): void {
+    this.#out.push(frame)
+    this.#outBytes += frame.length
+    if (!this.#marked && !this.#waitingDrain) {
+      this.#marked = true
+      this.#broker.flusher.mark(this)
+    }
+  }
+
+  flush(): void {
+    this.#marked = false
+    if (this.#outBytes === 0 || this.#waitingDrain || this.#state === State.CLOSED) return
+    const out = this.#out
+    const data = out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out, this.#outBytes)
+    this.#out = []
+    this.#outBytes = 0
+    if (!this.transport.write(data)) this.#waitingDrain = true
+    else this.link.release()
+  }
+
+  onDrain(): void {
+    if (!this.#waitingDrain) return
+    this.#waitingDrain = false
+    this.flush()
+  }
+
+  /** Writes what is queued right now (before closing). */
+  #flushNow(): void {
+    this.#waitingDrain = false
+    this.flush()
+  }
+
+  // --- closing ------------------------------------------------------------------------------
+
+  closeFromAedes(): void {
+    if (this.#state === State.CLOSED) return
+    this.#flushNow()
+    this.#state = State.CLOSED
+    this.transport.end()
+    // a peer that never reads must not keep the socket open
+    setTimeout(() => this.transport.destroy(), 2000).unref()
+  }
+
+  onClose(): void {
+    if (this.#state !== State.CLOSED) this.#state = State.CLOSED
+    this.#out = []
+    this.#outBytes = 0
+    this.#held = []
+    if (!this.link.destroyed) this.link.destroy()
+    this.#broker.onConnectionClosed(this)
+  }
+
+  /** Closes the transport at once (slow consumer, protocol error). */
+  destroy(): void {
+    this.#state = State.CLOSED
+    this.transport.destroy()
+  }
+
+  #protocolError(why: string): void {
+    this.#broker.log.warn({ conn: this.id, client: this.client?.id, remote: this.transport.remoteAddress, code: 'EPACKET_MALFORMED' }, `closing connection: ${why}`)
+    this.#disconnectWith(0x81, why)
+  }
+
+  #packetTooLarge(size: number): void {
+    this.#broker.log.warn({ conn: this.id, client: this.client?.id, remote: this.transport.remoteAddress, code: 'EPACKET_TOO_LARGE', size, max: this.#broker.limits.maxPacketSize }, 'closing connection: packet too large')
+    this.#disconnectWith(0x95, 'packet too large')
+  }
+
+  /** MQTT 5 clients are told why with a DISCONNECT reason code; older clients are just closed [MQTT-4.13.1-1]. */
+  #disconnectWith(reasonCode: number, _why: string): void {
+    if (this.#state === State.CONNECTED && this.version === 5) {
+      this.#enqueue(Buffer.from([0xe0, 0x01, reasonCode]))
+      this.closeFromAedes()
+    } else {
+      this.#state = State.CLOSED
+      this.transport.end()
+      setTimeout(() => this.transport.destroy(), 2000).unref()
+    }
+    if (!this.link.destroyed) this.link.destroy()
+  }
+}

@@ -1,0 +1,13 @@
+import { createServer, type Server } from 'node:net'
+import type { MqttBroker } from './broker.ts'
+import { TcpTransport } from './transport.ts'
+
+/** The MQTT over TCP listener: every socket becomes a ClientConnection. */
+export function createMqttTcpServer(broker: MqttBroker): Server {
+  const server = createServer({ noDelay: true }, (socket) => {
+    const transport = new TcpTransport(socket)
+    const conn = broker.accept(transport)
+    transport.attach(conn)
+  })
+  return server
+}

@@ -1,0 +1,66 @@
+import type { Socket } from 'node:net'
+
+/**
+ * The byte pipe under one MQTT connection: a TCP socket or a WebSocket. The connection layer
+ * owns all reads and writes through this interface, so batching and limits live in one place.
+ */
+export interface Transport {
+  readonly kind: 'tcp' | 'ws'
+  readonly remoteAddress: string
+  /** Bytes handed to the transport and not yet sent. */
+  readonly bufferedAmount: number
+  /** Writes; returns false once the transport wants no more until it drains. */
+  write(data: Buffer): boolean
+  pause(): void
+  resume(): void
+  /** Sends what is buffered, then closes. */
+  end(): void
+  destroy(): void
+}
+
+/** What a transport calls back into (implemented by ClientConnection). */
+export interface TransportSink {
+  onData(chunk: Buffer): void
+  onDrain(): void
+  onClose(): void
+}
+
+/** Above this many bytes buffered in the socket we stop writing and wait for 'drain'. */
+const SOCKET_HIGH_WATER = 256 * 1024
+
+export class TcpTransport implements Transport {
+  readonly kind = 'tcp'
+  readonly remoteAddress: string
+  readonly #socket: Socket
+
+  constructor(socket: Socket) {
+    this.#socket = socket
+    this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`
+    // Without TCP_NODELAY, request/ack round trips stall on Nagle plus delayed ACKs.
+    socket.setNoDelay(true)
+  }
+
+  attach(sink: TransportSink): void {
+    const socket = this.#socket
+    socket.on('data', (chunk: Buffer) => sink.onData(chunk))
+    socket.on('drain', () => sink.onDrain())
+    socket.on('close', () => sink.onClose())
+    // errors (ECONNRESET, EPIPE) end in 'close'; the connection logs the reason there
+    socket.on('error', () => {})
+  }
+
+  get bufferedAmount(): number {
+    return this.#socket.writableLength
+  }
+
+  write(data: Buffer): boolean {
+    if (this.#socket.destroyed) return false
+    this.#socket.write(data)
+    return this.#socket.writableLength < SOCKET_HIGH_WATER
+  }
+
+  pause(): void { this.#socket.pause() }
+  resume(): void { this.#socket.resume() }
+  end(): void { this.#socket.end() }
+  destroy(): void { this.#socket.destroy() }
+}

@@ -1,0 +1,176 @@
+import { SubjectTrie } from '../subjects/trie.ts'
+
+/**
+ * The routing core every protocol shares. It is aedes' `mq` (the mqemitter interface: on,
+ * removeListener, emit, close) and also the table the MQTT fast path reads directly.
+ *
+ * A RouteEntry is one subscription. Entries created by aedes carry aedes' delivery function;
+ * once aedes reports which connection a subscription belongs to, the entry also carries that
+ * connection (`target`), and the fast path writes encoded bytes to it without calling aedes.
+ */
+
+export type DeliverCallback = (err?: Error | null) => void
+/** A listener in mqemitter's shape: called with an aedes-style publish packet. */
+export type Listener = (packet: RoutedPacket, cb: DeliverCallback) => void
+
+/** The packet shape aedes passes through `emit` (see aedes-packet). */
+export interface RoutedPacket {
+  cmd: string
+  topic: string
+  payload: Buffer
+  qos: 0 | 1 | 2
+  retain: boolean
+  dup: boolean
+  messageId?: number
+  brokerId?: string
+  brokerCounter?: number
+  clientId?: string
+  properties?: Record<string, unknown>
+  [extra: string]: unknown
+}
+
+/** What the fast path needs of a subscriber connection (implemented by mqtt/connection.ts). */
+export interface FastTarget {
+  readonly id: number
+}
+
+export class RouteEntry {
+  /** The subscriber's connection, once known; null for internal listeners. */
+  target: FastTarget | null = null
+  /** Granted QoS of the subscription. */
+  qos: 0 | 1 | 2 = 0
+  /** MQTT 5 No Local. */
+  nl = false
+  /** MQTT 5 Retain As Published. */
+  rap = false
+  /** MQTT 5 Subscription Identifier (0 = none). */
+  si = 0
+
+  constructor(readonly filter: string, readonly fn: Listener) {}
+}
+
+/** Where a message to one topic goes; cached per topic. */
+export class RoutePlan {
+  constructor(
+    readonly entries: readonly RouteEntry[],
+    /** How many entries have no target connection and need a decoded packet. */
+    readonly slow: number,
+  ) {}
+}
+
+const MAX_CACHED_TOPICS = 65_536
+const noop = (): void => {}
+
+export class Router {
+  #trie = new SubjectTrie<RouteEntry>()
+  #entries = new Map<string, Map<Listener, RouteEntry>>()
+  /** topic -> the entries a message to it goes to, one per target connection. */
+  #cache = new Map<string, RoutePlan>()
+  #scratch: RouteEntry[] = []
+  #closed = false
+  /** mqemitter compatibility: messages being delivered right now (we never queue). */
+  readonly current = 0
+
+  get subscriptionCount(): number {
+    return this.#trie.size
+  }
+
+  // --- mqemitter interface, used by aedes -------------------------------------------------
+
+  on(filter: string, fn: Listener, done?: () => void): this {
+    let byFn = this.#entries.get(filter)
+    if (byFn === undefined) {
+      byFn = new Map()
+      this.#entries.set(filter, byFn)
+    }
+    if (!byFn.has(fn)) {
+      const entry = new RouteEntry(filter, fn)
+      byFn.set(fn, entry)
+      this.#trie.insert(filter, entry)
+      this.#cache.clear()
+    }
+    if (done) process.nextTick(done)
+    return this
+  }
+
+  removeListener(filter: string, fn: Listener, done?: () => void): this {
+    const byFn = this.#entries.get(filter)
+    const entry = byFn?.get(fn)
+    if (byFn && entry) {
+      byFn.delete(fn)
+      if (byFn.size === 0) this.#entries.delete(filter)
+      this.#trie.remove(filter, entry)
+      this.#cache.clear()
+    }
+    if (done) process.nextTick(done)
+    return this
+  }
+
+  /**
+   * Delivers a packet to every matching subscription. We do not wait for listeners: a frozen
+   * subscriber must not hold back the publisher or anyone else (its own queue bounds it).
+   */
+  emit(packet: RoutedPacket, done?: DeliverCallback): void {
+    if (this.#closed) {
+      if (done) done(new Error('router closed'))
+      return
+    }
+    const entries = this.match(packet.topic).entries
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i] as RouteEntry
+      // [MQTT-3.3.5-1] deliver at the lower of the published QoS and the granted QoS
+      // (aedes looks the granted QoS up by topic, which misses wildcard subscriptions).
+      const p = entry.target !== null && packet.qos > entry.qos ? { ...packet, qos: entry.qos } : packet
+      entry.fn(p, noop)
+    }
+    if (done) done()
+  }
+
+  close(cb?: () => void): void {
+    this.#closed = true
+    this.#cache.clear()
+    if (cb) process.nextTick(cb)
+  }
+
+  // --- used by edgebus' own layers ------------------------------------------------------------
+
+  /** The entry of a (filter, listener) pair, so aedes' subscriptions can be tied to connections. */
+  entryFor(filter: string, fn: Listener): RouteEntry | undefined {
+    return this.#entries.get(filter)?.get(fn)
+  }
+
+  /** Call after changing an entry's target or options: cached routes embed them. */
+  invalidate(): void {
+    this.#cache.clear()
+  }
+
+  /**
+   * The entries a message to `topic` goes to. Entries of the same connection are merged into the
+   * one with the highest QoS, so a client with overlapping subscriptions gets one copy
+   * ([MQTT-3.3.4-2] permits either; one copy is what users expect). Cached until the next change.
+   */
+  match(topic: string): RoutePlan {
+    const cached = this.#cache.get(topic)
+    if (cached !== undefined) return cached
+    const found = this.#trie.match(topic, this.#scratch)
+    let result: RouteEntry[]
+    if (found.length <= 1) {
+      result = found.slice()
+    } else {
+      result = []
+      for (const entry of found) {
+        if (entry.target === null) { result.push(entry); continue }
+        const i = result.findIndex((e) => e.target === entry.target)
+        if (i === -1) result.push(entry)
+        else if ((result[i] as RouteEntry).qos < entry.qos) result[i] = entry
+      }
+    }
+    found.length = 0
+    let slow = 0
+    for (const entry of result) if (entry.target === null) slow++
+    const plan = new RoutePlan(result, slow)
+    if (this.#cache.size >= MAX_CACHED_TOPICS) this.#cache.clear()
+    this.#cache.set(topic, plan)
+    return plan
+  }
+}

@@ -1,0 +1,97 @@
+import type { Server as NetServer } from 'node:net'
+import type { Server as HttpServer } from 'node:http'
+import { EdgebusError } from './core/errors.ts'
+import { createLogger, type Logger } from './core/log.ts'
+import type { EdgebusConfig } from './config/schema.ts'
+import { HttpFront, sendJson } from './http/server.ts'
+import { MqttBroker } from './mqtt/broker.ts'
+import { createMqttTcpServer } from './mqtt/tcp.ts'
+import { MqttWebSocketEndpoint } from './ws/mqtt-ws.ts'
+import { VERSION } from './version.ts'
+
+export interface EdgebusServer {
+  readonly config: EdgebusConfig
+  readonly broker: MqttBroker
+  readonly mqttPort: number
+  readonly httpPort: number
+  readonly log: Logger
+  /** Stops accepting, disconnects clients, closes listeners. */
+  close(): Promise<void>
+}
+
+export interface StartOptions {
+  log?: Logger
+}
+
+/** The only place that knows all the parts: wires listeners, broker and HTTP routes. */
+export async function startServer(config: EdgebusConfig, opts: StartOptions = {}): Promise<EdgebusServer> {
+  const log = opts.log ?? createLogger(config.log.level)
+  const broker = await MqttBroker.create(log, {
+    maxPacketSize: config.limits.maxPacketSize,
+    maxQueuedBytes: config.limits.maxQueuedBytes,
+    maxQueuedBytesHard: config.limits.maxQueuedBytesHard,
+    drainTimeoutMs: config.limits.drainTimeout,
+  })
+  const startedAt = Date.now()
+
+  const http = new HttpFront(log)
+  const ws = new MqttWebSocketEndpoint(broker)
+  http.upgrade('/mqtt', ws)
+  http.route('GET', '/healthz', (_req, res) => {
+    sendJson(res, 200, { status: 'ok', version: VERSION, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), connections: broker.connections.size })
+  })
+
+  const tcp = createMqttTcpServer(broker)
+  let mqttPort: number
+  let httpPort: number
+  try {
+    mqttPort = await listen(tcp, config.host, config.mqtt.port, 'MQTT', 'mqtt.port')
+    httpPort = await listen(http.server, config.host, config.http.port, 'HTTP', 'http.port')
+  } catch (err) {
+    tcp.close()
+    http.server.close()
+    await broker.close()
+    throw err
+  }
+  log.info({ host: config.host, mqttPort, httpPort, version: VERSION }, 'edgebus ready')
+
+  let closing: Promise<void> | null = null
+  return {
+    config,
+    broker,
+    mqttPort,
+    httpPort,
+    log,
+    close() {
+      closing ??= (async () => {
+        tcp.close()
+        http.server.close()
+        ws.close()
+        await broker.close()
+        http.server.closeAllConnections()
+        log.info('edgebus stopped')
+      })()
+      return closing
+    },
+  }
+}
+
+function listen(server: NetServer | HttpServer, host: string, port: number, what: string, key: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      if (err.code === 'EADDRINUSE') {
+        reject(new EdgebusError('EADDRINUSE',
+          `${what} port ${port} on ${host} is already in use: stop the other program or choose another port (config "${key}", flag --${key.replace('.', '-')}, env EDGEBUS_${key.replace('.', '_').toUpperCase()})`,
+          { port, host, key }))
+      } else {
+        reject(new EdgebusError('ELISTEN', `cannot listen for ${what} on ${host}:${port}: ${err.message}`, { port, host, key }))
+      }
+    }
+    server.once('error', onError)
+    server.listen(port, host, () => {
+      server.off('error', onError)
+      const addr = server.address()
+      resolve(typeof addr === 'object' && addr !== null ? addr.port : port)
+    })
+  })
+}
