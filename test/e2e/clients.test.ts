@@ -1,0 +1,146 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { run, spawnLines, startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
+import { connectClient, endAllClients, sleep } from '../support/mqtt.ts'
+import { CONNACK_OK, connectPacket, publishPacket, rawConnect } from '../support/raw.ts'
+
+let srv: StartedEdgebus
+beforeAll(async () => { srv = await startEdgebus() })
+afterAll(async () => { await srv.stop() })
+afterEach(async () => { await endAllClients() })
+
+describe('real clients against the built server', () => {
+  it('mosquitto_pub to mosquitto_sub over TCP, MQTT 3.1.1 and 5', async () => {
+    const sub311 = spawnLines('mosquitto_sub', ['-p', String(srv.mqttPort), '-h', '127.0.0.1', '-t', 'mosq/#', '-v', '-C', '2'])
+    const sub5 = spawnLines('mosquitto_sub', ['-p', String(srv.mqttPort), '-h', '127.0.0.1', '-V', 'mqttv5', '-t', 'mosq/+', '-v', '-C', '2'])
+    await sleep(300)
+    expect((await run('mosquitto_pub', ['-p', String(srv.mqttPort), '-h', '127.0.0.1', '-t', 'mosq/a', '-m', 'one'])).code).toBe(0)
+    expect((await run('mosquitto_pub', ['-p', String(srv.mqttPort), '-h', '127.0.0.1', '-V', 'mqttv5', '-q', '1', '-t', 'mosq/b', '-m', 'two'])).code).toBe(0)
+    expect(await sub311.waitFor(2)).toEqual(['mosq/a one', 'mosq/b two'])
+    expect(await sub5.waitFor(2)).toEqual(['mosq/a one', 'mosq/b two'])
+  })
+
+  it('MQTT.js over TCP and over WebSocket see each other', async () => {
+    const tcp = await connectClient(srv.mqttUrl)
+    const ws = await connectClient(srv.wsUrl)
+    await tcp.client.subscribeAsync('mix/from-ws')
+    await ws.client.subscribeAsync('mix/from-tcp')
+    await tcp.client.publishAsync('mix/from-tcp', 'hello ws')
+    await ws.client.publishAsync('mix/from-ws', 'hello tcp', { qos: 1 })
+    expect((await ws.waitFor(1))[0]).toMatchObject({ topic: 'mix/from-tcp', payload: 'hello ws' })
+    expect((await tcp.waitFor(1))[0]).toMatchObject({ topic: 'mix/from-ws', payload: 'hello tcp' })
+  })
+
+  it('python3 paho-mqtt publishes and subscribes', async () => {
+    const script = `
+import sys, time
+import paho.mqtt.client as mqtt
+port = int(sys.argv[1])
+got = []
+def on_message(c, u, m): got.append((m.topic, m.payload.decode()))
+try:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="paho-sub")
+except AttributeError:
+    c = mqtt.Client(client_id="paho-sub")
+c.on_message = on_message
+c.connect("127.0.0.1", port)
+c.subscribe("paho/#", qos=1)
+c.loop_start()
+time.sleep(0.3)
+c.publish("paho/self", "from paho", qos=1).wait_for_publish(5)
+deadline = time.time() + 5
+while len(got) < 2 and time.time() < deadline: time.sleep(0.05)
+c.loop_stop(); c.disconnect()
+for t, p in got: print(t, p)
+`
+    const js = await connectClient(srv.mqttUrl)
+    const py = run('/usr/bin/python3', ['-c', script, String(srv.mqttPort)])
+    await sleep(800)
+    await js.client.publishAsync('paho/js', 'from mqtt.js', { qos: 1 })
+    const res = await py
+    expect(res.code, res.stderr).toBe(0)
+    expect(res.stdout.trim().split('\n').sort()).toEqual(['paho/js from mqtt.js', 'paho/self from paho'])
+  })
+
+  it('MQTT wildcards and NATS-style wildcards see the same messages (edgebus sub)', async () => {
+    const bundle = [srv.mqttUrl]
+    const nats = spawnLines(process.execPath, ['dist/edgebus.mjs', 'sub', 'farm.*.temp', 'farm.barn.>', '--url', bundle[0] as string])
+    const mq = await connectClient(srv.mqttUrl)
+    await mq.client.subscribeAsync(['farm/+/temp', 'farm/barn/#'])
+    await sleep(600)
+    const pub = await connectClient(srv.mqttUrl)
+    for (const t of ['farm/field/temp', 'farm/barn/hum', 'farm/barn/temp', 'farm/field/hum', 'farm/barn']) {
+      await pub.client.publishAsync(t, t)
+    }
+    // 'farm/barn' matches 'farm/barn/#' ('#' includes the parent level); 'farm/field/hum' matches nothing
+    const mqttSeen = (await mq.waitFor(4)).map((m) => m.topic).sort()
+    expect(mqttSeen).toEqual(['farm/barn', 'farm/barn/hum', 'farm/barn/temp', 'farm/field/temp'])
+    const natsSeen = (await nats.waitFor(4)).map((l) => l.split(' ')[0]).sort()
+    expect(natsSeen).toEqual(['farm.barn', 'farm.barn.hum', 'farm.barn.temp', 'farm.field.temp'])
+    nats.proc.kill()
+  })
+
+  it('retained messages reach later subscribers; an empty payload clears them', async () => {
+    const pub = await connectClient(srv.mqttUrl)
+    await pub.client.publishAsync('ret/a', 'kept', { retain: true, qos: 1 })
+    const late = await connectClient(srv.mqttUrl)
+    await late.client.subscribeAsync('ret/#')
+    const [m] = await late.waitFor(1)
+    expect(m).toMatchObject({ topic: 'ret/a', payload: 'kept', retain: true })
+    await pub.client.publishAsync('ret/a', '', { retain: true, qos: 1 })
+    const later = await connectClient(srv.mqttUrl)
+    await later.client.subscribeAsync('ret/#')
+    await sleep(300)
+    expect(later.messages).toEqual([])
+  })
+
+  it('a client that drops without DISCONNECT has its will published', async () => {
+    const watcher = await connectClient(srv.mqttUrl)
+    await watcher.client.subscribeAsync('wills/#')
+    const dying = await connectClient(srv.mqttUrl, { will: { topic: 'wills/dev1', payload: Buffer.from('offline'), qos: 1, retain: false } })
+    ;(dying.client as unknown as { stream: { destroy(): void } }).stream.destroy()
+    const [m] = await watcher.waitFor(1)
+    expect(m).toMatchObject({ topic: 'wills/dev1', payload: 'offline' })
+  })
+
+  it('QoS 1 and QoS 2 round trips, delivered at the lower of published and granted QoS', async () => {
+    const sub2 = await connectClient(srv.mqttUrl)
+    await sub2.client.subscribeAsync('q/+', { qos: 2 })
+    const sub1 = await connectClient(srv.mqttUrl)
+    await sub1.client.subscribeAsync('q/+', { qos: 1 }) // wildcard: aedes alone would deliver QoS 2 here
+    const pub = await connectClient(srv.mqttUrl)
+    await pub.client.publishAsync('q/one', 'at least once', { qos: 1 })
+    await pub.client.publishAsync('q/two', 'exactly once', { qos: 2 })
+    const got2 = await sub2.waitFor(2)
+    expect(got2.map((m) => [m.payload, m.qos])).toEqual([['at least once', 1], ['exactly once', 2]])
+    const got1 = await sub1.waitFor(2)
+    expect(got1.map((m) => [m.payload, m.qos])).toEqual([['at least once', 1], ['exactly once', 1]])
+  })
+
+  it('a persistent session gets the QoS 1 messages it missed while offline', async () => {
+    const opts = { clientId: 'persistent-1', clean: false }
+    const first = await connectClient(srv.mqttUrl, opts)
+    await first.client.subscribeAsync('offline/#', { qos: 1 })
+    await first.end()
+    const pub = await connectClient(srv.mqttUrl)
+    await pub.client.publishAsync('offline/x', 'while away', { qos: 1 })
+    const back = await connectClient(srv.mqttUrl, opts)
+    const [m] = await back.waitFor(1)
+    expect(m).toMatchObject({ topic: 'offline/x', payload: 'while away', qos: 1 })
+  })
+
+  it('counts fast-path publishes as keepalive activity, and still closes silent clients', async () => {
+    const sub = await connectClient(srv.mqttUrl)
+    await sub.client.subscribeAsync('ka/x')
+    // keepalive 1 s: the server closes after 1.5 s without a packet [MQTT-3.1.2-24]
+    const talker = await rawConnect(srv.mqttPort)
+    const silent = await rawConnect(srv.mqttPort)
+    talker.socket.write(connectPacket('ka-talker', { keepalive: 1 }))
+    silent.socket.write(connectPacket('ka-silent', { keepalive: 1 }))
+    await talker.waitForBytes(CONNACK_OK)
+    for (let i = 0; i < 8; i++) { talker.socket.write(publishPacket('ka/x', String(i))); await sleep(400) }
+    await sub.waitFor(8)
+    expect(talker.isClosed()).toBe(false)
+    expect(silent.isClosed()).toBe(true)
+    talker.socket.destroy()
+  })
+})
