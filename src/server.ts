@@ -38,7 +38,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   const ws = new MqttWebSocketEndpoint(broker)
   http.upgrade('/mqtt', ws)
   http.route('GET', '/healthz', (_req, res) => {
-    sendJson(res, 200, { status: 'ok', version: VERSION, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), connections: broker.connections.size })
+    sendJson(res, 200, { status: 'ok', version: VERSION, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), connections: broker.connections.size, ...broker.stats })
   })
 
   const tcp = createMqttTcpServer(broker)

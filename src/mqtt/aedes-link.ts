@@ -1,5 +1,7 @@
 import { Duplex } from 'node:stream'
 
+type WriteCallback = (err?: Error | null) => void
+
 /** The side of a ClientConnection that aedes sees. */
 export interface LinkOwner {
   /** aedes wrote bytes for the client; returns false when the client's queue is over its soft bound. */
@@ -8,6 +10,8 @@ export interface LinkOwner {
   resumeReading(): void
   /** aedes ended or destroyed the stream: flush and close the transport. */
   closeFromAedes(): void
+  /** Bytes aedes wrote that wait in this stream's own buffer (while we hold its callbacks). */
+  checkBacklog(linkBytes: number): void
 }
 
 /**
@@ -23,6 +27,14 @@ export class AedesLink extends Duplex {
   constructor(owner: LinkOwner) {
     super({ allowHalfOpen: false, decodeStrings: true })
     this.owner = owner
+  }
+
+  // aedes keeps writing while we hold its callbacks; those bytes wait in Writable's buffer, so the
+  // hard bound must see them too
+  override write(chunk: unknown, encoding?: BufferEncoding | WriteCallback, cb?: WriteCallback): boolean {
+    const ok = super.write(chunk, encoding as BufferEncoding, cb)
+    if (!ok) this.owner.checkBacklog(this.writableLength)
+    return ok
   }
 
   override _read(): void {

@@ -65,8 +65,13 @@ export class ClientConnection implements TransportSink, LinkOwner {
     return this.#state === State.CONNECTED
   }
 
+  /**
+   * Bytes the client has not taken: what the transport holds, plus our queue while the transport
+   * refuses more. A burst queued within one event-loop turn is not slowness, so it does not count
+   * until the flush finds the transport full.
+   */
   get queuedBytes(): number {
-    return this.#outBytes + this.transport.bufferedAmount
+    return this.#waitingDrain ? this.#outBytes + this.transport.bufferedAmount : this.transport.bufferedAmount
   }
 
   /** aedes accepted the CONNECT and sent CONNACK. */
@@ -264,6 +269,11 @@ export class ClientConnection implements TransportSink, LinkOwner {
     this.messagesOut++
     this.#broker.stats.messagesOut++
     this.#enqueue(frame)
+  }
+
+  checkBacklog(linkBytes: number): void {
+    const queued = this.queuedBytes + linkBytes
+    if (queued >= this.#broker.limits.maxQueuedBytesHard && this.#state !== State.CLOSED) this.#broker.onSlowConsumer(this, queued)
   }
 
   writeFromAedes(chunk: Buffer): boolean {

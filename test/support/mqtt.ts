@@ -40,7 +40,7 @@ export async function connectClient(url: string, opts: IClientOptions = {}): Pro
     waitFor(n, timeoutMs = 5000) {
       return new Promise((resolve, reject) => {
         const check = (): void => { if (messages.length >= n) { clearTimeout(t); resolve(messages) } }
-        const t = setTimeout(() => reject(new Error(`waited for ${n} messages, got ${messages.length}: ${JSON.stringify(messages.slice(0, 5))}`)), timeoutMs)
+        const t = setTimeout(() => reject(new Error(`waited for ${n} messages, got ${messages.length}: ${messages.slice(0, 5).map((m) => `${m.topic} ${m.payload.slice(0, 40)}`).join(' | ')}`)), timeoutMs)
         waiters.push(check)
         check()
       })

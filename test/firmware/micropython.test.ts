@@ -1,0 +1,184 @@
+/**
+ * The Python client (firmware-clients/micropython/edgebus.py) against a real edgebus server,
+ * run unchanged under CPython (/usr/bin/python3) and under the real MicroPython VM
+ * (WebAssembly, from npm) through node-runner/run.mjs and its worker-thread socket shim.
+ * The runner finds the VM through EDGEBUS_MICROPYTHON or node_modules.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { run, startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
+import { connectClient, endAllClients } from '../support/mqtt.ts'
+import {
+  CONNECT, PUBLISH, PY_DIR, PYTHON, connectLevel, decodePublish, expectedPayloads, killAll,
+  startProc, startProxy, uniqueSorted, type MqttProxy,
+} from './helpers.ts'
+
+const RUNNER = join(PY_DIR, 'node-runner', 'run.mjs')
+const EXAMPLES = join(PY_DIR, 'examples')
+/** umqtt.simple's heap cost after import, the figure to beat. */
+const UMQTT_SIMPLE_HEAP = 14_600
+
+interface Runtime { name: string; cmd: string; args(script: string, ...rest: string[]): string[]; env: Record<string, string> }
+const RUNTIMES: Runtime[] = [
+  { name: 'CPython', cmd: PYTHON, args: (s, ...r) => [s, ...r], env: { PYTHONPATH: PY_DIR } },
+  { name: 'MicroPython VM', cmd: process.execPath, args: (s, ...r) => [RUNNER, s, ...r], env: {} },
+]
+
+let srv: StartedEdgebus
+let scratch: string
+const proxies: MqttProxy[] = []
+
+// Short scripts for the cases the examples don't cover; they run under both runtimes too.
+const SCRIPTS: Record<string, string> = {
+  // check_msg() pings at 3/4 of the keepalive and reads the PINGRESPs.
+  'ping.py': `import sys, time, edgebus
+c = edgebus.MQTTClient("fw-py-ping", "127.0.0.1", int(sys.argv[1]), keepalive=1)
+c.connect()
+ops, t = [], edgebus.ticks_ms()
+while edgebus.ticks_diff(edgebus.ticks_ms(), t) < 1700:
+    op = c.check_msg()
+    if op:
+        ops.append(op)
+    time.sleep(0.02)
+print(ops)
+c.disconnect()
+`,
+  // Connects with a will, user and password, then waits to be killed.
+  'will.py': `import sys, edgebus
+c = edgebus.MQTTClient("fw-py-will", "127.0.0.1", int(sys.argv[1]), user="dev", password="secret", keepalive=30)
+c.set_last_will("fw/py/will", "gone " + sys.argv[2], qos=1)
+c.connect()
+print("connected", file=sys.stderr)
+while True:
+    c.wait_msg()
+`,
+}
+
+beforeAll(async () => {
+  srv = await startEdgebus()
+  scratch = mkdtempSync(join(tmpdir(), 'edgebus-fw-py-'))
+  for (const [name, text] of Object.entries(SCRIPTS)) writeFileSync(join(scratch, name), text)
+})
+afterEach(async () => {
+  await endAllClients()
+  await killAll()
+  await Promise.all(proxies.splice(0).map((p) => p.close()))
+})
+afterAll(async () => {
+  await srv?.stop()
+  if (scratch) rmSync(scratch, { recursive: true, force: true })
+})
+
+const proxy = async (hooks: Parameters<typeof startProxy>[1]): Promise<MqttProxy> => {
+  const p = await startProxy(srv.mqttPort, hooks)
+  proxies.push(p)
+  return p
+}
+
+describe('MicroPython VM', () => {
+  it(`importing edgebus costs less heap than umqtt.simple (${UMQTT_SIMPLE_HEAP} bytes)`, async () => {
+    const res = await run(process.execPath, [RUNNER, '--heap'])
+    expect(res.code, res.stderr).toBe(0)
+    const m = /^HEAP edgebus import bytes=(\d+)$/m.exec(res.stdout)
+    expect(m, res.stdout).not.toBeNull()
+    const bytes = Number(m![1])
+    expect(bytes).toBeGreaterThan(1000) // it did measure the module
+    expect(bytes).toBeLessThan(UMQTT_SIMPLE_HEAP)
+  })
+})
+
+describe.each(RUNTIMES)('edgebus.py under $name', (rt) => {
+  const py = (script: string, ...args: string[]) => run(rt.cmd, rt.args(script, ...args), { env: rt.env, timeoutMs: 20_000 })
+  const tag = rt.name === 'CPython' ? 'cpy' : 'mpy'
+
+  it('pub.py publishes 100 QoS 1 messages; MQTT.js gets every one, in order', async () => {
+    const topic = `fw/${tag}/qos1`
+    const sub = await connectClient(srv.mqttUrl)
+    await sub.client.subscribeAsync(topic, { qos: 1 })
+    const res = await py(join(EXAMPLES, 'pub.py'), '127.0.0.1', String(srv.mqttPort), topic, '100', '1')
+    expect(res.code, res.stderr).toBe(0)
+    expect(res.stderr).toContain('published 100 reconnects 0')
+    const got = await sub.waitFor(100)
+    expect(got.map((m) => m.payload)).toEqual(Array.from({ length: 100 }, (_, i) => String(i)))
+  })
+
+  it('pub.py with QoS 0', async () => {
+    const topic = `fw/${tag}/qos0`
+    const sub = await connectClient(srv.mqttUrl)
+    await sub.client.subscribeAsync(topic)
+    const res = await py(join(EXAMPLES, 'pub.py'), '127.0.0.1', String(srv.mqttPort), topic, '20', '0')
+    expect(res.code, res.stderr).toBe(0)
+    expect((await sub.waitFor(20)).map((m) => m.payload)).toEqual(Array.from({ length: 20 }, (_, i) => String(i)))
+  })
+
+  it('sub.py with wildcards prints exactly the matching messages', async () => {
+    const sub = startProc(rt.cmd, rt.args(join(EXAMPLES, 'sub.py'), '127.0.0.1', String(srv.mqttPort), `fw/${tag}/+/t/#`, '2'), rt.env)
+    await sub.waitStderr(/subscribed/)
+    const pub = await connectClient(srv.mqttUrl)
+    await pub.client.publishAsync(`fw/${tag}/a/t`, 'one', { qos: 1 })
+    await pub.client.publishAsync(`fw/${tag}/a/u`, 'no', { qos: 1 })
+    await pub.client.publishAsync(`fw/${tag}/b/t/c`, 'two', { qos: 1 })
+    const res = await sub.exit()
+    expect(res.code, res.stderr).toBe(0)
+    expect(res.stdout).toEqual([`fw/${tag}/a/t one`, `fw/${tag}/b/t/c two`])
+  })
+
+  it('forced reconnect: cut right after a PUBLISH, publish_stream reconnects and resends; every message arrives', async () => {
+    const topic = `fw/${tag}/cut`
+    let publishes = 0
+    const p = await proxy({ client: (f) => (f.type === PUBLISH && [10, 30].includes(++publishes) ? 'forward-then-cut' : 'forward') })
+    const sub = await connectClient(srv.mqttUrl)
+    await sub.client.subscribeAsync(topic, { qos: 1 })
+    const res = await py(join(EXAMPLES, 'pub.py'), '127.0.0.1', String(p.port), topic, '50', '1')
+    expect(res.code, res.stderr).toBe(0)
+    expect(res.stderr).toContain('published 50 reconnects 2')
+    expect(p.connections).toBe(3)
+    const pubs = p.fromClient.filter((f) => f.type === PUBLISH)
+    for (const conn of [1, 2]) {
+      const cutOne = decodePublish(pubs.filter((f) => f.conn === conn - 1).at(-1)!)
+      expect(decodePublish(pubs.find((f) => f.conn === conn)!)).toMatchObject({ dup: true, id: cutOne.id, payload: cutOne.payload })
+    }
+    await sub.waitFor(50)
+    expect(uniqueSorted(sub.messages.map((m) => m.payload))).toEqual(expectedPayloads(50))
+  })
+
+  it('proto=5: CONNECT level 5 and publish_stream sends msg-id as a user property, forwarded to v5 subscribers', async () => {
+    const topic = `fw/${tag}/v5`
+    const p = await proxy({})
+    const sub = await connectClient(srv.mqttUrl, { protocolVersion: 5 })
+    await sub.client.subscribeAsync(topic, { qos: 1 })
+    const res = await py(join(EXAMPLES, 'pub.py'), '127.0.0.1', String(p.port), topic, '5', '1', '5')
+    expect(res.code, res.stderr).toBe(0)
+    expect(connectLevel(p.fromClient.find((f) => f.type === CONNECT)!)).toBe(5)
+    const ids = p.fromClient.filter((f) => f.type === PUBLISH).map((f) => decodePublish(f, true).userProps['msg-id'])
+    expect(ids).toHaveLength(5)
+    expect(ids.every((id, i) => new RegExp(`^eb-pypub-\\d+-${i}$`).test(id ?? ''))).toBe(true)
+    const got = await sub.waitFor(5)
+    expect(got.map((m) => m.payload)).toEqual(['0', '1', '2', '3', '4'])
+    expect(got.map((m) => (m.properties?.userProperties as Record<string, string>)['msg-id'])).toEqual(ids)
+  })
+
+  it('check_msg sends PINGREQ at 3/4 of the keepalive and reads the PINGRESP', async () => {
+    const p = await proxy({})
+    const res = await py(join(scratch, 'ping.py'), String(p.port))
+    expect(res.code, res.stderr).toBe(0)
+    expect(res.stdout.trim()).toBe('[208, 208]') // two PINGRESP (0xD0) in 1.7 s
+    expect(p.fromClient.filter((f) => f.type === 12)).toHaveLength(2) // PINGREQ
+  })
+
+  it('the will (QoS 1) is published when the client dies; user and password are in CONNECT', async () => {
+    const p = await proxy({})
+    const sub = await connectClient(srv.mqttUrl)
+    await sub.client.subscribeAsync('fw/py/will', { qos: 1 })
+    const client = startProc(rt.cmd, rt.args(join(scratch, 'will.py'), String(p.port), tag), rt.env)
+    await client.waitStderr(/connected/)
+    const connect = p.fromClient.find((f) => f.type === CONNECT)!
+    // flags: user 0x80 | password 0x40 | will QoS 1 0x08 | will 0x04 | clean session 0x02
+    expect(connect.body[7]).toBe(0xce)
+    client.proc.kill('SIGKILL')
+    const got = await sub.waitFor(1)
+    expect(got[0]).toMatchObject({ topic: 'fw/py/will', payload: `gone ${tag}`, qos: 1 })
+  })
+})

@@ -1,0 +1,92 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
+import { connectClient, endAllClients } from '../support/mqtt.ts'
+import { CONNACK_OK, connectPacket, rawConnect, subscribePacket } from '../support/raw.ts'
+
+let srv: StartedEdgebus | null = null
+afterEach(async () => {
+  await endAllClients()
+  await srv?.stop()
+  srv = null
+})
+
+async function connectionsOf(srv: StartedEdgebus): Promise<number> {
+  return ((await (await fetch(`${srv.httpUrl}/healthz`)).json()) as { connections: number }).connections
+}
+
+/** Polls until the server holds `n` connections (a paused socket cannot see its own close). */
+async function waitForConnections(srv: StartedEdgebus, n: number, timeoutMs: number): Promise<number> {
+  const start = Date.now()
+  while (Date.now() - start < timeoutMs) {
+    if ((await connectionsOf(srv)) === n) return Date.now() - start
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error(`server still has ${await connectionsOf(srv)} connections, expected ${n}`)
+}
+
+/** A subscriber that subscribes, then never reads again. */
+async function frozenSubscriber(port: number, filter: string, qos: 0 | 1) {
+  const raw = await rawConnect(port)
+  raw.socket.write(connectPacket('frozen'))
+  await raw.waitForBytes(CONNACK_OK)
+  raw.socket.write(subscribePacket(filter, qos))
+  await raw.waitForBytes(Buffer.from([0x90, 0x03, 0x00, 0x01, qos]))
+  raw.socket.pause() // stop reading: the kernel buffers fill, then edgebus' queue
+  return raw
+}
+
+describe('a frozen subscriber', () => {
+  it('does not stall delivery to others; its queue is bounded and it is disconnected', async () => {
+    srv = await startEdgebus({ args: ['--limits-max-queued-bytes', '64KB', '--limits-max-queued-bytes-hard', '1MB', '--limits-drain-timeout', '60s'] })
+    const frozen = await frozenSubscriber(srv.mqttPort, 'load/#', 1)
+    const fast = await connectClient(srv.mqttUrl)
+    await fast.client.subscribeAsync('load/#', { qos: 1 })
+    const pub = await connectClient(srv.mqttUrl)
+    const payload = Buffer.alloc(4096, 7)
+    const total = 3000 // 12 MB: far more than the frozen client's socket buffers and its 1 MB bound
+    const started = Date.now()
+    await Promise.all(Array.from({ length: total }, (_, i) => pub.client.publishAsync(`load/${i % 10}`, payload, { qos: 1 })))
+    await fast.waitFor(total, 15_000)
+    const elapsed = Date.now() - started
+    // everything reached the fast subscriber long before the 60 s drain timeout could have freed it
+    expect(elapsed).toBeLessThan(15_000)
+    await waitForConnections(srv, 2, 5000) // the frozen one is gone; fast and pub stay
+    expect(srv.output.some((l) => l.includes('ESLOW_CONSUMER'))).toBe(true)
+    frozen.socket.destroy()
+  })
+
+  it('QoS 0 over the soft bound is dropped for the frozen client only', async () => {
+    srv = await startEdgebus({ args: ['--limits-max-queued-bytes', '1MB', '--limits-max-queued-bytes-hard', '256MB'] })
+    const frozen = await frozenSubscriber(srv.mqttPort, 'q0/#', 0)
+    const fast = await connectClient(srv.mqttUrl)
+    await fast.client.subscribeAsync('q0/#')
+    const pub = await connectClient(srv.mqttUrl)
+    const payload = Buffer.alloc(4096, 1)
+    const total = 3000
+    for (let i = 0; i < total; i++) {
+      pub.client.publish('q0/x', payload)
+      // pace the publisher so the healthy subscriber (in this same process) keeps up
+      if (i % 100 === 99) await fast.waitFor(i - 200, 10_000)
+    }
+    await fast.waitFor(total, 15_000)
+    expect(await connectionsOf(srv)).toBe(3) // QoS 0 drops do not disconnect below the hard bound
+    const health = await (await fetch(`${srv.httpUrl}/healthz`)).json() as { dropped: number }
+    expect(health.dropped).toBeGreaterThan(0)
+    frozen.socket.destroy()
+  })
+
+  it('drainTimeout disconnects a frozen QoS 1 subscriber that stays under the hard bound', async () => {
+    srv = await startEdgebus({ args: ['--limits-max-queued-bytes', '16KB', '--limits-max-queued-bytes-hard', '512MB', '--limits-drain-timeout', '1s'] })
+    const frozen = await frozenSubscriber(srv.mqttPort, 'dt/#', 1)
+    const fast = await connectClient(srv.mqttUrl)
+    await fast.client.subscribeAsync('dt/#', { qos: 1 })
+    const pub = await connectClient(srv.mqttUrl)
+    const payload = Buffer.alloc(4096, 2)
+    // 24 MB: more than the loopback socket buffers absorb, so the frozen client's writes back up
+    await Promise.all(Array.from({ length: 6000 }, () => pub.client.publishAsync('dt/x', payload, { qos: 1 })))
+    await fast.waitFor(6000, 15_000)
+    await waitForConnections(srv, 2, 5000) // closed by aedes' drain timeout (1 s)
+    expect(srv.output.some((l) => l.includes('ESLOW_CONSUMER'))).toBe(false)
+    frozen.socket.destroy()
+  })
+})
