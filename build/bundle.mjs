@@ -8,6 +8,16 @@ import { fileURLToPath } from 'node:url'
 const root = fileURLToPath(new URL('..', import.meta.url))
 const pkg = JSON.parse(readFileSync(`${root}package.json`, 'utf8'))
 
+// Optional modules (ws: bufferutil, utf-8-validate; debug: supports-color): bundled as modules that throw,
+// so their users fall back to plain JS instead of looking for them on disk at run time.
+const absentOptionalNatives = {
+  name: 'absent-optional-natives',
+  setup(b) {
+    b.onResolve({ filter: /^(bufferutil|utf-8-validate|supports-color)$/ }, (args) => ({ path: args.path, namespace: 'absent' }))
+    b.onLoad({ filter: /.*/, namespace: 'absent' }, (args) => ({ contents: `throw new Error('${args.path} is not bundled')`, loader: 'js' }))
+  },
+}
+
 export async function bundle({ outfile = `${root}dist/edgebus.mjs`, format = 'esm' } = {}) {
   const esm = format === 'esm'
   await build({
@@ -21,8 +31,7 @@ export async function bundle({ outfile = `${root}dist/edgebus.mjs`, format = 'es
     sourcemap: true,
     legalComments: 'linked',
     define: { __EDGEBUS_VERSION__: JSON.stringify(pkg.version) },
-    // ws' optional native speedups: absent is fine, ws falls back to JS
-    external: ['bufferutil', 'utf-8-validate'],
+    plugins: [absentOptionalNatives],
     banner: esm
       ? { js: "import { createRequire as __edgebusCreateRequire } from 'node:module'; const require = __edgebusCreateRequire(import.meta.url);" }
       : {},

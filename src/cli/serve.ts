@@ -46,6 +46,13 @@ export async function serve(argv: string[]): Promise<number> {
     process.stdout.write(JSON.stringify(printableConfig(config), null, 2) + '\n')
     return ExitCode.OK
   }
+  // listen for signals before the server says it is ready, so an early SIGTERM still shuts down cleanly
+  let signalled: string | null = null
+  let onSignal: ((signal: string) => void) | null = null
+  const handler = (signal: string): void => { signalled ??= signal; onSignal?.(signal) }
+  process.once('SIGINT', handler)
+  process.once('SIGTERM', handler)
+
   const server = await startServer(config)
   if (file) server.log.info({ file }, 'config file read')
   return new Promise<number>((resolve) => {
@@ -62,7 +69,7 @@ export async function serve(argv: string[]): Promise<number> {
       force.unref()
       server.close().then(() => { clearTimeout(force); resolve(ExitCode.OK) }, () => resolve(ExitCode.FAILURE))
     }
-    process.once('SIGINT', () => stop('SIGINT'))
-    process.once('SIGTERM', () => stop('SIGTERM'))
+    onSignal = stop
+    if (signalled !== null) stop(signalled)
   })
 }

@@ -16,6 +16,12 @@ export const ErrorCodes = {
   EPACKET_MALFORMED: 'a client sent a malformed MQTT packet',
   EPACKET_TOO_LARGE: 'a client sent a packet over the maximum packet size',
   ESLOW_CONSUMER: 'a client stopped reading and its queue passed the hard bound',
+  EJOURNAL_CORRUPT: 'a stream journal record or file failed its integrity check',
+  EJOURNAL_IO: 'a stream journal file could not be read, written or synced',
+  EJOURNAL_FULL: 'the disk holding a stream journal is full',
+  EJOURNAL_CLOSED: 'a stream journal was used after it was closed',
+  ERECORD_INVALID: 'a stream record is malformed or over a field size limit',
+  ESTREAM_LIMIT: 'a stream limit refused the message (discard new)',
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

@@ -1,0 +1,85 @@
+import { createServer } from 'node:net'
+import { describe, expect, it } from 'vitest'
+import { BUNDLE, run, spawnLines, startEdgebus } from '../support/edgebus.ts'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+const edgebus = (args: string[], opts: { input?: string; cwd?: string; env?: Record<string, string> } = {}) => run(process.execPath, [BUNDLE, ...args], opts)
+
+describe('edgebus CLI', () => {
+  it('prints its version and help', async () => {
+    const v = await edgebus(['--version'])
+    expect(v.code).toBe(0)
+    expect(v.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/)
+    for (const cmd of ['serve', 'pub', 'sub']) {
+      const h = await edgebus([cmd, '--help'])
+      expect(h.code, cmd).toBe(0)
+      expect(h.stdout).toContain(`Usage: edgebus ${cmd}`)
+    }
+    expect((await edgebus(['--help'])).stdout).toContain('Commands:')
+  })
+
+  it('exits 2 with a named error on bad config, unknown flags and unknown commands', async () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'edgebus-cli-'))
+    writeFileSync(join(cwd, 'edgebus.json'), JSON.stringify({ mqtt: { port: 'x' } }))
+    const bad = await edgebus(['serve'], { cwd })
+    expect(bad.code).toBe(2)
+    expect(bad.stderr).toContain('ECONFIG_INVALID')
+    expect(bad.stderr).toContain('"mqtt.port"')
+    const flag = await edgebus(['serve', '--mqtt-prot', '1'])
+    expect(flag.code).toBe(2)
+    expect(flag.stderr).toContain('EUSAGE')
+    expect((await edgebus(['frobnicate'])).code).toBe(2)
+    const envBad = await edgebus(['serve', '--print-config'], { env: { EDGEBUS_HTTP_PORT: '99999' } })
+    expect(envBad.code).toBe(2)
+    expect(envBad.stderr).toContain('EDGEBUS_HTTP_PORT')
+  })
+
+  it('--print-config shows the merged result', async () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'edgebus-cli-'))
+    writeFileSync(join(cwd, 'edgebus.json'), JSON.stringify({ mqtt: { port: 1999 } }))
+    const res = await edgebus(['serve', '--print-config', '--http-port', '0'], { cwd, env: { EDGEBUS_LIMITS_DRAIN_TIMEOUT: '2m' } })
+    expect(res.code).toBe(0)
+    expect(JSON.parse(res.stdout)).toMatchObject({ mqtt: { port: 1999 }, http: { port: 0 }, limits: { drainTimeout: '2m' } })
+  })
+
+  it('fails clearly when the port is taken', async () => {
+    const blocker = createServer()
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r))
+    const port = (blocker.address() as { port: number }).port
+    const res = await edgebus(['serve', '--host', '127.0.0.1', '--mqtt-port', String(port), '--http-port', '0'])
+    blocker.close()
+    expect(res.code).toBe(1)
+    expect(res.stderr).toContain('EADDRINUSE')
+    expect(res.stderr).toContain(`port ${port}`)
+  })
+
+  it('pub and sub round trip, from stdin too, and refuse bad subjects', async () => {
+    const srv = await startEdgebus()
+    try {
+      const sub = spawnLines(process.execPath, [BUNDLE, 'sub', 'cli.>', '--url', srv.mqttUrl, '--count', '3', '--json'])
+      await new Promise((r) => setTimeout(r, 500))
+      expect((await edgebus(['pub', 'cli.a', 'one', '--url', srv.mqttUrl])).code).toBe(0)
+      expect((await edgebus(['pub', 'cli/b', '--qos', '1', '--url', srv.mqttUrl], { input: 'from stdin' })).code).toBe(0)
+      expect((await edgebus(['pub', 'cli.c', 'three', '--qos', '2', '--url', srv.wsUrl])).code).toBe(0)
+      const lines = (await sub.waitFor(3)).map((l) => JSON.parse(l) as { subject: string; payload: string })
+      expect(lines.map((l) => [l.subject, l.payload])).toEqual([['cli.a', 'one'], ['cli.b', 'from stdin'], ['cli.c', 'three']])
+      const wild = await edgebus(['pub', 'cli.*', 'x', '--url', srv.mqttUrl])
+      expect(wild.code).toBe(2)
+      expect(wild.stderr).toContain('ESUBJECT_WILDCARD')
+      const down = await edgebus(['pub', 'x', 'y', '--url', 'mqtt://127.0.0.1:1'])
+      expect(down.code).toBe(1)
+      expect(down.stderr).toContain('ECONNECT')
+    } finally {
+      await srv.stop()
+    }
+  })
+
+  it('shuts down gracefully on SIGTERM within 5 s, exiting 0', async () => {
+    const srv = await startEdgebus()
+    const t0 = Date.now()
+    expect(await srv.stop()).toBe(0)
+    expect(Date.now() - t0).toBeLessThan(5000)
+  })
+})

@@ -1,0 +1,43 @@
+import { copyFileSync, mkdtempSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { BUNDLE, ROOT, startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
+import { connectClient, endAllClients } from '../support/mqtt.ts'
+
+/** Bundle size budget: a regression shows the day it happens. */
+const BUNDLE_BUDGET_BYTES = 600 * 1024
+
+async function roundTrip(srv: StartedEdgebus): Promise<void> {
+  try {
+    const sub = await connectClient(srv.mqttUrl)
+    await sub.client.subscribeAsync('bundle/#', { qos: 1 })
+    const pub = await connectClient(srv.wsUrl)
+    await pub.client.publishAsync('bundle/check', 'works', { qos: 1 })
+    expect((await sub.waitFor(1))[0]).toMatchObject({ topic: 'bundle/check', payload: 'works' })
+  } finally {
+    await endAllClients()
+    expect(await srv.stop()).toBe(0)
+  }
+}
+
+describe('the built artefacts', () => {
+  it(`dist/edgebus.mjs stays within its size budget (${BUNDLE_BUDGET_BYTES / 1024} KiB)`, () => {
+    expect(statSync(BUNDLE).size).toBeLessThan(BUNDLE_BUDGET_BYTES)
+  })
+
+  it('the bundle runs alone in an empty directory, with no node_modules', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'edgebus-alone-'))
+    copyFileSync(BUNDLE, join(dir, 'edgebus.mjs'))
+    await roundTrip(await startEdgebus({ dir, command: [process.execPath, join(dir, 'edgebus.mjs')] }))
+  })
+
+  it('the single executable (npm run build:exe) serves a round trip', async () => {
+    const { buildExecutable } = await import(join(ROOT, 'build', 'exe.mjs')) as { buildExecutable(): Promise<{ exe: string }> }
+    const { exe } = await buildExecutable()
+    const dir = mkdtempSync(join(tmpdir(), 'edgebus-exe-'))
+    const srv = await startEdgebus({ dir, command: [exe] })
+    expect(srv.output.join('\n')).not.toContain('Warning')
+    await roundTrip(srv)
+  }, 120_000)
+})
