@@ -31,6 +31,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     maxQueuedBytes: config.limits.maxQueuedBytes,
     maxQueuedBytesHard: config.limits.maxQueuedBytesHard,
     drainTimeoutMs: config.limits.drainTimeout,
+    receiveMaximum: config.limits.receiveMaximum,
   })
   const startedAt = Date.now()
 

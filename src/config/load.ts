@@ -117,6 +117,7 @@ function toConfig(v: Record<ConfigKey, string | number>): EdgebusConfig {
       maxPacketSize: v['limits.maxPacketSize'] as number,
       maxQueuedBytes: v['limits.maxQueuedBytes'] as number,
       maxQueuedBytesHard: v['limits.maxQueuedBytesHard'] as number,
+      receiveMaximum: v['limits.receiveMaximum'] as number,
       drainTimeout: v['limits.drainTimeout'] as number,
     },
   }

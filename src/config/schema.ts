@@ -9,7 +9,7 @@ import { formatDuration, formatSize, parseDuration, parseSize } from './units.ts
  * --limits-max-packet-size. docs/configuration.md is generated from it (`edgebus serve --help`).
  */
 
-type Kind = 'string' | 'port' | 'size' | 'duration' | 'level'
+type Kind = 'string' | 'port' | 'size' | 'duration' | 'level' | 'count'
 
 interface Field {
   readonly kind: Kind
@@ -26,6 +26,7 @@ export const ConfigFields = {
   'limits.maxPacketSize': { kind: 'size', default: '1MB', doc: 'largest MQTT packet accepted from a client' },
   'limits.maxQueuedBytes': { kind: 'size', default: '1MB', doc: 'per-client queue over which QoS 0 messages are dropped (slow consumer)' },
   'limits.maxQueuedBytesHard': { kind: 'size', default: '16MB', doc: 'per-client queue over which the client is disconnected' },
+  'limits.receiveMaximum': { kind: 'count', default: 1024, doc: 'QoS 1/2 messages a client may have unacknowledged towards the server (MQTT 5 Receive Maximum; also bounds QoS 2 of MQTT 3.1.1 clients)' },
   'limits.drainTimeout': { kind: 'duration', default: '10s', doc: 'how long a client that stopped reading may hold QoS 1/2 deliveries before it is disconnected' },
 } as const satisfies Record<string, Field>
 
@@ -37,7 +38,7 @@ export interface EdgebusConfig {
   http: { port: number }
   log: { level: LogLevel }
   dataDir: string
-  limits: { maxPacketSize: number; maxQueuedBytes: number; maxQueuedBytesHard: number; drainTimeout: number }
+  limits: { maxPacketSize: number; maxQueuedBytes: number; maxQueuedBytesHard: number; receiveMaximum: number; drainTimeout: number }
 }
 
 /** Where a value came from, for error messages. */
@@ -79,6 +80,11 @@ export function coerceField(key: ConfigKey, raw: unknown, source: Source, file?:
     case 'size': {
       const n = parseSize(raw)
       if (n === null || n <= 0) bad("use a size such as 65536, '64KB' or '16MB'")
+      return n as number
+    }
+    case 'count': {
+      const n = typeof raw === 'string' && /^\d+$/.test(raw.trim()) ? Number(raw) : raw
+      if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 65_535) bad('use a whole number from 1 to 65535')
       return n as number
     }
     case 'duration': {

@@ -15,6 +15,7 @@ export const ErrorCodes = {
   ECONNECT: 'the CLI could not connect to the server',
   EPACKET_MALFORMED: 'a client sent a malformed MQTT packet',
   EPACKET_TOO_LARGE: 'a client sent a packet over the maximum packet size',
+  ERECEIVE_MAXIMUM: 'a client had more QoS 1/2 messages unacknowledged than the Receive Maximum allows',
   ESLOW_CONSUMER: 'a client stopped reading and its queue passed the hard bound',
   EJOURNAL_CORRUPT: 'a stream journal record or file failed its integrity check',
   EJOURNAL_IO: 'a stream journal file could not be read, written or synced',

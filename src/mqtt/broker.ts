@@ -29,6 +29,8 @@ export interface MqttLimits {
   maxQueuedBytesHard: number
   /** How long aedes waits for a frozen client to drain before disconnecting it. */
   drainTimeoutMs: number
+  /** QoS 1/2 PUBLISHes a client may have unacknowledged towards us (MQTT 5 Receive Maximum). */
+  receiveMaximum: number
 }
 
 export interface BrokerStats {
@@ -68,6 +70,9 @@ export class MqttBroker {
       mq: router as never,
       drainTimeout: limits.drainTimeoutMs,
       maximumPacketSize: limits.maxPacketSize,
+      receiveMaximum: limits.receiveMaximum,
+      // inbound topic aliases: aliased PUBLISHes take aedes' path, which resolves them
+      topicAliasMaximum: 64,
       // aedes' own bound on concurrent inbound QoS 2 (we enforce Receive Maximum in front of it)
       concurrency: 1000,
       authenticate: (client, _user, _pass, cb) => {

@@ -3,6 +3,7 @@ import type { IncomingMessage } from 'node:http'
 import type { RoutedPacket, RouteEntry } from '../router/router.ts'
 import { AedesLink, type LinkOwner } from './aedes-link.ts'
 import { encodePublishQos0, findProperty, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult } from './codec.ts'
+import { PacketAssembler } from './packet-assembler.ts'
 import type { Transport, TransportSink } from './transport.ts'
 import type { MqttBroker, AedesClient } from './broker.ts'
 
@@ -45,6 +46,19 @@ export class ClientConnection implements TransportSink, LinkOwner {
   #marked = false
   #waitingDrain = false
 
+  // what aedes writes, cut into whole packets, and MQTT 5 flow control around it
+  readonly #fromAedes = new PacketAssembler()
+  readonly #onAedesPacket = (packet: Buffer): void => this.#sendAedesPacket(packet)
+  /** QoS 1/2 PUBLISHes sent to the client and not yet acknowledged by it. */
+  #outInflight = 0
+  /** PUBLISHes held back by the client's Receive Maximum [MQTT-3.3.4-7]. */
+  #outHeld: Buffer[] = []
+  #outHeldBytes = 0
+  /** QoS 1/2 PUBLISHes received from the client and not yet acknowledged by us. */
+  #inInflight = 0
+  /** QoS 2 packet ids we discarded as too large: aedes' PUBREL for them is answered here. */
+  #discardedQos2: Set<number> | null = null
+
   // fast path topic cache: publishers usually repeat their topic
   #lastTopicBytes: Buffer = EMPTY
   #lastTopic = ''
@@ -71,7 +85,8 @@ export class ClientConnection implements TransportSink, LinkOwner {
    * until the flush finds the transport full.
    */
   get queuedBytes(): number {
-    return this.#waitingDrain ? this.#outBytes + this.transport.bufferedAmount : this.transport.bufferedAmount
+    const held = this.#outHeldBytes + this.transport.bufferedAmount
+    return this.#waitingDrain ? this.#outBytes + held : held
   }
 
   /** aedes accepted the CONNECT and sent CONNACK. */
@@ -124,6 +139,10 @@ export class ClientConnection implements TransportSink, LinkOwner {
           fastSeen = true
           o += total
           continue
+        }
+        if (type >= PacketType.PUBLISH && type <= PacketType.PUBCOMP && !this.#flowFromClient(chunk, o, type, b0, headerLen)) {
+          if (runStart !== -1) this.#toAedes(chunk.subarray(runStart, o))
+          return
         }
         if (runStart === -1) runStart = o
       } else if (this.#state === State.AWAITING_CONNECT) {
@@ -278,13 +297,106 @@ export class ClientConnection implements TransportSink, LinkOwner {
 
   writeFromAedes(chunk: Buffer): boolean {
     if (this.#state === State.CLOSED) return true
-    this.#enqueue(chunk)
+    this.#fromAedes.push(chunk, this.#onAedesPacket)
     const queued = this.queuedBytes
     if (queued >= this.#broker.limits.maxQueuedBytesHard) {
       this.#broker.onSlowConsumer(this, queued)
       return true
     }
     return queued < this.#broker.limits.maxQueuedBytes
+  }
+
+  // --- MQTT 5 flow control: what aedes 2.0 beta advertises but does not enforce ---------------
+
+  /** The aedes client's view of the CONNECT (set by aedes before it writes anything). */
+  get #peer(): { version?: number; maximumPacketSize?: number; receiveMaximum?: number } | undefined {
+    return (this.link as unknown as { client?: { version?: number; maximumPacketSize?: number; receiveMaximum?: number } }).client
+  }
+
+  /** One whole packet aedes wrote for the client. */
+  #sendAedesPacket(packet: Buffer): void {
+    const b0 = packet[0] as number
+    const type = b0 >> 4
+    const peer = this.#peer
+    const maxSize = peer?.maximumPacketSize ?? 0
+    if (type === PacketType.PUBLISH) {
+      const qos = (b0 >> 1) & 3
+      if (maxSize > 0 && packet.length > maxSize) {
+        this.#discardOversized(packet, qos)
+        return
+      }
+      this.messagesOut++
+      this.#broker.stats.messagesOut++
+      if (qos > 0) {
+        if (this.#outInflight >= (peer?.receiveMaximum ?? 65_535)) {
+          this.#outHeld.push(packet)
+          this.#outHeldBytes += packet.length
+          return
+        }
+        this.#outInflight++
+      }
+    } else if (type === PacketType.PUBACK || type === PacketType.PUBCOMP) {
+      this.#inInflight--
+    } else if (type === PacketType.PUBREC) {
+      // a PUBREC with a failure reason code ends the QoS 2 flow [MQTT-4.3.3-4]
+      if (packet.length > 4 && (packet[4] as number) >= 0x80) this.#inInflight--
+    } else if (type === PacketType.PUBREL && this.#discardedQos2 !== null) {
+      const id = packet.readUInt16BE(2)
+      if (this.#discardedQos2.delete(id)) {
+        this.#toAedes(Buffer.from([0x70, 0x02, id >> 8, id & 0xff])) // PUBCOMP on the client's behalf
+        return
+      }
+    }
+    this.#enqueue(packet)
+  }
+
+  /**
+   * [MQTT-3.1.2-25] A packet over the client's Maximum Packet Size is discarded as if it had been
+   * sent: QoS 1/2 flows are completed towards aedes so its session state stays consistent.
+   */
+  #discardOversized(packet: Buffer, qos: number): void {
+    this.droppedQos0 += qos === 0 ? 1 : 0
+    this.#broker.stats.dropped++
+    if (qos === 0) return
+    readVarint(packet, 1, packet.length, vi)
+    const topicAt = 1 + vi.length
+    const id = packet.readUInt16BE(topicAt + 2 + packet.readUInt16BE(topicAt))
+    if (qos === 1) {
+      this.#toAedes(Buffer.from([0x40, 0x02, id >> 8, id & 0xff])) // PUBACK
+    } else {
+      ;(this.#discardedQos2 ??= new Set()).add(id)
+      this.#toAedes(Buffer.from([0x50, 0x02, id >> 8, id & 0xff])) // PUBREC
+    }
+  }
+
+  /**
+   * Accounting for a QoS flow packet from the client. Returns false when the client broke the
+   * server's Receive Maximum and was disconnected.
+   */
+  #flowFromClient(buf: Buffer, o: number, type: number, b0: number, headerLen: number): boolean {
+    if (type === PacketType.PUBLISH) {
+      const qos = (b0 >> 1) & 3
+      if (qos === 0) return true
+      this.#inInflight++
+      // MQTT 5 clients know the limit from CONNACK [MQTT-3.3.4-9]; 3.1.1 clients are held to it
+      // for QoS 2 only, whose half-open flows would otherwise grow the session store without bound
+      if (this.#inInflight > this.#broker.limits.receiveMaximum && (this.version === 5 || qos === 2)) {
+        this.#broker.log.warn({ conn: this.id, client: this.client?.id, inflight: this.#inInflight, code: 'ERECEIVE_MAXIMUM' }, 'closing connection: Receive Maximum exceeded')
+        this.#disconnectWith(0x93, 'Receive Maximum exceeded')
+        return false
+      }
+    } else if (type === PacketType.PUBACK || type === PacketType.PUBCOMP ||
+      (type === PacketType.PUBREC && (buf[o + 1] as number) >= 3 && (buf[o + headerLen + 2] as number) >= 0x80)) {
+      // the client finished one of our QoS 1/2 deliveries: let a held one go
+      if (this.#outInflight > 0) this.#outInflight--
+      const next = this.#outHeld.shift()
+      if (next !== undefined) {
+        this.#outHeldBytes -= next.length
+        this.#outInflight++
+        this.#enqueue(next)
+      }
+    }
+    return true
   }
 
   #enqueue(frame: Buffer): void {

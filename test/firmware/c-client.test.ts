@@ -161,10 +161,11 @@ describe('C examples against edgebus', () => {
     expect(res.stderr).toContain('reconnects 0')
     expect(p.connections).toBe(1)
     const pubs = p.fromClient.filter((f) => f.type === PUBLISH).map((f) => decodePublish(f))
-    expect(pubs).toHaveLength(6)
     expect(pubs[0]).toMatchObject({ dup: false, payload: '0' })
     expect(pubs[1]).toMatchObject({ dup: true, id: pubs[0]!.id, payload: '0' })
-    expect(pubs.slice(2).map((x) => x.payload)).toEqual(['1', '2', '3', '4'])
+    // Each message went out once, except the first, resent (a slow machine may resend it twice).
+    expect(pubs.filter((x) => !x.dup).map((x) => x.payload)).toEqual(['0', '1', '2', '3', '4'])
+    expect(pubs.filter((x) => x.dup).every((x) => x.id === pubs[0]!.id && x.payload === '0')).toBe(true)
     await sub.waitFor(5)
     expect(uniqueSorted(sub.messages.map((m) => m.payload))).toEqual(expectedPayloads(5))
   })
