@@ -70,9 +70,9 @@ describe('MQTT 5.0', () => {
     const pub = await connectClient(srv.mqttUrl, v5())
     await pub.client.publishAsync('rap/state', 'old', { retain: true, qos: 1 })
     const rap = await connectClient(srv.mqttUrl, v5())
-    await rap.client.subscribeAsync('rap/#', { rap: true, rh: 2 }) // rh 2: no retained on subscribe
+    await rap.client.subscribeAsync('rap/#', { qos: 0, rap: true, rh: 2 }) // rh 2: no retained on subscribe
     const plain = await connectClient(srv.mqttUrl, v5())
-    await plain.client.subscribeAsync('rap/#', { rh: 0 })
+    await plain.client.subscribeAsync('rap/#', { qos: 0, rh: 0 })
     expect((await plain.waitFor(1))[0]).toMatchObject({ payload: 'old', retain: true }) // retained on subscribe
     await pub.client.publishAsync('rap/state', 'new', { retain: true, qos: 1 })
     expect((await rap.waitFor(1))[0]).toMatchObject({ payload: 'new', retain: true })
