@@ -8,6 +8,6 @@ export default defineConfig({
     // Integration tests start real servers and real clients; two cores, so keep parallelism modest.
     pool: 'forks',
     maxWorkers: 2,
-    reporters: ['default'],
+    reporters: ['default', './test/support/summary-reporter.ts'],
   },
 })

@@ -1,0 +1,24 @@
+# Subscriber, the Python twin of c/examples/sub.c:
+#   sub.py HOST PORT FILTER COUNT
+# prints "topic payload" per message and exits after COUNT; says "subscribed" on
+# stderr once the SUBACK is in.
+import sys
+import edgebus
+
+host, port, filt, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+got = []
+
+
+def on_message(topic, msg):
+    print(topic.decode(), msg.decode())
+    got.append(topic)
+
+
+c = edgebus.MQTTClient("eb-pysub-%d" % (edgebus.ticks_ms() % 100000), host, port, keepalive=30)
+c.set_callback(on_message)
+c.connect()
+c.subscribe(filt, 1)
+print("subscribed", file=sys.stderr)
+while len(got) < count:
+    c.wait_msg()
+c.disconnect()
