@@ -156,7 +156,7 @@ describe('C examples against edgebus', () => {
     const p = await proxy({ server: (f) => (f.type === PUBACK && !dropped ? ((dropped = true), 'drop') : 'forward') })
     const sub = await connectClient(srv.mqttUrl)
     await sub.client.subscribeAsync('fw/c/dup', { qos: 1 })
-    const res = await run(`${BIN}/pub`, ['127.0.0.1', String(p.port), 'fw/c/dup', '5', '1'], { env: { EB_TIMEOUT_MS: '300' } })
+    const res = await run(`${BIN}/pub`, ['127.0.0.1', String(p.port), 'fw/c/dup', '5', '1'], { env: { EB_TIMEOUT_MS: '1000' } })
     expect(res.code, res.stderr).toBe(0)
     expect(res.stderr).toContain('reconnects 0')
     expect(p.connections).toBe(1)
