@@ -2,6 +2,7 @@ import { Aedes, type AedesOptions } from 'aedes'
 import type { IncomingMessage } from 'node:http'
 import type { Logger } from '../core/log.ts'
 import { Router, type Listener } from '../router/router.ts'
+import { SubjectTrie } from '../subjects/trie.ts'
 import { ClientConnection } from './connection.ts'
 import { FlushScheduler } from './flush-scheduler.ts'
 import type { Transport } from './transport.ts'
@@ -55,6 +56,9 @@ export class MqttBroker {
   readonly limits: MqttLimits
   readonly stats: BrokerStats = { messagesIn: 0, messagesOut: 0, dropped: 0, slowConsumerDisconnects: 0 }
   readonly connections = new Set<ClientConnection>()
+  /** Filters of persistent sessions with QoS > 0, by client id: their messages must be queued by aedes. */
+  readonly #persistentSubs = new SubjectTrie<string>()
+  readonly #persistentCache = new Map<string, boolean>()
 
   private constructor(aedes: Aedes, router: Router, log: Logger, limits: MqttLimits) {
     this.aedes = aedes as Aedes & { id: string; counter: number }
@@ -62,6 +66,7 @@ export class MqttBroker {
     this.log = log
     this.limits = limits
     this.#wire()
+    this.#trackPersistentSubscriptions()
   }
 
   static async create(log: Logger, limits: MqttLimits, extra: Partial<AedesOptions> = {}): Promise<MqttBroker> {
@@ -109,6 +114,67 @@ export class MqttBroker {
     aedes.on('keepaliveTimeout', (client) => {
       this.log.info({ client: client.id }, 'keepalive timeout: closing')
     })
+  }
+
+  /**
+   * aedes queues every QoS 1/2 message for persistent sessions in its persistence before delivery
+   * (online or not). The fast path must leave those messages to aedes, so we watch which filters
+   * persistent sessions hold, through the persistence calls aedes makes.
+   */
+  #trackPersistentSubscriptions(): void {
+    type Sub = { topic: string; qos: number }
+    type P = {
+      addSubscriptions(c: { id: string }, subs: Sub[]): Promise<unknown>
+      removeSubscriptions(c: { id: string }, topics: string[]): Promise<unknown>
+      cleanSubscriptions(c: { id: string }): Promise<unknown>
+      subscriptionsByClient(c: { id: string }): Promise<Sub[] | null>
+    }
+    const p = (this.aedes as unknown as { persistence: P }).persistence
+    const add = p.addSubscriptions.bind(p)
+    const remove = p.removeSubscriptions.bind(p)
+    const clean = p.cleanSubscriptions.bind(p)
+    const byClient = new Map<string, Set<string>>()
+    const forget = (id: string, filter: string): void => {
+      this.#persistentSubs.remove(filter, id)
+      byClient.get(id)?.delete(filter)
+    }
+    p.addSubscriptions = (client, subs) => {
+      for (const sub of subs) {
+        if (sub.qos > 0) {
+          this.#persistentSubs.insert(sub.topic, client.id)
+          let set = byClient.get(client.id)
+          if (!set) byClient.set(client.id, (set = new Set()))
+          set.add(sub.topic)
+        } else {
+          forget(client.id, sub.topic)
+        }
+      }
+      this.#persistentCache.clear()
+      return add(client, subs)
+    }
+    p.removeSubscriptions = (client, topics) => {
+      for (const t of topics) forget(client.id, t)
+      this.#persistentCache.clear()
+      return remove(client, topics)
+    }
+    p.cleanSubscriptions = (client) => {
+      for (const t of byClient.get(client.id) ?? []) this.#persistentSubs.remove(t, client.id)
+      byClient.delete(client.id)
+      this.#persistentCache.clear()
+      return clean(client)
+    }
+  }
+
+  /** Whether a persistent session subscribes to this topic with QoS > 0 (cached per topic). */
+  persistentSubscriptionMatches(topic: string): boolean {
+    if (this.#persistentSubs.size === 0) return false
+    let hit = this.#persistentCache.get(topic)
+    if (hit === undefined) {
+      hit = this.#persistentSubs.match(topic, []).length > 0
+      if (this.#persistentCache.size > 65_536) this.#persistentCache.clear()
+      this.#persistentCache.set(topic, hit)
+    }
+    return hit
   }
 
   /** Ties aedes' subscriptions of a client to its connection, so the fast path can write to it directly. */

@@ -133,8 +133,9 @@ export class ClientConnection implements TransportSink, LinkOwner {
       const b0 = chunk[o] as number
       const type = b0 >> 4
       if (this.#state === State.CONNECTED) {
-        // QoS 0, no DUP, no RETAIN: the fast path's case
-        if (b0 === 0x30 && this.#fastPublish(chunk, o, headerLen, o + total)) {
+        // QoS 0 (no DUP, no RETAIN) and QoS 1 without RETAIN: the fast path
+        if ((b0 === 0x30 && this.#fastPublish(chunk, o, headerLen, o + total, 0)) ||
+          ((b0 & 0xf7) === 0x32 && this.#inInflight === 0 && this.#fastPublish(chunk, o, headerLen, o + total, 1))) {
           if (runStart !== -1) { this.#toAedes(chunk.subarray(runStart, o)); runStart = -1 }
           fastSeen = true
           o += total
@@ -177,8 +178,13 @@ export class ClientConnection implements TransportSink, LinkOwner {
     }
   }
 
-  /** Routes a QoS 0 PUBLISH without aedes. Returns false to hand the packet to aedes instead. */
-  #fastPublish(buf: Buffer, start: number, headerLen: number, end: number): boolean {
+  /**
+   * Routes a QoS 0 or QoS 1 PUBLISH without aedes. Returns false to hand the packet to aedes instead.
+   * QoS 1 is acknowledged here when no persistent session subscribes to the topic: aedes would only
+   * route it and answer PUBACK, at ten times the cost.
+   */
+  #fastPublish(buf: Buffer, start: number, headerLen: number, end: number, qos: 0 | 1): boolean {
+    const broker = this.#broker
     let o = start + headerLen
     if (o + 2 > end) return false
     const topicLen = buf.readUInt16BE(o)
@@ -186,12 +192,20 @@ export class ClientConnection implements TransportSink, LinkOwner {
     const topicEnd = topicStart + topicLen
     if (topicLen === 0 || topicEnd > end) return false // topic alias or malformed: aedes decides
     if (buf[topicStart] === 0x24) return false // '$' topics: aedes' publish authorization applies
-    let propsStart = topicEnd
-    let propsEnd = topicEnd
+    o = topicEnd
+    let packetId = 0
+    if (qos === 1) {
+      if (o + 2 > end) return false
+      packetId = buf.readUInt16BE(o)
+      if (packetId === 0) return false // [MQTT-2.3.1-1] malformed: aedes closes the connection
+      o += 2
+    }
+    let propsStart = o
+    let propsEnd = o
     if (this.version === 5) {
-      readVarint(buf, topicEnd, end, vi)
+      readVarint(buf, o, end, vi)
       if (vi.length <= 0) return false
-      propsStart = topicEnd + vi.length
+      propsStart = o + vi.length
       propsEnd = propsStart + vi.value
       if (propsEnd > end) return false
       // topic aliases are resolved by aedes' per-connection alias map
@@ -199,13 +213,14 @@ export class ClientConnection implements TransportSink, LinkOwner {
     }
     const topic = this.#topicString(buf, topicStart, topicEnd)
     if (topic === null) return false
-    const plan = this.#broker.router.match(topic)
-    const hasProps = propsEnd > propsStart
-    // internal listeners need a decoded packet; aedes decodes MQTT 5 properties better than we would
-    if (plan.slow > 0 && hasProps) return false
+    const plan = broker.router.match(topic)
+    // listeners that need a decoded packet get it from aedes when there are MQTT 5 properties
+    if (propsEnd > propsStart && (plan.slow > 0 || (qos === 1 && plan.reliable > 0))) return false
+    // a persistent session's QoS 1 messages are queued by aedes' persistence before delivery
+    if (qos === 1 && broker.persistentSubscriptionMatches(topic)) return false
 
     this.messagesIn++
-    this.#broker.stats.messagesIn++
+    broker.stats.messagesIn++
     const entries = plan.entries
     let v4Frame: Buffer | null = null
     let v5Frame: Buffer | null = null
@@ -213,8 +228,10 @@ export class ClientConnection implements TransportSink, LinkOwner {
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i] as RouteEntry
       const target = entry.target as ClientConnection | null
-      if (target === null) {
-        packet ??= this.#packetFor(topic, buf.subarray(propsEnd, end))
+      if (target === null || (qos === 1 && entry.qos > 0)) {
+        // internal listeners, and QoS 1 deliveries (packet ids, retries): through aedes' function
+        if (target !== null && ((entry.nl && target === this) || target.#state !== State.CONNECTED)) continue
+        packet ??= this.#packetFor(topic, buf.subarray(propsEnd, end), qos)
         entry.fn(packet, noop)
         continue
       }
@@ -227,17 +244,21 @@ export class ClientConnection implements TransportSink, LinkOwner {
           frame = encodePublishQos0(buf.subarray(topicStart, topicEnd), buf.subarray(propsEnd, end),
             buf.subarray(propsStart, propsEnd), false, subscriptionIdentifierProp(entry.si))
         } else {
-          frame = v5Frame ??= this.version === 5
+          // a QoS 0 publish of an MQTT 5 client is forwarded as it came
+          frame = v5Frame ??= this.version === 5 && qos === 0
             ? buf.subarray(start, end)
-            : encodePublishQos0(buf.subarray(topicStart, topicEnd), buf.subarray(propsEnd, end), EMPTY, false)
+            : encodePublishQos0(buf.subarray(topicStart, topicEnd), buf.subarray(propsEnd, end), buf.subarray(propsStart, propsEnd), false)
         }
       } else {
-        frame = v4Frame ??= this.version === 5
-          ? encodePublishQos0(buf.subarray(topicStart, topicEnd), buf.subarray(propsEnd, end), null, false)
-          : buf.subarray(start, end)
+        frame = v4Frame ??= this.version !== 5 && qos === 0
+          ? buf.subarray(start, end)
+          : encodePublishQos0(buf.subarray(topicStart, topicEnd), buf.subarray(propsEnd, end), null, false)
       }
       target.#enqueueQos0(frame)
     }
+    // [MQTT-4.6.0-2] PUBACKs go out in the order of the PUBLISHes: we ack at once, and the
+    // aedes path only sees QoS 1 when this connection has nothing of its own in flight
+    if (qos === 1) this.#enqueue(Buffer.from([0x40, 0x02, packetId >> 8, packetId & 0xff]))
     return true
   }
 
@@ -255,7 +276,7 @@ export class ClientConnection implements TransportSink, LinkOwner {
     return topic
   }
 
-  #packetFor(topic: string, payload: Buffer): RoutedPacket {
+  #packetFor(topic: string, payload: Buffer, qos: 0 | 1): RoutedPacket {
     const aedes = this.#broker.aedes
     return {
       cmd: 'publish',
@@ -263,7 +284,7 @@ export class ClientConnection implements TransportSink, LinkOwner {
       brokerCounter: ++aedes.counter,
       topic,
       payload: Buffer.from(payload), // listeners may keep it; do not pin the read buffer
-      qos: 0,
+      qos,
       retain: false,
       dup: false,
       clientId: this.client?.id,

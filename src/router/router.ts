@@ -55,6 +55,8 @@ export class RoutePlan {
     readonly entries: readonly RouteEntry[],
     /** How many entries have no target connection and need a decoded packet. */
     readonly slow: number,
+    /** How many entries of connections were granted QoS 1 or 2 (aedes delivers those). */
+    readonly reliable: number,
   ) {}
 }
 
@@ -167,8 +169,12 @@ export class Router {
     }
     found.length = 0
     let slow = 0
-    for (const entry of result) if (entry.target === null) slow++
-    const plan = new RoutePlan(result, slow)
+    let reliable = 0
+    for (const entry of result) {
+      if (entry.target === null) slow++
+      else if (entry.qos > 0) reliable++
+    }
+    const plan = new RoutePlan(result, slow, reliable)
     if (this.#cache.size >= MAX_CACHED_TOPICS) this.#cache.clear()
     this.#cache.set(topic, plan)
     return plan

@@ -397,7 +397,8 @@ export class FrameCursor {
     const keepFrom = this.pos
     const keepOff = keepFrom - this.#bufPos
     const keep = Math.max(0, this.#bufLen - keepOff)
-    const want = Math.max(this.chunkBytes, this.#need)
+    // a chunk, or less near the end of a segment that is not growing; always the frame being waited for
+    const want = Math.max(Math.min(this.chunkBytes, this.segment.readableEnd - keepFrom), this.#need, 64)
     if (this.fresh || want > this.buf.length) {
       const next = Buffer.allocUnsafe(want)
       if (keep > 0) this.buf.copy(next, 0, keepOff, keepOff + keep)

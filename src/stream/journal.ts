@@ -1,0 +1,1211 @@
+import * as fs from 'node:fs'
+import * as fsp from 'node:fs/promises'
+import { join } from 'node:path'
+import { EdgebusError } from '../core/errors.ts'
+import { DuplicateWindow } from './dedupe.ts'
+import { decodeRecord, encodeRecord, frameMsgId, frameSubject, frameTimestamp, maxEncodedSize, RECORD_MIN_BYTES, type RecordInput, type StoredRecord } from './record.ts'
+import { mustDropOldest, refuseAppend, resolveLimits, worthCompacting, type RetentionLimits, type StreamUsage } from './retention.ts'
+import { FrameCursor, JournalSegment, journalIoError, nodeFileOps, parseSegmentFileName, segmentFileName, Step, syncDirectory, type JournalFileOps } from './segment.ts'
+import { SequenceIndex } from './seq-index.ts'
+import { SubjectTracker } from './subject-tracker.ts'
+
+/**
+ * Journal: a stream's messages on disk, as a directory of segments (FORMAT.md).
+ *
+ *   const j = await Journal.open(dir, { fsync: 'batch', limits: { maxMsgs: 1e6 } })
+ *   const { seq } = await j.append({ subject: 'sensors/t', payload })   // resolves once durable
+ *   for (const rec of j.iterate(seq)) ...                               // replay
+ *
+ * Writing. Appends are numbered at once (gapless, in call order) and encoded into a batch buffer;
+ * a batch goes to disk as ONE write followed, under fsync 'batch', by ONE fdatasync, and every
+ * append in it resolves after that sync (group commit). A batch is sealed when the window after
+ * its first append ends (batchWindowMs), when it reaches maxBatchBytes/maxBatchRecords, or when the
+ * previous batch's sync ends (what piled up meanwhile goes next). 'always' writes and syncs each
+ * append alone; 'none' resolves once write() returned (the OS cache has it). One batch is on disk at
+ * a time, so records land in sequence order.
+ *
+ * Reading sees committed records only: written and, under the policy, synced; `lastSeq` is the
+ * last of them. Readers never see a record that could still vanish in a crash the policy covers.
+ *
+ * Failure. A failed write or sync rejects the batch and every append queued behind it (their
+ * sequences assumed it), cuts the segment back to its last committed record, and numbering
+ * resumes at lastSeq + 1. After a failed sync the journal refuses appends (EJOURNAL_IO) until it
+ * is reopened: after fdatasync fails, what the page cache holds can no longer be trusted.
+ *
+ * Recovery on open: a torn tail is cut back to the last whole record; a corrupt record inside a
+ * segment is skipped and reported; a segment that cannot be read is renamed *.damaged and
+ * reported with the sequences it held; indexes are rebuilt when missing or stale. The journal
+ * always opens (unless its directory cannot be read). `recovery` reports what was done.
+ */
+
+export const FsyncPolicies = ['always', 'batch', 'none'] as const
+export type FsyncPolicy = (typeof FsyncPolicies)[number]
+
+/** The logging the journal needs (pino's Logger fits). */
+export interface JournalLog {
+  info(obj: object, msg: string): void
+  warn(obj: object, msg: string): void
+  error(obj: object, msg: string): void
+}
+
+export interface JournalOptions {
+  /** When an append is durable: see the class comment. Default 'batch'. */
+  fsync?: FsyncPolicy
+  /** Group commit window after a batch's first append, ms. Default 2 ('batch'), 0 ('none'). */
+  batchWindowMs?: number
+  /** Seal a batch at this many bytes. Default 1 MiB. */
+  maxBatchBytes?: number
+  /** Seal a batch at this many records. Default 10,000. */
+  maxBatchRecords?: number
+  /** Start a new segment before one would pass this size. Default 64 MiB. */
+  segmentBytes?: number
+  /** Sparse index spacing. Default 8 KiB. */
+  indexIntervalBytes?: number
+  /** Read size of iterate()/iterateAsync(). Default 1 MiB. */
+  readChunkBytes?: number
+  /** Retention limits (retention.ts); default none. */
+  limits?: Partial<RetentionLimits>
+  /** The time source for timestamps, maxAge and the duplicate window. Default Date.now. */
+  clock?: () => number
+  log?: JournalLog
+  /** On open, check every record of every segment ('all') or only of segments without a valid index ('tail', default). */
+  verify?: 'tail' | 'all'
+  /** File operations of the write path; tests inject failures here. */
+  fileOps?: Partial<JournalFileOps>
+}
+
+/** The answer to an append: its sequence and timestamp, and `durable`, settled when it is (or is not). */
+export class Appended {
+  constructor(
+    readonly seq: number,
+    readonly timestamp: number,
+    /** True when the msg-id was in the duplicate window: nothing was stored, seq is the original's. */
+    readonly duplicate: boolean,
+    readonly durable: Promise<void>,
+  ) {}
+}
+
+export interface TornTailReport { segment: string; validEnd: number; bytesCut: number }
+export interface CorruptRecordReport {
+  segment: string
+  /** File positions of the skipped bytes. */
+  start: number
+  end: number
+  /** The valid sequences around the gap (0 when none); the lost records are between them. */
+  afterSeq: number
+  beforeSeq: number
+  /** The sequence the broken header claims, unverified; -1 when unreadable. */
+  claimedSeq: number
+}
+export interface DamagedSegmentReport { segment: string; renamedTo: string; firstSeq: number; lastSeqAtMost: number; reason: string }
+export interface RecoveryReport {
+  tornTails: TornTailReport[]
+  corruptRecords: CorruptRecordReport[]
+  damagedSegments: DamagedSegmentReport[]
+  indexesRebuilt: Array<{ segment: string; reason: 'missing' | 'stale' | 'verify' }>
+  /** Leftover temporary files removed. */
+  removedFiles: string[]
+  /** Segments rewritten without superseded records (a raised or removed maxMsgsPerSubject). */
+  compacted: string[]
+}
+
+const META_FILE = 'journal.meta'
+const META_FORMAT = 1
+const HEAD_CHUNK_BYTES = 64 * 1024
+const COMPACT_CHUNK_BYTES = 1 << 20
+const BATCH_START_BYTES = 64 * 1024
+const BATCH_KEEP_BYTES = 4 << 20
+const noop = (): void => {}
+const silentLog: JournalLog = { info: noop, warn: noop, error: noop }
+
+/** A segment and what the journal keeps about it. */
+class SegmentEntry {
+  /** Records superseded by maxMsgsPerSubject still in the file, and their bytes. */
+  dead = 0
+  deadBytes = 0
+  removed = false
+  constructor(public file: JournalSegment, public index: SequenceIndex) {}
+  get baseSeq(): number { return this.file.baseSeq }
+}
+
+/** Appends on their way to disk: one buffer, one write. */
+class Batch {
+  buf: Buffer
+  len = 0
+  count = 0
+  firstSeq = 0
+  /** The batch starts a new segment. */
+  newSegment = false
+  /** Per record, by position: timestamp, frame size, subject. Kept between uses (no reallocation). */
+  times: number[] = []
+  sizes: number[] = []
+  subjects: string[] = []
+  promise: Promise<void> = Promise.resolve()
+  resolve: () => void = noop
+  reject: (err: Error) => void = noop
+
+  constructor(startBytes: number) {
+    this.buf = Buffer.allocUnsafe(startBytes)
+  }
+
+  reset(): void {
+    this.len = 0
+    this.count = 0
+    this.newSegment = false
+    this.promise = new Promise<void>((resolve, reject) => {
+      this.resolve = resolve
+      this.reject = reject
+    })
+    this.promise.catch(noop) // a caller that ignores `durable` must not crash the process
+  }
+
+  reserve(bytes: number): void {
+    if (this.len + bytes <= this.buf.length) return
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + bytes))
+    this.buf.copy(next, 0, 0, this.len)
+    this.buf = next
+  }
+
+  push(time: number, size: number, subject: string): void {
+    const i = this.count++
+    this.times[i] = time
+    this.sizes[i] = size
+    this.subjects[i] = subject
+    this.len += size
+  }
+}
+
+interface Meta { format: number; firstSeq: number; maxMsgsPerSubject: number }
+
+export class Journal {
+  readonly dir: string
+  readonly fsync: FsyncPolicy
+  readonly limits: RetentionLimits
+  readonly recovery: RecoveryReport = { tornTails: [], corruptRecords: [], damagedSegments: [], indexesRebuilt: [], removedFiles: [], compacted: [] }
+  readonly #ops: JournalFileOps
+  readonly #clock: () => number
+  readonly #log: JournalLog
+  readonly #window: number
+  readonly #maxBatchBytes: number
+  readonly #maxBatchRecords: number
+  readonly #segmentBytes: number
+  readonly #interval: number
+  readonly #chunk: number
+  readonly #verify: 'tail' | 'all'
+  readonly #retains: boolean
+
+  #segs: SegmentEntry[] = []
+  /** The segment being written (the last one), or null until the first append creates one. */
+  #active: SegmentEntry | null = null
+
+  // committed state
+  #lastSeq = 0
+  #lastTime = 0
+  #messages = 0
+  #bytes = 0
+  /** Explicit removals (removeBefore/purge) hide everything below this; persisted in journal.meta. */
+  #floorSeq = 0
+
+  // the head: the oldest live record, read through a cursor on the first segment
+  #headCur: FrameCursor | null = null
+  #headEntry: SegmentEntry | null = null
+  #headLoaded = false
+  #headSeq = 0
+  #headTime = 0
+  #headSize = 0
+  #headSubject = ''
+
+  // the write path
+  #nextSeq = 1
+  #lastAssignedTime = 0
+  #pendingCount = 0
+  #pendingBytes = 0
+  /** Bytes the active segment will hold once every accepted append is written. */
+  #tailBytes = 0
+  #fill: Batch | null = null
+  #queue: Batch[] = []
+  #pool: Batch[] = []
+  #pumping = false
+  #timer: NodeJS.Timeout | NodeJS.Immediate | null = null
+  #lock: Promise<unknown> = Promise.resolve()
+  #broken: EdgebusError | null = null
+  #closed = false
+  #closing: Promise<void> | null = null
+  readonly #usage: StreamUsage = { messages: 0, bytes: 0 }
+
+  #tracker: SubjectTracker | null
+  #dedupe: DuplicateWindow | null
+  #compactWanted = new Set<SegmentEntry>()
+  #compactRunning = false
+  #corruptSeen = new Set<string>()
+  #metaChain: Promise<void> = Promise.resolve()
+
+  private constructor(dir: string, opts: JournalOptions) {
+    this.dir = dir
+    this.fsync = opts.fsync ?? 'batch'
+    if (!FsyncPolicies.includes(this.fsync)) {
+      throw new EdgebusError('ECONFIG_INVALID', `fsync must be one of ${FsyncPolicies.join(', ')}`, { key: 'fsync', value: this.fsync })
+    }
+    this.limits = resolveLimits(opts.limits)
+    this.#ops = { ...nodeFileOps, ...opts.fileOps }
+    this.#clock = opts.clock ?? Date.now
+    this.#log = opts.log ?? silentLog
+    this.#window = positive('batchWindowMs', opts.batchWindowMs ?? (this.fsync === 'batch' ? 2 : 0), true)
+    this.#maxBatchBytes = positive('maxBatchBytes', opts.maxBatchBytes ?? 1 << 20)
+    this.#maxBatchRecords = this.fsync === 'always' ? 1 : positive('maxBatchRecords', opts.maxBatchRecords ?? 10_000)
+    this.#segmentBytes = positive('segmentBytes', opts.segmentBytes ?? 64 << 20)
+    this.#interval = positive('indexIntervalBytes', opts.indexIntervalBytes ?? 8 * 1024)
+    this.#chunk = positive('readChunkBytes', opts.readChunkBytes ?? 1 << 20)
+    this.#verify = opts.verify ?? 'tail'
+    const l = this.limits
+    this.#retains = l.maxMsgs > 0 || l.maxBytes > 0 || l.maxAge > 0
+    this.#tracker = null // built by #recover, after the head is placed
+    this.#dedupe = l.duplicateWindow > 0 ? new DuplicateWindow(l.duplicateWindow) : null
+  }
+
+  /** Opens (creating if needed) the journal in `dir`, recovering whatever a crash left. */
+  static async open(dir: string, opts: JournalOptions = {}): Promise<Journal> {
+    const j = new Journal(dir, opts)
+    await j.#recover()
+    return j
+  }
+
+  // --- state ---------------------------------------------------------------------------------
+
+  /** The oldest stored sequence; lastSeq + 1 when the journal is empty. */
+  get firstSeq(): number { return this.#headLoaded ? this.#headSeq : this.#lastSeq + 1 }
+  /** The newest committed sequence (0 before the first append ever). */
+  get lastSeq(): number { return this.#lastSeq }
+  /** Live messages (committed, not removed or superseded). */
+  get messages(): number { return this.#messages }
+  /** Their bytes on disk (whole frames). */
+  get bytes(): number { return this.#bytes }
+  /** Timestamp of the oldest live message, 0 when empty. */
+  get firstTime(): number { return this.#headLoaded ? this.#headTime : 0 }
+  /** Timestamp of the newest committed message, 0 before the first. */
+  get lastTime(): number { return this.#lastTime }
+  /** Bytes of all segment files (live records, records waiting for segment deletion or compaction). */
+  get diskBytes(): number {
+    let n = 0
+    for (const e of this.#segs) n += e.file.size
+    return n
+  }
+  get segmentCount(): number { return this.#segs.length }
+  /** Appends accepted but not yet committed. */
+  get pending(): number { return this.#pendingCount }
+  /** Subjects with live messages, when maxMsgsPerSubject is set (else -1: not tracked). */
+  get subjects(): number { return this.#tracker?.subjects ?? -1 }
+  get closed(): boolean { return this.#closed }
+
+  // --- appending -----------------------------------------------------------------------------
+
+  /** Appends a record; resolves once it is durable under the fsync policy (see Appended). */
+  append(rec: RecordInput): Promise<Appended> {
+    let a: Appended
+    try {
+      a = this.appendQueued(rec)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return a.durable.then(() => a)
+  }
+
+  /**
+   * Appends a record and returns at once with its sequence; `durable` settles when the batch does.
+   * Throws (synchronously) ESTREAM_LIMIT, ERECORD_INVALID, EJOURNAL_CLOSED or, after a failed
+   * sync, EJOURNAL_IO. This is the allocation-light form for a server acking many publishes.
+   */
+  appendQueued(rec: RecordInput): Appended {
+    if (this.#closed || this.#closing !== null) throw new EdgebusError('EJOURNAL_CLOSED', `journal ${this.dir} is closed`, { dir: this.dir })
+    if (this.#broken !== null) throw this.#broken
+    const now = this.#clock()
+    const msgId = rec.msgId
+    if (this.#dedupe !== null && msgId != null) {
+      const seen = this.#dedupe.lookup(msgId, now)
+      if (seen !== null) return new Appended(seen.seq, seen.timestamp, true, this.#durableFor(seen.seq))
+    }
+    let ts = rec.timestamp ?? now
+    if (!Number.isSafeInteger(ts) || ts < 0) throw new EdgebusError('ERECORD_INVALID', 'record timestamp must be a non-negative integer (ms)', { timestamp: ts })
+    if (ts < this.#lastAssignedTime) ts = this.#lastAssignedTime // timestamps never go backwards: seqForTime relies on it
+
+    let batch = this.#fill
+    if (batch === null) batch = this.#newFill()
+    batch.reserve(maxEncodedSize(rec))
+    const seq = this.#nextSeq
+    const len = encodeRecord(batch.buf, batch.len, seq, ts, rec)
+    if (this.limits.maxBytes > 0 || this.limits.discard === 'new') {
+      this.#usage.messages = this.#messages + this.#pendingCount
+      this.#usage.bytes = this.#bytes + this.#pendingBytes
+      const refusal = refuseAppend(this.limits, this.#usage, len)
+      if (refusal !== null) throw refusal
+    }
+    if (this.#tailBytes > 0 && this.#tailBytes + len > this.#segmentBytes) {
+      // this record opens a new segment; a batch writes to one segment only
+      if (batch.count > 0) {
+        const prev = batch
+        this.#seal()
+        batch = this.#newFill()
+        batch.reserve(len)
+        prev.buf.copy(batch.buf, 0, prev.len, prev.len + len)
+      }
+      batch.newSegment = true
+      this.#tailBytes = 0
+    }
+    if (batch.count === 0) batch.firstSeq = seq
+    batch.push(ts, len, rec.subject)
+    this.#nextSeq = seq + 1
+    this.#lastAssignedTime = ts
+    this.#tailBytes += len
+    this.#pendingCount++
+    this.#pendingBytes += len
+    if (this.#dedupe !== null && msgId != null) this.#dedupe.add(msgId, seq, ts)
+
+    if (batch.len >= this.#maxBatchBytes || batch.count >= this.#maxBatchRecords) this.#seal()
+    else if (this.#timer === null && !this.#pumping) this.#armTimer()
+    return new Appended(seq, ts, false, batch.promise)
+  }
+
+  /** The promise that settles when `seq` is durable (a duplicate's original may still be on its way). */
+  #durableFor(seq: number): Promise<void> {
+    if (seq <= this.#lastSeq) return RESOLVED
+    for (const b of this.#queue) if (seq >= b.firstSeq && seq < b.firstSeq + b.count) return b.promise
+    return this.#fill?.promise ?? RESOLVED
+  }
+
+  #newFill(): Batch {
+    const b = this.#pool.pop() ?? new Batch(this.fsync === 'always' ? 512 : BATCH_START_BYTES)
+    b.reset()
+    this.#fill = b
+    return b
+  }
+
+  #armTimer(): void {
+    this.#timer = this.#window > 0 ? setTimeout(this.#onTimer, this.#window) : setImmediate(this.#onTimer)
+  }
+
+  readonly #onTimer = (): void => {
+    this.#timer = null
+    this.#seal()
+  }
+
+  #clearTimer(): void {
+    const t = this.#timer
+    if (t === null) return
+    this.#timer = null
+    // a Timeout has refresh(), an Immediate does not
+    if ('refresh' in t) clearTimeout(t)
+    else clearImmediate(t)
+  }
+
+  /** Moves the filling batch to the write queue. */
+  #seal(): void {
+    const b = this.#fill
+    this.#clearTimer()
+    if (b === null || b.count === 0) return
+    this.#fill = null
+    this.#queue.push(b)
+    this.#kick()
+  }
+
+  #kick(): void {
+    if (this.#pumping || this.#queue.length === 0) return
+    this.#pumping = true
+    void this.#withLock(this.#pumpOne)
+  }
+
+  readonly #pumpOne = async (): Promise<void> => {
+    const b = this.#queue.shift()
+    if (b !== undefined) await this.#write(b)
+    this.#pumping = false
+    if (this.#queue.length > 0) this.#kick()
+    else if (this.#fill !== null && this.#fill.count > 0) this.#seal() // what piled up during the sync goes now
+  }
+
+  /** Runs fn when nothing else holds the journal's files (writes, compaction, purge, close run one at a time). */
+  #withLock<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#lock.then(fn)
+    this.#lock = run.then(noop, noop)
+    return run
+  }
+
+  async #write(b: Batch): Promise<void> {
+    let entry: SegmentEntry | null = null // the segment written to, once known: what a failure rolls back
+    let created = false
+    let pre = 0
+    try {
+      const active = this.#active
+      if (b.newSegment || active === null) {
+        const seg = JournalSegment.create(this.dir, b.firstSeq, this.#ops)
+        if (active !== null) this.#writeIndex(active)
+        entry = new SegmentEntry(seg, new SequenceIndex(this.#interval))
+        this.#segs.push(entry)
+        this.#active = entry
+        created = true
+      } else {
+        entry = active
+      }
+      pre = entry.file.size
+      await entry.file.append(b.buf, 0, b.len)
+      if (this.fsync !== 'none') {
+        await entry.file.sync()
+        if (created) await syncDirectory(this.dir) // the new file's name must survive a power loss too
+      }
+    } catch (err) {
+      this.#fail(b, err, entry, pre, created)
+      return
+    }
+    this.#commit(b, entry, pre)
+  }
+
+  #commit(b: Batch, entry: SegmentEntry, pre: number): void {
+    const idx = entry.index
+    const n = b.count
+    let pos = pre
+    for (let i = 0; i < n; i++) {
+      const size = b.sizes[i] as number
+      idx.add(b.firstSeq + i, pos, b.times[i] as number, size)
+      pos += size
+    }
+    entry.file.readableEnd = pos
+    this.#lastSeq = b.firstSeq + n - 1
+    this.#lastTime = b.times[n - 1] as number
+    this.#messages += n
+    this.#bytes += b.len
+    this.#pendingCount -= n
+    this.#pendingBytes -= b.len
+    const tracker = this.#tracker
+    if (tracker !== null) {
+      for (let i = 0; i < n; i++) {
+        tracker.add(b.subjects[i] as string, b.firstSeq + i, b.sizes[i] as number)
+        if (tracker.evictedSeq >= 0) this.#markDead(tracker.evictedSeq, tracker.evictedSize)
+      }
+    }
+    if (!this.#headLoaded || (tracker !== null && !tracker.isLive(this.#headSubject, this.#headSeq))) this.#loadHead()
+    if (this.#retains) this.#enforce(this.#clock())
+    b.resolve()
+    for (let i = 0; i < n; i++) b.subjects[i] = '' // drop references to the callers' strings
+    if (b.buf.length <= BATCH_KEEP_BYTES && this.#pool.length < 4) this.#pool.push(b)
+    if (this.#compactWanted.size > 0) this.#scheduleCompaction()
+  }
+
+  #fail(b: Batch, err: unknown, entry: SegmentEntry | null, pre: number, created: boolean): void {
+    const error = journalIoError(err, 'append', entry?.file.path ?? this.dir)
+    const failedOp = error.detail['op']
+    try {
+      if (entry !== null && created) {
+        entry.file.close()
+        fs.rmSync(entry.file.path, { force: true })
+        this.#segs.pop()
+        this.#active = this.#segs[this.#segs.length - 1] ?? null
+      } else if (entry !== null && !(failedOp === 'write' && error.detail['cutBack'] === true)) {
+        entry.file.truncate(pre)
+      }
+    } catch (cutErr) {
+      this.#broken = journalIoError(cutErr, 'roll back', entry?.file.path ?? this.dir)
+    }
+    if (failedOp === 'fdatasync' || failedOp === 'fsync directory') this.#broken ??= error
+    // every later append assumed this batch: reject them all and number again from the last commit
+    const rejected: Batch[] = [b, ...this.#queue]
+    if (this.#fill !== null) rejected.push(this.#fill)
+    this.#queue = []
+    this.#fill = null
+    this.#clearTimer()
+    let count = 0
+    for (const r of rejected) {
+      count += r.count
+      r.reject(error)
+    }
+    this.#nextSeq = this.#lastSeq + 1
+    this.#lastAssignedTime = this.#lastTime
+    this.#pendingCount = 0
+    this.#pendingBytes = 0
+    this.#tailBytes = this.#active?.file.size ?? 0
+    this.#dedupe?.forgetAbove(this.#lastSeq)
+    this.#log.error({ code: error.code, dir: this.dir, rejected: count, detail: error.detail, broken: this.#broken !== null },
+      `journal append failed: ${error.message}`)
+  }
+
+  // --- the head and retention ----------------------------------------------------------------
+
+  /** Moves the head to the first live record at or after the cursor (dropping emptied segments). */
+  #loadHead(): void {
+    this.#headLoaded = false
+    const tracker = this.#tracker
+    for (;;) {
+      let cur = this.#headCur
+      if (cur === null || this.#headEntry === null) {
+        const e = this.#segs[0]
+        if (e === undefined) return
+        cur = this.#headCur = new FrameCursor(e.file, 0, e.baseSeq - 1, HEAD_CHUNK_BYTES, false)
+        this.#headEntry = e
+      }
+      const entry = this.#headEntry
+      let step: Step
+      try {
+        step = cur.step()
+        if (step === Step.need) { cur.fill(); continue }
+      } catch (err) {
+        this.#log.error({ code: 'EJOURNAL_IO', segment: entry.file.path, err: String(err) }, 'journal cannot read its oldest segment')
+        return
+      }
+      if (step === Step.frame) {
+        const seq = cur.frameSeq
+        const subject = tracker !== null ? frameSubject(cur.buf, cur.frameOff) : ''
+        const live = tracker === null || tracker.isLive(subject, seq)
+        if (seq < this.#floorSeq) {
+          if (live) this.#uncount(subject, seq, cur.frameLen)
+          continue
+        }
+        if (!live) continue
+        this.#headLoaded = true
+        this.#headSeq = seq
+        this.#headTime = frameTimestamp(cur.buf, cur.frameOff)
+        this.#headSize = cur.frameLen
+        this.#headSubject = subject
+        return
+      }
+      if (step === Step.corrupt || step === Step.torn) { this.#noteCorrupt(entry, cur); continue }
+      // the end of this segment (or a part it cannot read): on to the next, dropping this one
+      if (entry === this.#active || entry === this.#segs[this.#segs.length - 1]) return
+      this.#dropSegment(entry)
+      this.#headCur = null
+      this.#headEntry = null
+    }
+  }
+
+  /** A live record leaves (retention or removeBefore). */
+  #uncount(subject: string, seq: number, size: number): void {
+    this.#messages--
+    this.#bytes -= size
+    if (this.#tracker !== null) this.#tracker.remove(subject, seq)
+  }
+
+  /** A live record was superseded (maxMsgsPerSubject). */
+  #markDead(seq: number, size: number): void {
+    this.#messages--
+    this.#bytes -= size
+    const e = this.#entryFor(seq)
+    if (e === null) return
+    e.dead++
+    e.deadBytes += size
+    if (e !== this.#active && worthCompacting(e.deadBytes, e.file.size, this.#segmentBytes)) this.#compactWanted.add(e)
+  }
+
+  /** Deletes a segment every record of which is gone (before firstSeq). */
+  #dropSegment(e: SegmentEntry): void {
+    const i = this.#segs.indexOf(e)
+    if (i !== -1) this.#segs.splice(i, 1)
+    e.removed = true
+    this.#compactWanted.delete(e)
+    e.file.close()
+    const seg = e.file.path
+    const idx = join(this.dir, segmentFileName(e.baseSeq, '.idx'))
+    fs.unlink(seg, (err) => {
+      if (err) this.#log.warn({ code: 'EJOURNAL_IO', path: seg, err: err.message }, 'journal could not delete an old segment')
+      fs.unlink(idx, noop)
+    })
+  }
+
+  #enforce(now: number): void {
+    this.#usage.messages = this.#messages
+    this.#usage.bytes = this.#bytes
+    while (this.#headLoaded && mustDropOldest(this.limits, this.#usage, this.#headTime, now)) {
+      this.#uncount(this.#headSubject, this.#headSeq, this.#headSize)
+      this.#loadHead()
+      this.#usage.messages = this.#messages
+      this.#usage.bytes = this.#bytes
+    }
+  }
+
+  /**
+   * Applies maxAge (and the other limits) now. Commits apply them too; the stream layer calls this
+   * on a timer so old messages leave while nothing is appended. Returns the messages removed.
+   */
+  applyRetention(): number {
+    this.#checkOpen()
+    const before = this.#messages
+    if (this.#retains) this.#enforce(this.#clock())
+    return before - this.#messages
+  }
+
+  /**
+   * Removes every message below `seq` (logically at once; whole segments are deleted). Durable:
+   * the new first sequence is recorded in journal.meta before this resolves. Returns the count removed.
+   */
+  async removeBefore(seq: number): Promise<number> {
+    this.#checkOpen()
+    if (!Number.isSafeInteger(seq)) throw new EdgebusError('ERECORD_INVALID', 'removeBefore needs an integer sequence', { seq })
+    const before = this.#messages
+    const target = Math.min(seq, this.#lastSeq + 1)
+    if (target > this.#floorSeq) {
+      this.#floorSeq = target
+      if (this.#headLoaded && this.#headSeq < target) {
+        this.#uncount(this.#headSubject, this.#headSeq, this.#headSize)
+        this.#loadHead()
+      }
+    }
+    const removed = before - this.#messages
+    await this.#writeMeta()
+    return removed
+  }
+
+  /**
+   * Removes every committed message and deletes every segment file; numbering goes on from
+   * lastSeq + 1. Appends still on their way are kept. Returns the count removed.
+   */
+  async purge(): Promise<number> {
+    const removed = await this.removeBefore(this.#lastSeq + 1)
+    await this.#withLock(async () => {
+      const a = this.#active
+      if (a === null || this.#closed || this.#headLoaded) return
+      // the active segment holds only removed records: start afresh with the next append
+      this.#active = null
+      this.#tailBytes = this.#pendingBytes
+      for (const b of this.#queue) b.newSegment = false
+      if (this.#fill !== null) this.#fill.newSegment = false
+      this.#headCur = null
+      this.#headEntry = null
+      this.#dropSegment(a)
+    })
+    return removed
+  }
+
+  // --- reading -------------------------------------------------------------------------------
+
+  #entryFor(seq: number): SegmentEntry | null {
+    const segs = this.#segs
+    let lo = 0
+    let hi = segs.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if ((segs[mid] as SegmentEntry).baseSeq <= seq) lo = mid + 1
+      else hi = mid
+    }
+    return segs[lo - 1] ?? null
+  }
+
+  #isLive(rec: StoredRecord): boolean {
+    return rec.seq >= this.firstSeq && (this.#tracker === null || this.#tracker.isLive(rec.subject, rec.seq))
+  }
+
+  /** The record stored under `seq`, or null (removed, superseded, not yet committed, or corrupt). */
+  read(seq: number): StoredRecord | null {
+    this.#checkOpen()
+    if (!Number.isSafeInteger(seq) || seq < this.firstSeq || seq > this.#lastSeq) return null
+    const entry = this.#entryFor(seq)
+    if (entry === null) return null
+    const idx = entry.index
+    const i = idx.floorBySeq(seq)
+    if (i < 0) return null
+    const start = idx.posAt(i)
+    const end = i + 1 < idx.entries ? idx.posAt(i + 1) : entry.file.readableEnd
+    const cur = new FrameCursor(entry.file, start, idx.seqAt(i) - 1, Math.max(end - start, 256), true)
+    for (;;) {
+      const step = cur.step()
+      if (step === Step.frame) {
+        if (cur.frameSeq < seq) continue
+        if (cur.frameSeq > seq) return null
+        const rec = decodeRecord(cur.buf, cur.frameOff, cur.frameLen)
+        return this.#isLive(rec) ? rec : null
+      }
+      if (step === Step.need) cur.fill()
+      else if (step === Step.corrupt || step === Step.torn) this.#noteCorrupt(entry, cur)
+      else return null
+    }
+  }
+
+  /**
+   * Replays live records from `fromSeq` (default firstSeq) up to `toSeq` (default: the last one
+   * committed while iterating), reading `readChunkBytes` at a time. Synchronous reads: for long
+   * replays in a server prefer iterateAsync.
+   */
+  *iterate(fromSeq = 0, toSeq = Infinity): Generator<StoredRecord, void, undefined> {
+    const walk = this.#walk(fromSeq, toSeq)
+    for (let r = walk.next(); r.done !== true; r = walk.next()) {
+      const v = r.value
+      if (v instanceof FrameCursor) v.fill()
+      else yield v
+    }
+  }
+
+  /** The same, with reads on the thread pool. */
+  async *iterateAsync(fromSeq = 0, toSeq = Infinity): AsyncGenerator<StoredRecord, void, undefined> {
+    const walk = this.#walk(fromSeq, toSeq)
+    for (let r = walk.next(); r.done !== true; r = walk.next()) {
+      const v = r.value
+      if (v instanceof FrameCursor) await v.fillAsync()
+      else yield v
+    }
+  }
+
+  /** The replay walk; yields a cursor when it needs a read (the caller reads, sync or async). */
+  *#walk(fromSeq: number, toSeq: number): Generator<StoredRecord | FrameCursor, void, undefined> {
+    let seq = fromSeq
+    let entry: SegmentEntry | null = null
+    let cur: FrameCursor | null = null
+    for (;;) {
+      if (this.#closed) return
+      const last = Math.min(toSeq, this.#lastSeq)
+      if (seq < this.firstSeq) seq = this.firstSeq
+      if (seq > last) return
+      if (cur === null || entry === null || entry.removed || cur.segment !== entry.file) {
+        entry = this.#entryFor(seq)
+        if (entry === null) return
+        const i = entry.index.floorBySeq(seq)
+        cur = i < 0
+          ? new FrameCursor(entry.file, 0, entry.baseSeq - 1, this.#chunk, true)
+          : new FrameCursor(entry.file, entry.index.posAt(i), entry.index.seqAt(i) - 1, this.#chunk, true)
+      }
+      const step = cur.step()
+      if (step === Step.frame) {
+        const s = cur.frameSeq
+        if (s < seq) continue
+        if (s > last) return
+        seq = s + 1
+        const rec = decodeRecord(cur.buf, cur.frameOff, cur.frameLen)
+        if (this.#isLive(rec)) yield rec
+      } else if (step === Step.need) {
+        if (cur.segment.closed) cur = null // removed or compacted meanwhile: find our place again
+        else yield cur
+      } else if (step === Step.corrupt || step === Step.torn) {
+        this.#noteCorrupt(entry, cur)
+      } else {
+        const next = this.#segs[this.#segs.indexOf(entry) + 1]
+        if (next === undefined) return
+        if (seq < next.baseSeq) seq = next.baseSeq
+        cur = null
+      }
+    }
+  }
+
+  /** The first sequence with a timestamp at or after `ms` (lastSeq + 1 when none). */
+  seqForTime(ms: number): number {
+    this.#checkOpen()
+    if (!this.#headLoaded || ms > this.#lastTime) return this.#lastSeq + 1
+    if (ms <= this.#headTime) return this.#headSeq
+    // the last segment whose first record is before ms holds the answer (or it is the next one's first)
+    const segs = this.#segs
+    let lo = 0
+    let hi = segs.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      const idx = (segs[mid] as SegmentEntry).index
+      if (idx.records === 0 || idx.firstTime < ms) lo = mid + 1
+      else hi = mid
+    }
+    for (let k = Math.max(0, lo - 1); k < segs.length; k++) {
+      const e = segs[k] as SegmentEntry
+      if (e.index.records === 0) continue
+      const i = e.index.floorByTime(ms)
+      const cur = new FrameCursor(e.file, e.index.posAt(i), e.index.seqAt(i) - 1, HEAD_CHUNK_BYTES, false)
+      for (;;) {
+        const step = cur.step()
+        if (step === Step.frame) {
+          if (frameTimestamp(cur.buf, cur.frameOff) >= ms) return Math.max(cur.frameSeq, this.firstSeq)
+        } else if (step === Step.need) cur.fill()
+        else if (step === Step.corrupt || step === Step.torn) this.#noteCorrupt(e, cur)
+        else break
+      }
+    }
+    return this.#lastSeq + 1
+  }
+
+  #noteCorrupt(entry: SegmentEntry, cur: FrameCursor): void {
+    const key = `${entry.baseSeq}:${cur.badStart}`
+    if (this.#corruptSeen.has(key)) return
+    this.#corruptSeen.add(key)
+    this.#log.warn({ code: 'EJOURNAL_CORRUPT', segment: entry.file.path, start: cur.badStart, end: cur.badEnd, afterSeq: cur.lastSeq, claimedSeq: cur.badClaimedSeq },
+      'journal skipped a corrupt record')
+  }
+
+  // --- compaction (maxMsgsPerSubject) --------------------------------------------------------
+
+  #scheduleCompaction(): void {
+    if (this.#compactRunning || this.#closing !== null || this.#closed) return
+    this.#compactRunning = true
+    void this.#withLock(async () => {
+      try {
+        for (const e of [...this.#compactWanted]) {
+          this.#compactWanted.delete(e)
+          if (!e.removed && e !== this.#active && !this.#closed) await this.#compactEntry(e)
+        }
+      } catch (err) {
+        this.#log.warn({ code: (err as EdgebusError).code ?? 'EJOURNAL_IO', err: String(err) }, 'journal compaction failed; it will be tried again')
+      } finally {
+        this.#compactRunning = false
+      }
+    })
+  }
+
+  /**
+   * Rewrites every sealed segment holding superseded records without them (they are invisible
+   * already; this gives their disk space back). Runs on its own after commits when a segment is
+   * at least half superseded. Returns the bytes reclaimed.
+   */
+  compact(): Promise<number> {
+    this.#checkOpen()
+    return this.#withLock(async () => {
+      let reclaimed = 0
+      for (const e of [...this.#segs]) {
+        if (e.dead > 0 && e !== this.#active && !e.removed) reclaimed += await this.#compactEntry(e)
+      }
+      return reclaimed
+    })
+  }
+
+  /** Copies a segment's live records to a new file and swaps it in (crash-safe: rename). */
+  async #compactEntry(e: SegmentEntry): Promise<number> {
+    const old = e.file
+    const tmp = join(this.dir, segmentFileName(e.baseSeq, '.compact'))
+    const fd = fs.openSync(tmp, 'w')
+    const index = new SequenceIndex(this.#interval)
+    const out = Buffer.allocUnsafe(COMPACT_CHUNK_BYTES)
+    let outLen = 0
+    let written = 0
+    const flush = async (): Promise<void> => {
+      let done = 0
+      while (done < outLen) done += await this.#ops.write(fd, out, done, outLen - done, written + done)
+      written += outLen
+      outLen = 0
+    }
+    try {
+      const cur = new FrameCursor(old, 0, e.baseSeq - 1, COMPACT_CHUNK_BYTES, false)
+      for (;;) {
+        const step = cur.step()
+        if (step === Step.need) { await cur.fillAsync(); if (e.removed) throw new Error('segment removed'); continue }
+        if (step === Step.corrupt || step === Step.torn) { this.#noteCorrupt(e, cur); continue }
+        if (step !== Step.frame) break
+        const seq = cur.frameSeq
+        if (seq < this.firstSeq) continue
+        if (this.#tracker !== null && !this.#tracker.isLive(frameSubject(cur.buf, cur.frameOff), seq)) continue
+        if (outLen + cur.frameLen > out.length) await flush()
+        if (cur.frameLen > out.length) {
+          // a record bigger than the copy buffer goes straight from the read buffer
+          let done = 0
+          while (done < cur.frameLen) done += await this.#ops.write(fd, cur.buf, cur.frameOff + done, cur.frameLen - done, written + done)
+          index.add(seq, written, frameTimestamp(cur.buf, cur.frameOff), cur.frameLen)
+          written += cur.frameLen
+          continue
+        }
+        index.add(seq, written + outLen, frameTimestamp(cur.buf, cur.frameOff), cur.frameLen)
+        cur.buf.copy(out, outLen, cur.frameOff, cur.frameOff + cur.frameLen)
+        outLen += cur.frameLen
+      }
+      await flush()
+      await this.#ops.fdatasync(fd)
+    } catch (err) {
+      fs.closeSync(fd)
+      fs.rmSync(tmp, { force: true })
+      if (e.removed) return 0
+      throw journalIoError(err, 'compact', old.path)
+    }
+    fs.closeSync(fd)
+    if (e.removed) {
+      fs.rmSync(tmp, { force: true })
+      return 0
+    }
+    fs.rmSync(join(this.dir, segmentFileName(e.baseSeq, '.idx')), { force: true })
+    fs.renameSync(tmp, old.path)
+    await syncDirectory(this.dir)
+    const fresh = JournalSegment.open(this.dir, e.baseSeq, this.#ops)
+    const reclaimed = old.size - fresh.size
+    e.file = fresh
+    e.index = index
+    e.dead = 0
+    e.deadBytes = 0
+    old.close()
+    this.recovery.compacted.push(fresh.name)
+    if (e === this.#active) this.#tailBytes = fresh.size + this.#pendingBytes
+    if (e === this.#headEntry) this.#relocateHead()
+    if (e !== this.#active) this.#writeIndex(e)
+    this.#log.info({ segment: fresh.path, reclaimed }, 'journal compacted a segment')
+    return reclaimed
+  }
+
+  /** After the head's segment was rewritten: a cursor just past the head record in the new file. */
+  #relocateHead(): void {
+    const e = this.#headEntry
+    if (e === null) return
+    const i = e.index.floorBySeq(this.#headSeq)
+    const cur = i < 0 ? new FrameCursor(e.file, 0, e.baseSeq - 1, HEAD_CHUNK_BYTES, false)
+      : new FrameCursor(e.file, e.index.posAt(i), e.index.seqAt(i) - 1, HEAD_CHUNK_BYTES, false)
+    this.#headCur = cur
+    if (!this.#headLoaded) return
+    for (;;) {
+      const step = cur.step()
+      if (step === Step.need) cur.fill()
+      else if (step !== Step.frame || cur.frameSeq >= this.#headSeq) return
+    }
+  }
+
+  // --- files ---------------------------------------------------------------------------------
+
+  /** Writes a sealed (or cleanly closed) segment's index beside it; best effort, it can be rebuilt. */
+  #writeIndex(e: SegmentEntry): void {
+    const path = join(this.dir, segmentFileName(e.baseSeq, '.idx'))
+    try {
+      fs.writeFileSync(path + '.tmp', e.index.encode(e.file.size))
+      fs.renameSync(path + '.tmp', path)
+    } catch (err) {
+      this.#log.warn({ code: 'EJOURNAL_IO', path, err: String(err) }, 'journal could not write a segment index')
+    }
+  }
+
+  #writeMeta(): Promise<void> {
+    const run = this.#metaChain.then(async () => {
+      const meta: Meta = { format: META_FORMAT, firstSeq: Math.max(this.#floorSeq, 0), maxMsgsPerSubject: this.limits.maxMsgsPerSubject }
+      const path = join(this.dir, META_FILE)
+      try {
+        const fh = await fsp.open(path + '.tmp', 'w')
+        try {
+          await fh.writeFile(JSON.stringify(meta) + '\n')
+          await fh.datasync()
+        } finally {
+          await fh.close()
+        }
+        await fsp.rename(path + '.tmp', path)
+        await syncDirectory(this.dir)
+      } catch (err) {
+        throw journalIoError(err, 'write meta', path)
+      }
+    })
+    this.#metaChain = run.catch(noop)
+    return run
+  }
+
+  #readMeta(): Meta | null {
+    const path = join(this.dir, META_FILE)
+    let text: string
+    try {
+      text = fs.readFileSync(path, 'utf8')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.#log.warn({ code: 'EJOURNAL_IO', path, err: String(err) }, 'journal meta unreadable; ignored')
+      return null
+    }
+    try {
+      const m = JSON.parse(text) as Partial<Meta>
+      if (m.format === META_FORMAT && Number.isSafeInteger(m.firstSeq) && Number.isSafeInteger(m.maxMsgsPerSubject)) return m as Meta
+    } catch { /* reported below */ }
+    this.#log.warn({ code: 'EJOURNAL_CORRUPT', path }, 'journal meta is damaged; ignored (explicitly removed messages may reappear)')
+    return null
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new EdgebusError('EJOURNAL_CLOSED', `journal ${this.dir} is closed`, { dir: this.dir })
+  }
+
+  // --- recovery ------------------------------------------------------------------------------
+
+  async #recover(): Promise<void> {
+    const dir = this.dir
+    let names: string[]
+    try {
+      fs.mkdirSync(dir, { recursive: true })
+      names = fs.readdirSync(dir)
+    } catch (err) {
+      throw journalIoError(err, 'open directory', dir)
+    }
+    const bases: number[] = []
+    for (const name of names) {
+      const base = parseSegmentFileName(name)
+      if (base !== null) bases.push(base)
+      else if (name.endsWith('.compact') || name.endsWith('.tmp')) {
+        fs.rmSync(join(dir, name), { force: true })
+        this.recovery.removedFiles.push(name)
+      }
+    }
+    bases.sort((a, b) => a - b)
+    const meta = this.#readMeta()
+    let afterSeq = 0
+    let seqFloor = 0
+    for (let k = 0; k < bases.length; k++) {
+      const base = bases[k] as number
+      const nextBase = bases[k + 1]
+      const entry = this.#recoverSegment(base, afterSeq, nextBase === undefined)
+      if (typeof entry === 'string') {
+        seqFloor = Math.max(seqFloor, this.#setAside(base, nextBase, entry))
+        continue
+      }
+      this.#segs.push(entry)
+      if (entry.index.records > 0) afterSeq = entry.index.lastSeq
+    }
+    this.#active = this.#segs[this.#segs.length - 1] ?? null
+    this.#floorSeq = meta?.firstSeq ?? 0
+    this.#lastSeq = Math.max(afterSeq, seqFloor, this.#floorSeq - 1, (this.#active?.baseSeq ?? 1) - 1)
+    this.#nextSeq = this.#lastSeq + 1
+    for (const e of this.#segs) {
+      this.#messages += e.index.records
+      this.#bytes += e.index.recordBytes
+      if (e.index.records > 0) this.#lastTime = e.index.lastTime
+    }
+    this.#lastAssignedTime = this.#lastTime
+    this.#tailBytes = this.#active?.file.size ?? 0
+
+    this.#loadHead()
+    const oldPerSubject = meta?.maxMsgsPerSubject ?? 0
+    const newPerSubject = this.limits.maxMsgsPerSubject
+    // superseded records have no tombstone: if the limit grew (or went), first compact them away under the old one
+    const rebuildWith = oldPerSubject > 0 && (newPerSubject === 0 || oldPerSubject < newPerSubject) ? oldPerSubject : newPerSubject
+    if (rebuildWith > 0) {
+      this.#tracker = new SubjectTracker(rebuildWith)
+      this.#rebuildTracker()
+      if (rebuildWith !== newPerSubject) {
+        for (const e of [...this.#segs]) if (e.dead > 0 && !e.removed) await this.#compactEntry(e)
+        this.#tracker = newPerSubject > 0 ? new SubjectTracker(newPerSubject) : null
+        if (this.#tracker !== null) this.#rebuildTracker()
+      }
+      if (this.#headLoaded && this.#tracker !== null && !this.#tracker.isLive(this.#headSubject, this.#headSeq)) this.#loadHead()
+    }
+    if (this.#retains) this.#enforce(this.#clock())
+    if (this.#dedupe !== null) this.#rebuildDedupe()
+    await this.#writeMeta()
+    const r = this.recovery
+    if (r.tornTails.length + r.corruptRecords.length + r.damagedSegments.length > 0) {
+      this.#log.warn({ dir, tornTails: r.tornTails, corrupt: r.corruptRecords, damaged: r.damagedSegments }, 'journal recovered from damage')
+    }
+    this.#log.info({ dir, firstSeq: this.firstSeq, lastSeq: this.#lastSeq, messages: this.#messages, segments: this.#segs.length,
+      indexesRebuilt: r.indexesRebuilt.length }, 'journal open')
+  }
+
+  /** Opens one segment, with its index or by scanning it; a string says why it cannot be used. */
+  #recoverSegment(base: number, afterSeq: number, isLast: boolean): SegmentEntry | string {
+    let seg: JournalSegment
+    try {
+      seg = JournalSegment.open(this.dir, base, this.#ops)
+    } catch (err) {
+      return `cannot open: ${(err as Error).message}`
+    }
+    const idxPath = join(this.dir, segmentFileName(base, '.idx'))
+    let reason: 'missing' | 'stale' | 'verify' = 'missing'
+    if (this.#verify === 'all') {
+      reason = 'verify'
+    } else {
+      try {
+        const idx = SequenceIndex.decode(fs.readFileSync(idxPath), seg.size)
+        if (idx !== null && (idx.records === 0 || idx.firstSeq > afterSeq)) return new SegmentEntry(seg, idx)
+        reason = 'stale'
+      } catch { /* no index file: scan */ }
+    }
+    const index = new SequenceIndex(this.#interval)
+    try {
+      const scan = seg.scan(index, Math.max(afterSeq, base - 1))
+      if (scan.unsupportedAt >= 0) {
+        seg.close()
+        return `holds records of a newer format (at byte ${scan.unsupportedAt})`
+      }
+      for (const c of scan.corrupt) this.recovery.corruptRecords.push({ segment: seg.name, ...c })
+      if (scan.tornBytes > 0) {
+        seg.truncate(scan.validEnd)
+        this.recovery.tornTails.push({ segment: seg.name, validEnd: scan.validEnd, bytesCut: scan.tornBytes })
+        this.#log.warn({ code: 'EJOURNAL_CORRUPT', segment: seg.path, bytesCut: scan.tornBytes, validEnd: scan.validEnd }, 'journal cut a torn tail')
+      }
+      seg.readableEnd = seg.size
+    } catch (err) {
+      seg.close()
+      return `cannot read: ${(err as Error).message}`
+    }
+    // the last segment is the one a crash interrupts: it normally has no index, and gets one when sealed
+    const entry = new SegmentEntry(seg, index)
+    if (!isLast || reason !== 'missing') {
+      this.recovery.indexesRebuilt.push({ segment: seg.name, reason })
+      if (!isLast) this.#writeIndex(entry)
+    }
+    return entry
+  }
+
+  /** Renames an unusable segment to *.damaged; returns the highest sequence it may have held. */
+  #setAside(base: number, nextBase: number | undefined, reason: string): number {
+    const name = segmentFileName(base)
+    const from = join(this.dir, name)
+    let size = 0
+    try { size = fs.statSync(from).size } catch { /* size unknown */ }
+    let renamedTo = name + '.damaged'
+    for (let n = 1; fs.existsSync(join(this.dir, renamedTo)); n++) renamedTo = `${name}.damaged.${n}`
+    try {
+      fs.renameSync(from, join(this.dir, renamedTo))
+    } catch (err) {
+      renamedTo = ''
+      this.#log.error({ code: 'EJOURNAL_IO', path: from, err: String(err) }, 'journal could not set a damaged segment aside')
+    }
+    fs.rmSync(join(this.dir, segmentFileName(base, '.idx')), { force: true })
+    // the next segment bounds what it held; for the last one, its size does (no frame is smaller than RECORD_MIN_BYTES)
+    const lastSeqAtMost = nextBase !== undefined ? nextBase - 1 : base - 1 + Math.ceil(size / RECORD_MIN_BYTES)
+    this.recovery.damagedSegments.push({ segment: name, renamedTo, firstSeq: base, lastSeqAtMost, reason })
+    this.#log.error({ code: 'EJOURNAL_CORRUPT', segment: from, renamedTo, firstSeq: base, lastSeqAtMost, reason }, 'journal set a damaged segment aside')
+    return nextBase !== undefined ? 0 : lastSeqAtMost
+  }
+
+  /** Rebuilds per-subject bookkeeping by reading the subject of every live record. */
+  #rebuildTracker(): void {
+    const tracker = this.#tracker
+    if (tracker === null) return
+    tracker.clear()
+    for (const e of this.#segs) { e.dead = 0; e.deadBytes = 0 }
+    const first = this.firstSeq
+    for (const e of [...this.#segs]) {
+      const cur = new FrameCursor(e.file, 0, e.baseSeq - 1, COMPACT_CHUNK_BYTES, false)
+      for (;;) {
+        const step = cur.step()
+        if (step === Step.need) { cur.fill(); continue }
+        if (step === Step.corrupt || step === Step.torn) continue
+        if (step !== Step.frame) break
+        if (cur.frameSeq < first) continue
+        tracker.add(frameSubject(cur.buf, cur.frameOff), cur.frameSeq, cur.frameLen)
+        if (tracker.evictedSeq >= 0) this.#markDead(tracker.evictedSeq, tracker.evictedSize)
+      }
+    }
+  }
+
+  /** Refills the duplicate window from the records of the last window. */
+  #rebuildDedupe(): void {
+    const d = this.#dedupe
+    if (d === null) return
+    const from = this.seqForTime(this.#clock() - d.windowMs)
+    for (const e of this.#segs) {
+      if (e.index.records === 0 || e.index.lastSeq < from) continue
+      const i = Math.max(0, e.index.floorBySeq(from))
+      const cur = new FrameCursor(e.file, e.index.posAt(i), e.index.seqAt(i) - 1, HEAD_CHUNK_BYTES, false)
+      for (;;) {
+        const step = cur.step()
+        if (step === Step.need) { cur.fill(); continue }
+        if (step === Step.corrupt || step === Step.torn) continue
+        if (step !== Step.frame) break
+        if (cur.frameSeq < from) continue
+        const id = frameMsgId(cur.buf, cur.frameOff)
+        if (id !== null) d.add(id, cur.frameSeq, frameTimestamp(cur.buf, cur.frameOff))
+      }
+    }
+  }
+
+  // --- closing -------------------------------------------------------------------------------
+
+  /** Writes what is pending, then closes every file. Appends after close() begins are refused. */
+  close(): Promise<void> {
+    if (this.#closing !== null) return this.#closing
+    this.#closing = (async () => {
+      this.#seal()
+      while (this.#queue.length > 0 || this.#pumping || this.#compactRunning) await this.#withLock(async () => {})
+      await this.#withLock(async () => {})
+      const a = this.#active
+      if (a !== null && this.#broken === null) this.#writeIndex(a)
+      try {
+        await this.#writeMeta()
+      } catch (err) {
+        this.#log.warn({ code: 'EJOURNAL_IO', dir: this.dir, err: String(err) }, 'journal could not record its state on close')
+      }
+      this.#clearTimer()
+      for (const e of this.#segs) e.file.close()
+      this.#closed = true
+    })()
+    return this.#closing
+  }
+}
+
+const RESOLVED = Promise.resolve()
+
+function positive(key: string, v: number, zeroOk = false): number {
+  if (!Number.isFinite(v) || v < 0 || (!zeroOk && v === 0)) {
+    throw new EdgebusError('ECONFIG_INVALID', `journal option ${key} must be a ${zeroOk ? 'non-negative' : 'positive'} number`, { key, value: v })
+  }
+  return v
+}
