@@ -1,9 +1,6 @@
 import { isEdgebusError } from '../core/errors.ts'
 import { VERSION } from '../version.ts'
 import { ExitCode } from './args.ts'
-import { pub, pubHelp } from './pub.ts'
-import { serve, serveHelp } from './serve.ts'
-import { sub, subHelp } from './sub.ts'
 
 const mainHelp = `edgebus ${VERSION}: a lightweight pub/sub server for edge devices (MQTT 3.1.1/5.0, WebSocket).
 
@@ -18,10 +15,12 @@ Run edgebus COMMAND --help for a command's options. edgebus --version prints the
 Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
 `
 
-const commands: Record<string, { run: (argv: string[]) => Promise<number>; help: () => string }> = {
-  serve: { run: serve, help: serveHelp },
-  pub: { run: pub, help: () => pubHelp },
-  sub: { run: sub, help: () => subHelp },
+// Commands load on demand: the server does not carry the MQTT client library in memory, nor the
+// client commands the server.
+const commands: Record<string, (argv: string[]) => Promise<number>> = {
+  serve: async (argv) => (await import('./serve.ts')).serve(argv),
+  pub: async (argv) => (await import('./pub.ts')).pub(argv),
+  sub: async (argv) => (await import('./sub.ts')).sub(argv),
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -40,7 +39,7 @@ export async function main(argv: string[]): Promise<number> {
     return ExitCode.USAGE
   }
   try {
-    return await command.run(rest)
+    return await command(rest)
   } catch (err) {
     if (isEdgebusError(err)) {
       process.stderr.write(`edgebus: ${err.code}: ${err.message}\n`)
