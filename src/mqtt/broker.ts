@@ -5,6 +5,7 @@ import { Router, type Listener } from '../router/router.ts'
 import { SubjectTrie } from '../subjects/trie.ts'
 import { ClientConnection } from './connection.ts'
 import { FlushScheduler } from './flush-scheduler.ts'
+import { SharedSubscriptions } from './shared-subscriptions.ts'
 import type { Transport } from './transport.ts'
 
 /** The parts of an aedes client edgebus reads (aedes ships no types for these internals). */
@@ -17,6 +18,9 @@ export interface AedesClient {
   subscriptions: Record<string, { qos: 0 | 1 | 2; func: Listener; rap?: boolean; nl?: boolean; si?: number }>
   conn: { owner?: ClientConnection }
   _keepaliveTimer?: NodeJS.Timeout | null
+  /** aedes' per-client delivery functions (QoS 0, and QoS 1/2 with packet ids and retries). */
+  deliver0?: Listener
+  deliverQoS?: Listener
   close(done?: () => void): void
   disconnect?(opts: { reasonCode: number }, done?: () => void): void
 }
@@ -56,6 +60,7 @@ export class MqttBroker {
   readonly limits: MqttLimits
   readonly stats: BrokerStats = { messagesIn: 0, messagesOut: 0, dropped: 0, slowConsumerDisconnects: 0 }
   readonly connections = new Set<ClientConnection>()
+  readonly shared: SharedSubscriptions
   /** Filters of persistent sessions with QoS > 0, by client id: their messages must be queued by aedes. */
   readonly #persistentSubs = new SubjectTrie<string>()
   readonly #persistentCache = new Map<string, boolean>()
@@ -65,6 +70,7 @@ export class MqttBroker {
     this.router = router
     this.log = log
     this.limits = limits
+    this.shared = new SharedSubscriptions(router)
     this.#wire()
     this.#trackPersistentSubscriptions()
   }
@@ -203,6 +209,7 @@ export class MqttBroker {
 
   onConnectionClosed(conn: ClientConnection): void {
     this.connections.delete(conn)
+    this.shared.removeMember(conn)
   }
 
   onSlowConsumer(conn: ClientConnection, queued: number): void {

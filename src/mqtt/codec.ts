@@ -104,13 +104,19 @@ export function subscriptionIdentifierProp(si: number): Buffer {
   return buf
 }
 
-/** Whether an MQTT 5 property block contains a property id (walking property by property). */
+/** Whether an MQTT 5 property block contains a property id. */
 export function findProperty(buf: Buffer, start: number, end: number, id: number): boolean {
+  return findPropertyOffset(buf, start, end, id) !== -1
+}
+
+/** The offset of a property in an MQTT 5 property block (walking property by property), or -1. */
+export function findPropertyOffset(buf: Buffer, start: number, end: number, id: number): number {
   const vi = new VarintResult()
   let o = start
   while (o < end) {
+    const at = o
     const pid = buf[o++] as number
-    if (pid === id) return true
+    if (pid === id) return at
     switch (pid) {
       case 0x01: case 0x17: case 0x19: case 0x24: case 0x25: case 0x28: case 0x29: case 0x2a:
         o += 1; break // byte
@@ -120,21 +126,21 @@ export function findProperty(buf: Buffer, start: number, end: number, id: number
         o += 4; break // four-byte integer
       case 0x0b:
         readVarint(buf, o, end, vi)
-        if (vi.length <= 0) return false
+        if (vi.length <= 0) return -1
         o += vi.length
         break
       case 0x03: case 0x08: case 0x09: case 0x12: case 0x15: case 0x16: case 0x1a: case 0x1c: case 0x1f:
-        if (o + 2 > end) return false
+        if (o + 2 > end) return -1
         o += 2 + buf.readUInt16BE(o); break // string or binary data
       case 0x26:
-        if (o + 2 > end) return false
+        if (o + 2 > end) return -1
         o += 2 + buf.readUInt16BE(o) // user property: two strings
-        if (o + 2 > end) return false
+        if (o + 2 > end) return -1
         o += 2 + buf.readUInt16BE(o)
         break
       default:
-        return false // unknown property: let aedes judge the packet
+        return -1 // unknown property: let aedes judge the packet
     }
   }
-  return false
+  return -1
 }

@@ -2,8 +2,9 @@ import { isUtf8 } from 'node:buffer'
 import type { IncomingMessage } from 'node:http'
 import type { RoutedPacket, RouteEntry } from '../router/router.ts'
 import { AedesLink, type LinkOwner } from './aedes-link.ts'
-import { encodePublishQos0, findProperty, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult } from './codec.ts'
+import { encodePublishQos0, findProperty, findPropertyOffset, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult, writeVarint } from './codec.ts'
 import { PacketAssembler } from './packet-assembler.ts'
+import { parseSharedFilter, SHARE_PREFIX } from './shared-subscriptions.ts'
 import type { Transport, TransportSink } from './transport.ts'
 import type { MqttBroker, AedesClient } from './broker.ts'
 
@@ -13,6 +14,7 @@ type StateValue = (typeof State)[keyof typeof State]
 const EMPTY = Buffer.alloc(0)
 const noop = (): void => {}
 const vi = new VarintResult()
+const SHARE_BYTES = Buffer.from(SHARE_PREFIX)
 
 let nextConnectionId = 1
 
@@ -58,6 +60,8 @@ export class ClientConnection implements TransportSink, LinkOwner {
   #inInflight = 0
   /** QoS 2 packet ids we discarded as too large: aedes' PUBREL for them is answered here. */
   #discardedQos2: Set<number> | null = null
+  /** SUBSCRIBE/UNSUBSCRIBE ids whose shared entries we answered: our reason codes, null where aedes answers. */
+  #ackMerges: Map<number, Array<number | null>> | null = null
 
   // fast path topic cache: publishers usually repeat their topic
   #lastTopicBytes: Buffer = EMPTY
@@ -144,6 +148,14 @@ export class ClientConnection implements TransportSink, LinkOwner {
         if (type >= PacketType.PUBLISH && type <= PacketType.PUBCOMP && !this.#flowFromClient(chunk, o, type, b0, headerLen)) {
           if (runStart !== -1) this.#toAedes(chunk.subarray(runStart, o))
           return
+        }
+        if ((type === PacketType.SUBSCRIBE || type === PacketType.UNSUBSCRIBE) && chunk.indexOf(SHARE_BYTES, o) !== -1 &&
+          chunk.indexOf(SHARE_BYTES, o) < o + total) {
+          if (runStart !== -1) { this.#toAedes(chunk.subarray(runStart, o)); runStart = -1 }
+          const forAedes = this.#interceptShared(chunk.subarray(o, o + total), type)
+          if (forAedes !== null) this.#toAedes(forAedes)
+          o += total
+          continue
         }
         if (runStart === -1) runStart = o
       } else if (this.#state === State.AWAITING_CONNECT) {
@@ -334,11 +346,94 @@ export class ClientConnection implements TransportSink, LinkOwner {
     return (this.link as unknown as { client?: { version?: number; maximumPacketSize?: number; receiveMaximum?: number } }).client
   }
 
+  /**
+   * Takes the `$share/...` entries out of a SUBSCRIBE or UNSUBSCRIBE and serves them with
+   * SharedSubscriptions; returns the packet aedes should still see (null: nothing left for it).
+   */
+  #interceptShared(packet: Buffer, type: number): Buffer | null {
+    const v5 = this.version === 5
+    readVarint(packet, 1, packet.length, vi)
+    const bodyStart = 1 + vi.length
+    if (bodyStart + 2 > packet.length) return packet // malformed: aedes decides
+    const id = packet.readUInt16BE(bodyStart)
+    let o = bodyStart + 2
+    if (v5) {
+      readVarint(packet, o, packet.length, vi)
+      if (vi.length <= 0) return packet
+      o += vi.length + vi.value
+    }
+    const headEnd = o
+    const kept: Buffer[] = []
+    const codes: Array<number | null> = []
+    let shared = 0
+    while (o + 2 <= packet.length) {
+      const start = o
+      const len = packet.readUInt16BE(o)
+      const topic = packet.toString('utf8', o + 2, o + 2 + len)
+      o += 2 + len + (type === PacketType.SUBSCRIBE ? 1 : 0)
+      if (o > packet.length) return packet
+      if (!topic.startsWith(SHARE_PREFIX)) {
+        kept.push(packet.subarray(start, o))
+        codes.push(null)
+        continue
+      }
+      shared++
+      let parsed: { group: string; filter: string } | null
+      try {
+        parsed = parseSharedFilter(topic)
+      } catch {
+        codes.push(v5 ? 0x8f : 0x80) // Topic Filter invalid
+        continue
+      }
+      if (parsed === null) continue
+      if (type === PacketType.SUBSCRIBE) {
+        const opts = packet[o - 1] as number
+        if (v5 && (opts & 0x04) !== 0) {
+          // [MQTT-3.8.3-4] No Local on a shared subscription is a Protocol Error
+          this.#disconnectWith(0x82, 'No Local on a shared subscription')
+          return null
+        }
+        codes.push(this.#broker.shared.subscribe(this, parsed.group, parsed.filter, (opts & 0x03) as 0 | 1 | 2))
+      } else {
+        codes.push(this.#broker.shared.unsubscribe(this, parsed.group, parsed.filter) ? 0x00 : 0x11)
+      }
+    }
+    if (shared === 0) return packet
+    if (kept.length === 0) {
+      this.#enqueue(ackPacket(type === PacketType.SUBSCRIBE ? 0x90 : 0xb0, id, v5, codes as number[]))
+      return null
+    }
+    ;(this.#ackMerges ??= new Map()).set(id, codes)
+    const body = Buffer.concat([packet.subarray(bodyStart, headEnd), ...kept])
+    return Buffer.concat([Buffer.from([packet[0] as number]), varintBytes(body.length), body])
+  }
+
+  /** aedes' SUBACK/UNSUBACK for a packet we split: our shared reason codes go back in their places. */
+  #mergeAck(packet: Buffer, type: number): Buffer {
+    const id = packet.readUInt16BE(1 + (readVarint(packet, 1, packet.length, vi), vi.length))
+    const codes = this.#ackMerges?.get(id)
+    if (codes === undefined) return packet
+    this.#ackMerges?.delete(id)
+    const v5 = this.version === 5
+    if (type === PacketType.UNSUBACK && !v5) return packet // 3.1.1 UNSUBACK has no reason codes
+    let o = 1 + vi.length + 2
+    if (v5) {
+      readVarint(packet, o, packet.length, vi)
+      o += vi.length + vi.value
+    }
+    let k = o
+    const merged = codes.map((c) => (c === null ? (packet[k++] as number) : c))
+    return ackPacket(type === PacketType.SUBACK ? 0x90 : 0xb0, id, v5, merged)
+  }
+
   /** One whole packet aedes wrote for the client. */
   #sendAedesPacket(packet: Buffer): void {
     const b0 = packet[0] as number
     const type = b0 >> 4
     const peer = this.#peer
+    if (this.#ackMerges !== null && (type === PacketType.SUBACK || type === PacketType.UNSUBACK)) packet = this.#mergeAck(packet, type)
+    // aedes announces shared subscriptions as unavailable; we serve them, so the property goes
+    if (type === PacketType.CONNACK && peer?.version === 5) packet = withoutSharedUnavailable(packet)
     const maxSize = peer?.maximumPacketSize ?? 0
     if (type === PacketType.PUBLISH) {
       const qos = (b0 >> 1) & 3
@@ -500,4 +595,29 @@ export class ClientConnection implements TransportSink, LinkOwner {
     }
     if (!this.link.destroyed) this.link.destroy()
   }
+}
+
+function varintBytes(n: number): Buffer {
+  const buf = Buffer.allocUnsafe(4)
+  return buf.subarray(0, writeVarint(buf, 0, n))
+}
+
+/** A SUBACK (0x90) or UNSUBACK (0xB0) with reason codes (and an empty property block for MQTT 5). */
+function ackPacket(b0: number, id: number, v5: boolean, codes: number[]): Buffer {
+  const body = Buffer.from([id >> 8, id & 0xff, ...(v5 ? [0] : []), ...(b0 === 0xb0 && !v5 ? [] : codes)])
+  return Buffer.concat([Buffer.from([b0]), varintBytes(body.length), body])
+}
+
+/** A CONNACK without the Shared Subscription Available property (absent means available). */
+function withoutSharedUnavailable(packet: Buffer): Buffer {
+  readVarint(packet, 1, packet.length, vi)
+  const propsAt = 1 + vi.length + 2
+  readVarint(packet, propsAt, packet.length, vi)
+  const propsStart = propsAt + vi.length
+  const propsEnd = propsStart + vi.value
+  const at = findPropertyOffset(packet, propsStart, propsEnd, 0x2a)
+  if (at === -1) return packet
+  const props = Buffer.concat([packet.subarray(propsStart, at), packet.subarray(at + 2, propsEnd)])
+  const body = Buffer.concat([packet.subarray(1 + (readVarint(packet, 1, packet.length, vi), vi.length), propsAt), varintBytes(props.length), props])
+  return Buffer.concat([Buffer.from([packet[0] as number]), varintBytes(body.length), body])
 }

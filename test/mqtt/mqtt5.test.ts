@@ -187,11 +187,41 @@ describe('MQTT 5.0', () => {
     await raw.closed
   })
 
-  it('refuses shared subscriptions for now with 0x9E, as CONNACK announces', async () => {
+  it('shared subscriptions: each message to one member of the group, in turn; MQTT 3.1.1 members too', async () => {
+    const a = await connectClient(srv.mqttUrl, v5())
+    const props = (a.client as unknown as { connackPacket?: { properties?: Record<string, unknown> } }).connackPacket?.properties
+    expect(props?.sharedSubscriptionAvailable).toBeUndefined() // absent = available
+    const b = await connectClient(srv.mqttUrl, v5())
+    const c = await connectClient(srv.mqttUrl, { protocolVersion: 4 })
+    // one SUBSCRIBE mixing a shared and a plain filter: the SUBACK answers both, in order
+    const granted = await a.client.subscribeAsync({ '$share/workers/jobs/#': { qos: 1 }, 'plain/a': { qos: 0 } })
+    expect(granted.map((g) => g.qos)).toEqual([1, 0])
+    await b.client.subscribeAsync('$share/workers/jobs/#', { qos: 1 })
+    await c.client.subscribeAsync('$share/workers/jobs/#', { qos: 0 })
+    const other = await connectClient(srv.mqttUrl, v5())
+    await other.client.subscribeAsync('$share/auditors/jobs/#', { qos: 1 }) // another group gets everything
+    const pub = await connectClient(srv.mqttUrl, v5())
+    for (let i = 0; i < 30; i++) await pub.client.publishAsync(`jobs/${i % 3}`, String(i), { qos: i % 2 === 0 ? 1 : 0 })
+    await other.waitFor(30)
+    await sleep(300)
+    const sets = [a, b, c].map((x) => x.messages.map((m) => Number(m.payload)))
+    expect(sets.map((s) => s.length)).toEqual([10, 10, 10])
+    expect(sets.flat().sort((x, y) => x - y)).toEqual(Array.from({ length: 30 }, (_, i) => i))
+    expect(c.messages.every((m) => m.qos === 0)).toBe(true) // granted QoS 0 caps delivery
+    // leaving the group: the others share it
+    await c.client.unsubscribeAsync('$share/workers/jobs/#')
+    for (let i = 30; i < 40; i++) await pub.client.publishAsync('jobs/x', String(i), { qos: 1 })
+    await sleep(300)
+    expect(c.messages.length).toBe(10)
+    expect(a.messages.length + b.messages.length).toBe(30)
+  })
+
+  it('refuses malformed shared filters and No Local on a shared subscription', async () => {
     const c = await connectClient(srv.mqttUrl, v5())
-    const props = (c.client as unknown as { connackPacket?: { properties?: Record<string, unknown> } }).connackPacket?.properties
-    expect(props?.sharedSubscriptionAvailable).toBe(false)
-    await expect(c.client.subscribeAsync('$share/g/jobs/#')).rejects.toThrow(/Shared Subscriptions not supported/)
+    await expect(c.client.subscribeAsync('$share/bad+name/x')).rejects.toThrow()
+    const reason = new Promise<number | undefined>((resolve) => c.client.on('disconnect', (p) => resolve(p.reasonCode)))
+    c.client.subscribe('$share/g/x', { qos: 0, nl: true })
+    expect(await reason).toBe(0x82) // [MQTT-3.8.3-4]
   })
 })
 
