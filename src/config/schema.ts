@@ -72,21 +72,15 @@ export function coerceField(key: ConfigKey, raw: unknown, source: Source, file?:
     case 'string':
       if (typeof raw !== 'string' || raw.length === 0) bad('use a non-empty string')
       return raw as string
-    case 'port': {
-      const n = typeof raw === 'string' && /^\d+$/.test(raw.trim()) ? Number(raw) : raw
-      if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 65_535) bad('use a port number from 0 to 65535 (0 picks a free port)')
-      return n as number
-    }
+    case 'port':
+      return wholeNumber(raw, 0, 65_535) ?? bad('use a port number from 0 to 65535 (0 picks a free port)')
     case 'size': {
       const n = parseSize(raw)
       if (n === null || n <= 0) bad("use a size such as 65536, '64KB' or '16MB'")
       return n as number
     }
-    case 'count': {
-      const n = typeof raw === 'string' && /^\d+$/.test(raw.trim()) ? Number(raw) : raw
-      if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 65_535) bad('use a whole number from 1 to 65535')
-      return n as number
-    }
+    case 'count':
+      return wholeNumber(raw, 1, 65_535) ?? bad('use a whole number from 1 to 65535')
     case 'duration': {
       const n = parseDuration(raw)
       if (n === null) bad("use a duration such as 500, '300ms', '30s', '5m' or '7d'")
@@ -96,6 +90,12 @@ export function coerceField(key: ConfigKey, raw: unknown, source: Source, file?:
       if (typeof raw !== 'string' || !(LogLevels as readonly string[]).includes(raw)) bad(`use one of ${LogLevels.join(', ')}`)
       return raw as string
   }
+}
+
+/** A whole number in [min, max] from a number or a string of digits, else null. */
+function wholeNumber(raw: unknown, min: number, max: number): number | null {
+  const n = typeof raw === 'string' && /^\d+$/.test(raw.trim()) ? Number(raw) : raw
+  return typeof n === 'number' && Number.isInteger(n) && n >= min && n <= max ? n : null
 }
 
 /** The closest known key, for "did you mean" hints. */
