@@ -3,7 +3,11 @@ import * as fsp from 'node:fs/promises'
 import { join } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
 import { DuplicateWindow } from './dedupe.ts'
-import { decodeRecord, encodeRecord, frameMsgId, frameSubject, frameTimestamp, maxEncodedSize, RECORD_MIN_BYTES, type RecordInput, type StoredRecord } from './record.ts'
+import { DirLock } from './dir-lock.ts'
+import {
+  claimedFrameLength, decodeRecord, encodeRecord, frameCrcMatches, frameIsSupported, frameMsgId, frameSeq, frameSubject, frameTimestamp, maxEncodedSize,
+  RECORD_MIN_BYTES, type RecordInput, type StoredRecord,
+} from './record.ts'
 import { mustDropOldest, refuseAppend, resolveLimits, worthCompacting, type RetentionLimits, type StreamUsage } from './retention.ts'
 import { FrameCursor, JournalSegment, journalIoError, nodeFileOps, parseSegmentFileName, segmentFileName, Step, syncDirectory, type JournalFileOps } from './segment.ts'
 import { SequenceIndex } from './seq-index.ts'
@@ -18,11 +22,18 @@ import { SubjectTracker } from './subject-tracker.ts'
  *
  * Writing. Appends are numbered at once (gapless, in call order) and encoded into a batch buffer;
  * a batch goes to disk as ONE write followed, under fsync 'batch', by ONE fdatasync, and every
- * append in it resolves after that sync (group commit). A batch is sealed when the window after
- * its first append ends (batchWindowMs), when it reaches maxBatchBytes/maxBatchRecords, or when the
- * previous batch's sync ends (what piled up meanwhile goes next). 'always' writes and syncs each
- * append alone; 'none' resolves once write() returned (the OS cache has it). One batch is on disk at
- * a time, so records land in sequence order.
+ * append in it resolves after that sync (group commit). A batch is sealed at the end of the
+ * event-loop turn of its first append (or batchWindowMs later), when it reaches
+ * maxBatchBytes/maxBatchRecords, or when the previous batch's sync ends: what piled up during a
+ * sync goes in the next one, so batches grow with the load by themselves. 'always' writes and syncs
+ * each append alone; 'none' resolves once write() returned (the OS cache has it). One batch is on
+ * disk at a time, so records land in sequence order.
+ *
+ * API: open / append (a promise) or appendQueued (the sequence at once, `durable` per batch) /
+ * read(seq) / iterate(from, to) and iterateAsync / seqForTime(ms) / removeBefore(seq) / purge /
+ * applyRetention / compact / close, and the counters firstSeq, lastSeq, messages, bytes, firstTime,
+ * lastTime. Retention (retention.ts), duplicate detection (dedupe.ts) and maxMsgsPerSubject
+ * (subject-tracker.ts) are applied inside, from `limits`.
  *
  * Reading sees committed records only: written and, under the policy, synced; `lastSeq` is the
  * last of them. Readers never see a record that could still vanish in a crash the policy covers.
@@ -51,7 +62,12 @@ export interface JournalLog {
 export interface JournalOptions {
   /** When an append is durable: see the class comment. Default 'batch'. */
   fsync?: FsyncPolicy
-  /** Group commit window after a batch's first append, ms. Default 2 ('batch'), 0 ('none'). */
+  /**
+   * How long a batch stays open after its first append when no write is under way, in ms.
+   * Default 0: the batch is written at the end of the current event-loop turn, and while its sync
+   * runs the next batch fills by itself (natural group commit). A window only lowers the number of
+   * syncs at light load (flash wear), at the price of that much latency on every append.
+   */
   batchWindowMs?: number
   /** Seal a batch at this many bytes. Default 1 MiB. */
   maxBatchBytes?: number
@@ -224,6 +240,8 @@ export class Journal {
   #tailBytes = 0
   #fill: Batch | null = null
   #queue: Batch[] = []
+  /** The batch being written and synced. */
+  #writing: Batch | null = null
   #pool: Batch[] = []
   #pumping = false
   #timer: NodeJS.Timeout | NodeJS.Immediate | null = null
@@ -239,6 +257,7 @@ export class Journal {
   #compactRunning = false
   #corruptSeen = new Set<string>()
   #metaChain: Promise<void> = Promise.resolve()
+  #dirLock: DirLock | null = null
 
   private constructor(dir: string, opts: JournalOptions) {
     this.dir = dir
@@ -250,7 +269,7 @@ export class Journal {
     this.#ops = { ...nodeFileOps, ...opts.fileOps }
     this.#clock = opts.clock ?? Date.now
     this.#log = opts.log ?? silentLog
-    this.#window = positive('batchWindowMs', opts.batchWindowMs ?? (this.fsync === 'batch' ? 2 : 0), true)
+    this.#window = positive('batchWindowMs', opts.batchWindowMs ?? 0, true)
     this.#maxBatchBytes = positive('maxBatchBytes', opts.maxBatchBytes ?? 1 << 20)
     this.#maxBatchRecords = this.fsync === 'always' ? 1 : positive('maxBatchRecords', opts.maxBatchRecords ?? 10_000)
     this.#segmentBytes = positive('segmentBytes', opts.segmentBytes ?? 64 << 20)
@@ -266,7 +285,14 @@ export class Journal {
   /** Opens (creating if needed) the journal in `dir`, recovering whatever a crash left. */
   static async open(dir: string, opts: JournalOptions = {}): Promise<Journal> {
     const j = new Journal(dir, opts)
-    await j.#recover()
+    try {
+      await j.#recover()
+    } catch (err) {
+      for (const e of j.#segs) e.file.close()
+      j.#dirLock?.release()
+      j.#closed = true
+      throw err
+    }
     return j
   }
 
@@ -324,7 +350,7 @@ export class Journal {
       const seen = this.#dedupe.lookup(msgId, now)
       if (seen !== null) return new Appended(seen.seq, seen.timestamp, true, this.#durableFor(seen.seq))
     }
-    let ts = rec.timestamp ?? now
+    let ts = rec.timestamp ?? Math.floor(now)
     if (!Number.isSafeInteger(ts) || ts < 0) throw new EdgebusError('ERECORD_INVALID', 'record timestamp must be a non-negative integer (ms)', { timestamp: ts })
     if (ts < this.#lastAssignedTime) ts = this.#lastAssignedTime // timestamps never go backwards: seqForTime relies on it
 
@@ -336,6 +362,13 @@ export class Journal {
     if (this.limits.maxBytes > 0 || this.limits.discard === 'new') {
       this.#usage.messages = this.#messages + this.#pendingCount
       this.#usage.bytes = this.#bytes + this.#pendingBytes
+      const tracker = this.#tracker
+      if (tracker !== null && tracker.countOf(rec.subject) >= tracker.limit) {
+        // this append will supersede one of its subject's records: it needs no room for that one
+        // (bytes approximately: the oldest committed one's size)
+        this.#usage.messages--
+        this.#usage.bytes -= tracker.oldestSize(rec.subject)
+      }
       const refusal = refuseAppend(this.limits, this.#usage, len)
       if (refusal !== null) throw refusal
     }
@@ -368,6 +401,8 @@ export class Journal {
   /** The promise that settles when `seq` is durable (a duplicate's original may still be on its way). */
   #durableFor(seq: number): Promise<void> {
     if (seq <= this.#lastSeq) return RESOLVED
+    const w = this.#writing
+    if (w !== null && seq >= w.firstSeq && seq < w.firstSeq + w.count) return w.promise
     for (const b of this.#queue) if (seq >= b.firstSeq && seq < b.firstSeq + b.count) return b.promise
     return this.#fill?.promise ?? RESOLVED
   }
@@ -415,7 +450,11 @@ export class Journal {
 
   readonly #pumpOne = async (): Promise<void> => {
     const b = this.#queue.shift()
-    if (b !== undefined) await this.#write(b)
+    if (b !== undefined) {
+      this.#writing = b
+      await this.#write(b)
+      this.#writing = null
+    }
     this.#pumping = false
     if (this.#queue.length > 0) this.#kick()
     else if (this.#fill !== null && this.#fill.count > 0) this.#seal() // what piled up during the sync goes now
@@ -436,7 +475,11 @@ export class Journal {
       const active = this.#active
       if (b.newSegment || active === null) {
         const seg = JournalSegment.create(this.dir, b.firstSeq, this.#ops)
-        if (active !== null) this.#writeIndex(active)
+        if (active !== null) {
+          this.#writeIndex(active)
+          this.#noteFirstSeq()
+          if (worthCompacting(active.deadBytes, active.file.size, this.#segmentBytes)) this.#compactWanted.add(active)
+        }
         entry = new SegmentEntry(seg, new SequenceIndex(this.#interval))
         this.#segs.push(entry)
         this.#active = entry
@@ -457,31 +500,29 @@ export class Journal {
     this.#commit(b, entry, pre)
   }
 
+  /**
+   * The batch is durable: its records become visible one by one, each followed by the retention
+   * rules, exactly as if they had been appended alone (so what is kept never depends on how appends
+   * happened to be batched, and a reopen, which replays the same rules, finds the same).
+   */
   #commit(b: Batch, entry: SegmentEntry, pre: number): void {
     const idx = entry.index
     const n = b.count
+    const now = this.#retains ? this.#clock() : 0
     let pos = pre
     for (let i = 0; i < n; i++) {
+      const seq = b.firstSeq + i
       const size = b.sizes[i] as number
-      idx.add(b.firstSeq + i, pos, b.times[i] as number, size)
+      const time = b.times[i] as number
+      idx.add(seq, pos, time, size)
       pos += size
+      entry.file.readableEnd = pos
+      this.#lastSeq = seq
+      this.#lastTime = time
+      this.#admit(seq, size, b.subjects[i] as string, now)
     }
-    entry.file.readableEnd = pos
-    this.#lastSeq = b.firstSeq + n - 1
-    this.#lastTime = b.times[n - 1] as number
-    this.#messages += n
-    this.#bytes += b.len
     this.#pendingCount -= n
     this.#pendingBytes -= b.len
-    const tracker = this.#tracker
-    if (tracker !== null) {
-      for (let i = 0; i < n; i++) {
-        tracker.add(b.subjects[i] as string, b.firstSeq + i, b.sizes[i] as number)
-        if (tracker.evictedSeq >= 0) this.#markDead(tracker.evictedSeq, tracker.evictedSize)
-      }
-    }
-    if (!this.#headLoaded || (tracker !== null && !tracker.isLive(this.#headSubject, this.#headSeq))) this.#loadHead()
-    if (this.#retains) this.#enforce(this.#clock())
     b.resolve()
     for (let i = 0; i < n; i++) b.subjects[i] = '' // drop references to the callers' strings
     if (b.buf.length <= BATCH_KEEP_BYTES && this.#pool.length < 4) this.#pool.push(b)
@@ -565,12 +606,31 @@ export class Journal {
         return
       }
       if (step === Step.corrupt || step === Step.torn) { this.#noteCorrupt(entry, cur); continue }
-      // the end of this segment (or a part it cannot read): on to the next, dropping this one
-      if (entry === this.#active || entry === this.#segs[this.#segs.length - 1]) return
+      if (step === Step.unsupported) {
+        // records of a newer format (recovery sets such segments aside; this one had a valid index): keep it, stop here
+        this.#log.error({ code: 'EJOURNAL_CORRUPT', segment: entry.file.path, at: cur.framePos }, 'journal met records of a newer format')
+        return
+      }
+      // the end of this segment: on to the next, dropping this one (everything in it is gone) —
+      // unless it is the one being written, or not all of it is visible yet (recovery replay)
+      if (entry === this.#active || entry === this.#segs[this.#segs.length - 1] || entry.file.readableEnd < entry.file.size) return
       this.#dropSegment(entry)
       this.#headCur = null
       this.#headEntry = null
     }
+  }
+
+  /** A committed record joins the live ones: per-subject limit, head, then the other limits. */
+  #admit(seq: number, size: number, subject: string, now: number): void {
+    this.#messages++
+    this.#bytes += size
+    const tracker = this.#tracker
+    if (tracker !== null) {
+      tracker.add(subject, seq, size)
+      if (tracker.evictedSeq >= 0) this.#markDead(tracker.evictedSeq, tracker.evictedSize)
+    }
+    if (!this.#headLoaded || (tracker !== null && !tracker.isLive(this.#headSubject, this.#headSeq))) this.#loadHead()
+    if (this.#retains) this.#enforce(now)
   }
 
   /** A live record leaves (retention or removeBefore). */
@@ -692,6 +752,12 @@ export class Journal {
   read(seq: number): StoredRecord | null {
     this.#checkOpen()
     if (!Number.isSafeInteger(seq) || seq < this.firstSeq || seq > this.#lastSeq) return null
+    const rec = this.#readFrame(seq)
+    return rec !== null && this.#isLive(rec) ? rec : null
+  }
+
+  /** The frame stored under `seq`, live or not. */
+  #readFrame(seq: number): StoredRecord | null {
     const entry = this.#entryFor(seq)
     if (entry === null) return null
     const idx = entry.index
@@ -699,14 +765,28 @@ export class Journal {
     if (i < 0) return null
     const start = idx.posAt(i)
     const end = i + 1 < idx.entries ? idx.posAt(i + 1) : entry.file.readableEnd
+    // fast path: one read of the span, hop from frame to frame by their lengths, check the CRC of
+    // the one wanted; anything unexpected falls back to the frame-by-frame checked walk below
+    const buf = Buffer.allocUnsafe(end - start)
+    const n = entry.file.readSync(buf, 0, buf.length, start)
+    for (let p = 0; p + RECORD_MIN_BYTES <= n;) {
+      const len = claimedFrameLength(buf, p)
+      if (len < 0 || p + len > n) break
+      const s = frameSeq(buf, p)
+      if (s === seq) {
+        if (frameCrcMatches(buf, p, len) && frameIsSupported(buf, p)) return decodeRecord(buf, p, len)
+        break
+      }
+      if (s > seq) break
+      p += len
+    }
     const cur = new FrameCursor(entry.file, start, idx.seqAt(i) - 1, Math.max(end - start, 256), true)
     for (;;) {
       const step = cur.step()
       if (step === Step.frame) {
         if (cur.frameSeq < seq) continue
         if (cur.frameSeq > seq) return null
-        const rec = decodeRecord(cur.buf, cur.frameOff, cur.frameLen)
-        return this.#isLive(rec) ? rec : null
+        return decodeRecord(cur.buf, cur.frameOff, cur.frameLen)
       }
       if (step === Step.need) cur.fill()
       else if (step === Step.corrupt || step === Step.torn) this.#noteCorrupt(entry, cur)
@@ -926,11 +1006,15 @@ export class Journal {
   #relocateHead(): void {
     const e = this.#headEntry
     if (e === null) return
+    if (!this.#headLoaded) {
+      // nothing live: wait at the end of the new file
+      this.#headCur = new FrameCursor(e.file, e.file.size, e.index.records > 0 ? e.index.lastSeq : e.baseSeq - 1, HEAD_CHUNK_BYTES, false)
+      return
+    }
     const i = e.index.floorBySeq(this.#headSeq)
     const cur = i < 0 ? new FrameCursor(e.file, 0, e.baseSeq - 1, HEAD_CHUNK_BYTES, false)
       : new FrameCursor(e.file, e.index.posAt(i), e.index.seqAt(i) - 1, HEAD_CHUNK_BYTES, false)
     this.#headCur = cur
-    if (!this.#headLoaded) return
     for (;;) {
       const step = cur.step()
       if (step === Step.need) cur.fill()
@@ -949,6 +1033,19 @@ export class Journal {
     } catch (err) {
       this.#log.warn({ code: 'EJOURNAL_IO', path, err: String(err) }, 'journal could not write a segment index')
     }
+  }
+
+  /**
+   * Records where the head is (limits moved it) in journal.meta, without waiting: done when a
+   * segment is sealed and on close, so a reopen under other limits does not bring back records
+   * the old limits removed before then.
+   */
+  #noteFirstSeq(): void {
+    if (this.firstSeq <= this.#floorSeq) return
+    this.#floorSeq = this.firstSeq
+    this.#writeMeta().catch((err: unknown) => {
+      this.#log.warn({ code: 'EJOURNAL_IO', dir: this.dir, err: String(err) }, 'journal could not record its first sequence')
+    })
   }
 
   #writeMeta(): Promise<void> {
@@ -1001,6 +1098,11 @@ export class Journal {
     let names: string[]
     try {
       fs.mkdirSync(dir, { recursive: true })
+    } catch (err) {
+      throw journalIoError(err, 'open directory', dir)
+    }
+    this.#dirLock = DirLock.acquire(dir)
+    try {
       names = fs.readdirSync(dir)
     } catch (err) {
       throw journalIoError(err, 'open directory', dir)
@@ -1033,22 +1135,25 @@ export class Journal {
     this.#floorSeq = meta?.firstSeq ?? 0
     this.#lastSeq = Math.max(afterSeq, seqFloor, this.#floorSeq - 1, (this.#active?.baseSeq ?? 1) - 1)
     this.#nextSeq = this.#lastSeq + 1
-    for (const e of this.#segs) {
-      this.#messages += e.index.records
-      this.#bytes += e.index.recordBytes
-      if (e.index.records > 0) this.#lastTime = e.index.lastTime
-    }
+    for (const e of this.#segs) if (e.index.records > 0) this.#lastTime = e.index.lastTime
     this.#lastAssignedTime = this.#lastTime
     this.#tailBytes = this.#active?.file.size ?? 0
 
-    this.#loadHead()
     const oldPerSubject = meta?.maxMsgsPerSubject ?? 0
     const newPerSubject = this.limits.maxMsgsPerSubject
     // superseded records have no tombstone: if the limit grew (or went), first compact them away under the old one
     const rebuildWith = oldPerSubject > 0 && (newPerSubject === 0 || oldPerSubject < newPerSubject) ? oldPerSubject : newPerSubject
-    if (rebuildWith > 0) {
+    if (rebuildWith === 0) {
+      // without per-subject eviction, the limits keep the newest records that fit: the totals and the head say it all
+      for (const e of this.#segs) {
+        this.#messages += e.index.records
+        this.#bytes += e.index.recordBytes
+      }
+      this.#loadHead()
+    } else {
+      // with it, what the limits kept depends on the order of evictions: replay every record as it was committed
       this.#tracker = new SubjectTracker(rebuildWith)
-      this.#rebuildTracker()
+      this.#replay()
       if (rebuildWith !== newPerSubject) {
         for (const e of [...this.#segs]) if (e.dead > 0 && !e.removed) await this.#compactEntry(e)
         this.#tracker = newPerSubject > 0 ? new SubjectTracker(newPerSubject) : null
@@ -1135,6 +1240,30 @@ export class Journal {
     return nextBase !== undefined ? 0 : lastSeqAtMost
   }
 
+  /**
+   * Recovery with maxMsgsPerSubject: admits every record again in order, as #commit did, with the
+   * segments revealed to the head one record at a time. Age is applied once afterwards (it does
+   * not depend on order).
+   */
+  #replay(): void {
+    const segs = [...this.#segs]
+    for (const e of segs) e.file.readableEnd = 0
+    for (const e of segs) {
+      const size = e.file.size
+      const cur = new FrameCursor(e.file, 0, e.baseSeq - 1, COMPACT_CHUNK_BYTES, false, size)
+      for (;;) {
+        const step = cur.step()
+        if (step === Step.need) { cur.fill(); continue }
+        if (step === Step.corrupt || step === Step.torn) continue
+        if (step !== Step.frame) break
+        e.file.readableEnd = cur.pos
+        this.#admit(cur.frameSeq, cur.frameLen, frameSubject(cur.buf, cur.frameOff), -Infinity)
+      }
+      e.file.readableEnd = size
+    }
+    if (!this.#headLoaded) this.#loadHead()
+  }
+
   /** Rebuilds per-subject bookkeeping by reading the subject of every live record. */
   #rebuildTracker(): void {
     const tracker = this.#tracker
@@ -1188,6 +1317,7 @@ export class Journal {
       await this.#withLock(async () => {})
       const a = this.#active
       if (a !== null && this.#broken === null) this.#writeIndex(a)
+      if (this.firstSeq > this.#floorSeq) this.#floorSeq = this.firstSeq
       try {
         await this.#writeMeta()
       } catch (err) {
@@ -1195,6 +1325,7 @@ export class Journal {
       }
       this.#clearTimer()
       for (const e of this.#segs) e.file.close()
+      this.#dirLock?.release()
       this.#closed = true
     })()
     return this.#closing

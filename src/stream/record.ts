@@ -111,9 +111,25 @@ export function maxEncodedSize(rec: RecordInput): number {
   return n
 }
 
-function writeU64(buf: Buffer, off: number, n: number): void {
-  buf.writeUInt32LE(n >>> 0, off)
-  buf.writeUInt32LE(Math.floor(n / TWO32), off + 4)
+/** Little-endian u64 of a safe integer, by byte stores (typed-array stores keep the low 8 bits). */
+function writeU64(buf: Uint8Array, off: number, n: number): void {
+  const lo = n >>> 0
+  const hi = (n - lo) / TWO32
+  buf[off] = lo
+  buf[off + 1] = lo >>> 8
+  buf[off + 2] = lo >>> 16
+  buf[off + 3] = lo >>> 24
+  buf[off + 4] = hi
+  buf[off + 5] = hi >>> 8
+  buf[off + 6] = hi >>> 16
+  buf[off + 7] = hi >>> 24
+}
+
+function writeU32(buf: Uint8Array, off: number, n: number): void {
+  buf[off] = n
+  buf[off + 1] = n >>> 8
+  buf[off + 2] = n >>> 16
+  buf[off + 3] = n >>> 24
 }
 
 function readU64(buf: Uint8Array, off: number): number {
@@ -135,7 +151,23 @@ function readU16(buf: Uint8Array, off: number): number {
 
 /** Writes a u16-length-prefixed UTF-8 string at `off`; returns the offset after it. */
 function writeStr(buf: Buffer, off: number, s: string, field: string): number {
-  const n = buf.write(s, off + 2, 'utf8')
+  const p = off + 2
+  const len = s.length
+  if (len <= 128) {
+    // short ASCII (topics, content types, ids) is copied by hand: cheaper than a call into the encoder
+    let i = 0
+    for (; i < len; i++) {
+      const c = s.charCodeAt(i)
+      if (c > 0x7f) break
+      buf[p + i] = c
+    }
+    if (i === len) {
+      buf[off] = len
+      buf[off + 1] = len >>> 8
+      return p + len
+    }
+  }
+  const n = buf.write(s, p, 'utf8')
   if (n > MAX_U16) invalid(`record ${field} is longer than 65535 bytes`, { field, bytes: n })
   buf[off] = n & 0xff
   buf[off + 1] = n >>> 8
@@ -171,7 +203,8 @@ export function encodeRecord(buf: Buffer, off: number, seq: number, timestamp: n
     if (up !== undefined) {
       if (up.length > MAX_U16) invalid('a record has more than 65535 user properties', { count: up.length })
       flags |= RecordFlags.userProperties
-      buf.writeUInt16LE(up.length, p)
+      buf[p] = up.length
+      buf[p + 1] = up.length >>> 8
       p += 2
       for (let i = 0; i < up.length; i++) {
         const pair = up[i] as readonly [string, string]
@@ -183,7 +216,7 @@ export function encodeRecord(buf: Buffer, off: number, seq: number, timestamp: n
       const v = h.messageExpiryInterval
       if (!(v >= 0 && v <= 0xffffffff && Number.isInteger(v))) invalid('messageExpiryInterval must be a uint32', { value: v })
       flags |= RecordFlags.messageExpiryInterval
-      buf.writeUInt32LE(v, p)
+      writeU32(buf, p, v)
       p += 4
     }
     if (h.payloadFormatIndicator !== undefined) {
@@ -200,8 +233,8 @@ export function encodeRecord(buf: Buffer, off: number, seq: number, timestamp: n
   if (len > RECORD_MAX_BYTES) invalid('record is larger than the journal accepts', { bytes: len, max: RECORD_MAX_BYTES })
   buf[off + OFF_FLAGS] = flags
   buf[off + OFF_FLAGS + 1] = 0
-  buf.writeUInt32LE(len, off + OFF_LEN)
-  buf.writeUInt32LE(crc32c(buf, off, p), p)
+  writeU32(buf, off + OFF_LEN, len)
+  writeU32(buf, p, crc32c(buf, off, p))
   return len
 }
 

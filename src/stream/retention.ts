@@ -8,10 +8,13 @@ import { EdgebusError } from '../core/errors.ts'
  * - maxMsgs, maxBytes and maxAge are exact and logical. When a commit puts the stream over a
  *   limit (discard 'old'), the oldest messages leave at once: the journal's firstSeq moves past
  *   them and readers no longer see them, so `messages` never exceeds maxMsgs and `bytes` never
- *   exceeds maxBytes after an append resolves. maxAge is checked on every commit and whenever
- *   the owner calls `applyRetention()` (the stream layer does so on a timer).
+ *   exceeds maxBytes after an append resolves. The rules run record by record in sequence order,
+ *   as if each append were alone, so what is kept never depends on how appends were batched (and a
+ *   reopen after a crash, which replays the same rules, keeps the same). maxAge is checked on every
+ *   commit and whenever the owner calls `applyRetention()` (the stream layer does so on a timer).
  * - Disk space is reclaimed by whole segments: a segment file is deleted once every record in it
- *   is before firstSeq. So the disk holds up to one segment (segmentBytes) more than maxBytes.
+ *   is before firstSeq, and the segment being written is kept. So the disk holds about one segment
+ *   (segmentBytes) more than the live bytes, plus superseded records not yet compacted.
  * - `bytes` counts whole frames (headers, subject, properties, payload, CRC), i.e. disk use.
  * - With discard 'new', an append that would pass maxMsgs or maxBytes is refused
  *   (ESTREAM_LIMIT) and nothing is dropped for those two limits; maxAge still drops old messages
@@ -19,7 +22,10 @@ import { EdgebusError } from '../core/errors.ts'
  *   policies, since keeping it would mean dropping it at once.
  * - maxMsgsPerSubject keeps the newest N messages of each subject (a last-value store with N=1)
  *   under both discard policies; older ones of that subject leave the stream at once (see
- *   subject-tracker.ts and the journal's compaction for how they leave the disk).
+ *   subject-tracker.ts and the journal's compaction for how they leave the disk). With discard
+ *   'new', an append to a subject already at N is not refused for maxMsgs (it replaces one); for
+ *   maxBytes it is credited the size of the subject's oldest record (approximate when several
+ *   appends to that subject are in flight).
  *
  * Every limit is a non-negative number and 0 means "no limit".
  */
@@ -97,11 +103,6 @@ export function refuseAppend(limits: RetentionLimits, usage: StreamUsage, record
   return null
 }
 
-/** The timestamp below which messages are too old, or -Infinity without maxAge. */
-export function ageCutoff(limits: RetentionLimits, now: number): number {
-  return limits.maxAge > 0 ? now - limits.maxAge : -Infinity
-}
-
 /**
  * Whether the oldest live message (timestamp `oldestTime`) must leave, given committed usage.
  * Callers drop one and ask again; every answer is about that one message.
@@ -111,21 +112,6 @@ export function mustDropOldest(limits: RetentionLimits, usage: StreamUsage, olde
   if (limits.maxAge > 0 && oldestTime < now - limits.maxAge) return true
   if (limits.discard !== 'old') return false
   return (limits.maxMsgs > 0 && usage.messages > limits.maxMsgs) || (limits.maxBytes > 0 && usage.bytes > limits.maxBytes)
-}
-
-/** How many of a subject's `count` live messages are over maxMsgsPerSubject (the oldest ones go). */
-export function excessForSubject(limits: RetentionLimits, count: number): number {
-  return limits.maxMsgsPerSubject > 0 && count > limits.maxMsgsPerSubject ? count - limits.maxMsgsPerSubject : 0
-}
-
-/**
- * Physical deletion: how many leading segments hold only records before `firstSeq`, given each
- * segment's last sequence in order. The last segment (the one being written) is never counted.
- */
-export function wholeSegmentsBefore(segmentLastSeqs: readonly number[], firstSeq: number): number {
-  let n = 0
-  while (n < segmentLastSeqs.length - 1 && (segmentLastSeqs[n] as number) < firstSeq) n++
-  return n
 }
 
 /**

@@ -323,6 +323,8 @@ export class FrameCursor {
     afterSeq: number,
     readonly chunkBytes: number,
     readonly fresh: boolean,
+    /** Read up to this file position instead of the segment's readableEnd. */
+    readonly limit = -1,
   ) {
     this.pos = pos
     this.#bufPos = pos
@@ -333,7 +335,7 @@ export class FrameCursor {
   step(): Step {
     const buf = this.buf
     for (;;) {
-      const limit = this.segment.readableEnd
+      const limit = this.#end()
       const pos = this.pos
       if (pos >= limit) {
         if (this.#bad >= 0) return this.#endBad(Step.torn, limit)
@@ -378,6 +380,10 @@ export class FrameCursor {
     }
   }
 
+  #end(): number {
+    return this.limit >= 0 ? this.limit : this.segment.readableEnd
+  }
+
   /** While resynchronising, a candidate must also look like a current frame before its CRC is read. */
   #plausible(off: number): boolean {
     return this.buf[off + 1] === RECORD_VERSION && this.buf[off + 3] === 0 && frameSeq(this.buf, off) > this.lastSeq
@@ -398,7 +404,7 @@ export class FrameCursor {
     const keepOff = keepFrom - this.#bufPos
     const keep = Math.max(0, this.#bufLen - keepOff)
     // a chunk, or less near the end of a segment that is not growing; always the frame being waited for
-    const want = Math.max(Math.min(this.chunkBytes, this.segment.readableEnd - keepFrom), this.#need, 64)
+    const want = Math.max(Math.min(this.chunkBytes, this.#end() - keepFrom), this.#need, keep + 64)
     if (this.fresh || want > this.buf.length) {
       const next = Buffer.allocUnsafe(want)
       if (keep > 0) this.buf.copy(next, 0, keepOff, keepOff + keep)
@@ -410,7 +416,7 @@ export class FrameCursor {
     this.#bufLen = keep
     this.#need = 0
     const filePos = keepFrom + keep
-    const len = Math.min(this.buf.length - keep, this.segment.readableEnd - filePos)
+    const len = Math.min(this.buf.length - keep, this.#end() - filePos)
     return [keep, len, filePos]
   }
 

@@ -49,6 +49,12 @@ export class SubjectTracker {
     return this.#subjects.get(subject)?.count ?? 0
   }
 
+  /** The frame size of the subject's oldest live record (the next to be evicted), or 0. */
+  oldestSize(subject: string): number {
+    const s = this.#subjects.get(subject)
+    return s === undefined || s.count === 0 ? 0 : (s.sizes[s.head] as number)
+  }
+
   /**
    * Notes a new live record (sequences arrive in increasing order). When the subject goes over the
    * limit its oldest record is evicted and reported in evictedSeq/evictedSize (else evictedSeq = -1).

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs'
+import { copyFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach } from 'vitest'
@@ -38,4 +38,20 @@ export function fakeClock(start = 1_700_000_000_000): { now: () => number; advan
 
 export function payloadFor(seq: number): Buffer {
   return Buffer.from(`payload-${seq}-${'x'.repeat(seq % 23)}`)
+}
+
+/**
+ * The files of a journal directory as a crash would leave them now, copied to a new temporary
+ * directory (a file that vanishes during the copy, like a temp file being renamed, is skipped).
+ */
+export function crashCopy(dir: string): string {
+  const copy = tempDir()
+  for (const name of readdirSync(dir)) {
+    try {
+      copyFileSync(join(dir, name), join(copy, name))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    }
+  }
+  return copy
 }
