@@ -1,17 +1,22 @@
 import type { Server as NetServer } from 'node:net'
 import type { Server as HttpServer } from 'node:http'
+import { join } from 'node:path'
 import { EdgebusError } from './core/errors.ts'
 import { createLogger, type Logger } from './core/log.ts'
 import type { EdgebusConfig } from './config/schema.ts'
 import { HttpFront, sendJson } from './http/server.ts'
 import { MqttBroker } from './mqtt/broker.ts'
 import { createMqttTcpServer } from './mqtt/tcp.ts'
+import { FilePersistence } from './persistence/file-persistence.ts'
 import { MqttWebSocketEndpoint } from './ws/mqtt-ws.ts'
 import { VERSION } from './version.ts'
+import { StreamManager } from './stream/stream-manager.ts'
+import { mountStreamsApi } from './http/streams-api.ts'
 
 export interface EdgebusServer {
   readonly config: EdgebusConfig
   readonly broker: MqttBroker
+  readonly streams: StreamManager
   readonly mqttPort: number
   readonly httpPort: number
   readonly log: Logger
@@ -26,20 +31,37 @@ export interface StartOptions {
 /** The only place that knows all the parts: wires listeners, broker and HTTP routes. */
 export async function startServer(config: EdgebusConfig, opts: StartOptions = {}): Promise<EdgebusServer> {
   const log = opts.log ?? createLogger(config.log.level)
+  // issue 5: retained messages and persistent sessions in <dataDir>/mqtt, unless persistence.enabled is false
+  const persistence = config.persistence.enabled
+    ? await FilePersistence.open(join(config.dataDir, 'mqtt'), { log, maxQueuedMessages: config.sessions.maxQueuedMessages, sessionExpiryMs: config.sessions.expiry })
+    : null
   const broker = await MqttBroker.create(log, {
     maxPacketSize: config.limits.maxPacketSize,
     maxQueuedBytes: config.limits.maxQueuedBytes,
     maxQueuedBytesHard: config.limits.maxQueuedBytesHard,
     drainTimeoutMs: config.limits.drainTimeout,
     receiveMaximum: config.limits.receiveMaximum,
+  }, {
+    // issue 5: sessions.expiry bounds MQTT 5 Session Expiry Intervals (told to the client in CONNACK)
+    sessionExpiryIntervalLimit: Math.ceil(config.sessions.expiry / 1000),
+    ...(persistence ? { persistence } : {}),
+  }).catch(async (err: unknown) => {
+    await persistence?.close()
+    throw err
+  })
+  const streams = await StreamManager.open(broker.router, config.dataDir, config.streams, log).catch(async (err: unknown) => {
+    await broker.close()
+    await persistence?.close()
+    throw err
   })
   const startedAt = Date.now()
 
   const http = new HttpFront(log)
+  mountStreamsApi(http, streams)
   const ws = new MqttWebSocketEndpoint(broker)
   http.upgrade('/mqtt', ws)
   http.route('GET', '/healthz', (_req, res) => {
-    sendJson(res, 200, { status: 'ok', version: VERSION, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), connections: broker.connections.size, ...broker.stats })
+    sendJson(res, 200, { status: 'ok', version: VERSION, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), connections: broker.connections.size, ...broker.stats, ...(persistence ? { persistence: persistence.stats } : {}) })
   })
 
   const tcp = createMqttTcpServer(broker)
@@ -52,6 +74,8 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     tcp.close()
     http.server.close()
     await broker.close()
+    await streams.close()
+    await persistence?.close() // issue 5
     throw err
   }
   log.info({ host: config.host, mqttPort, httpPort, version: VERSION }, 'edgebus ready')
@@ -60,6 +84,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   return {
     config,
     broker,
+    streams,
     mqttPort,
     httpPort,
     log,
@@ -69,6 +94,8 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
         http.server.close()
         ws.close()
         await broker.close()
+        await streams.close() // every acknowledged message is on disk once this returns
+        await persistence?.close() // issue 5: after aedes, which records the sessions' disconnects
         http.server.closeAllConnections()
         log.info('edgebus stopped')
       })()

@@ -16,6 +16,9 @@
 //
 // Later scenarios (journaled QoS 1 per fsync policy, replay, ...) are added by
 // appending to SCENARIOS.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { runLoadgen } from '../lib/loadgen.mjs';
 import { rssKb, sleep } from '../lib/proc.mjs';
 
@@ -57,6 +60,17 @@ export const SCENARIOS = [
       { id: 'p999', label: 'latency p99.9', unit: 'µs', better: 'lower', value: (r) => num(r.lat_us?.p999) },
     ],
   },
+  // Journaled QoS 1 (issue 3): the same load as 'qos1', with a stream capturing bench/# under each
+  // fsync policy; edgebus acknowledges only once the journal holds the message. Mosquitto's QoS 1
+  // (in memory, no journal) is the comparison the issue asks for.
+  ...['batch', 'always', 'none'].map((fsync) => ({
+    name: `stream-${fsync}`,
+    title: `Journaled QoS 1, fsync ${fsync}: 8 publishers, 64 in flight, a stream capturing bench/# (Mosquitto: plain QoS 1 in memory)`,
+    brokers: ['edgebus', 'mosquitto'],
+    loadgen: () => ['qos1', '-n', '8', '-W', '64'],
+    brokerOptions: (broker) => (broker === 'edgebus' ? { config: streamConfig(fsync) } : {}),
+    metrics: [{ id: 'rate', label: `journaled QoS 1 (${fsync})`, unit: 'PUBACKs/s', better: 'higher', value: (r) => num(r.acks_per_s) }],
+  })),
   {
     name: 'conns',
     title: 'Idle connections: CONNECT (keepalive 0) + CONNACK, held; broker RSS before/after',
@@ -108,4 +122,12 @@ async function runConns(ctx, broker, { batch, scenario }) {
     } : {}),
     ...(readyAt ? {} : { error: 'loadgen never reported ready' }),
   };
+}
+
+/** An edgebus config file with one stream on bench/# (the data dir is the broker's temp dir). */
+function streamConfig(fsync) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'edgebus-bench-stream-'));
+  const file = path.join(dir, `stream-${fsync}.json`);
+  writeFileSync(file, JSON.stringify({ streams: [{ name: 'bench', subjects: ['bench/#'], fsync }] }));
+  return file;
 }

@@ -10,6 +10,7 @@ Commands:
   serve              start the server (the default command)
   pub SUBJECT [MSG]  publish a message
   sub FILTER...      print messages on matching subjects
+  stream COMMAND     manage streams: ls, info, add, edit, rm, purge
 
 Run edgebus COMMAND --help for a command's options. edgebus --version prints the version.
 Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
@@ -21,6 +22,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   serve: async (argv) => (await import('./serve.ts')).serve(argv),
   pub: async (argv) => (await import('./pub.ts')).pub(argv),
   sub: async (argv) => (await import('./sub.ts')).sub(argv),
+  stream: async (argv) => (await import('./stream.ts')).stream(argv),
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -43,7 +45,8 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (isEdgebusError(err)) {
       process.stderr.write(`edgebus: ${err.code}: ${err.message}\n`)
-      const usage = err.code === 'EUSAGE' || err.code.startsWith('ECONFIG') || err.code.startsWith('ESUBJECT')
+      const usage = err.code === 'EUSAGE' || err.code.startsWith('ECONFIG') || err.code.startsWith('ESUBJECT') ||
+        err.code === 'ESTREAM_INVALID' || err.code === 'ESTREAM_OVERLAP'
       return usage ? ExitCode.USAGE : ExitCode.FAILURE
     }
     process.stderr.write(`edgebus: unexpected error: ${(err as Error).stack ?? String(err)}\n`)

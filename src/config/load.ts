@@ -1,7 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
-import { coerceField, ConfigFields, envName, formatField, suggestKey, type ConfigKey, type EdgebusConfig, type Source } from './schema.ts'
+import { checkNoOverlap, describeStreamDefinition, parseStreamDefinition, type StreamDefinition } from '../stream/stream-config.ts'
+import { coerceField, ConfigFields, envName, formatField, suggestKey, type ConfigKey, type ConfigValue, type EdgebusConfig, type Source } from './schema.ts'
 
 /** The file read when no --config is given, if it exists in the working directory. */
 export const DEFAULT_CONFIG_FILE = 'edgebus.json'
@@ -27,7 +28,7 @@ export interface LoadedConfig {
 export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   const cwd = opts.cwd ?? process.cwd()
   const env = opts.env ?? process.env
-  const values = {} as Record<ConfigKey, string | number>
+  const values = {} as Record<ConfigKey, ConfigValue>
   const sources = {} as Record<ConfigKey, Source>
   const keys = Object.keys(ConfigFields) as ConfigKey[]
   for (const key of keys) {
@@ -44,11 +45,14 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   } else if (existsSync(resolve(cwd, DEFAULT_CONFIG_FILE))) {
     file = resolve(cwd, DEFAULT_CONFIG_FILE)
   }
+  let streams: StreamDefinition[] = []
   if (file !== null) {
-    for (const [key, raw] of Object.entries(readConfigFile(file))) {
+    const { streams: rawStreams, ...flat } = readConfigFile(file)
+    for (const [key, raw] of Object.entries(flat)) {
       values[key as ConfigKey] = coerceField(key as ConfigKey, raw, 'file', file)
       sources[key as ConfigKey] = 'file'
     }
+    if (rawStreams !== undefined) streams = readStreams(rawStreams, file)
   }
 
   for (const key of keys) {
@@ -65,7 +69,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
     sources[key as ConfigKey] = 'flag'
   }
 
-  return { config: toConfig(values), file, sources }
+  return { config: { ...toConfig(values), streams }, file, sources }
 }
 
 /** Parses a JSON config file into dotted keys; unknown keys are errors with a hint. */
@@ -90,10 +94,33 @@ export function readConfigFile(file: string): Record<string, unknown> {
   return out
 }
 
+/** `streams` is the one list in the file: stream definitions, checked here so a bad one stops the start. */
+function readStreams(raw: unknown, file: string): StreamDefinition[] {
+  if (!Array.isArray(raw)) {
+    throw new EdgebusError('ECONFIG_INVALID', `config key "streams" in ${file} must be a list of streams, like [{"name": "telemetry", "subjects": ["sensors.>"]}]`, { key: 'streams' })
+  }
+  const defs = raw.map((d, i) => {
+    try {
+      return parseStreamDefinition(d, `config "streams[${i}]" in ${file}`)
+    } catch (err) {
+      throw new EdgebusError('ECONFIG_INVALID', (err as Error).message, { key: `streams[${i}]` })
+    }
+  })
+  for (const def of defs) {
+    if (defs.filter((d) => d.name === def.name).length > 1) {
+      throw new EdgebusError('ECONFIG_INVALID', `config "streams" in ${file} declares "${def.name}" twice; give each stream its own name`, { key: 'streams' })
+    }
+    checkNoOverlap(def, defs)
+  }
+  return defs
+}
+
 function flatten(obj: Record<string, unknown>, prefix: string, out: Record<string, unknown>, file: string): void {
   for (const [k, v] of Object.entries(obj)) {
     const key = prefix + k
-    if (key in ConfigFields) {
+    if (key === 'streams') {
+      out[key] = v
+    } else if (key in ConfigFields) {
       out[key] = v
     } else if (v !== null && typeof v === 'object' && !Array.isArray(v) && Object.keys(ConfigFields).some((f) => f.startsWith(key + '.'))) {
       flatten(v as Record<string, unknown>, key + '.', out, file)
@@ -106,7 +133,7 @@ function flatten(obj: Record<string, unknown>, prefix: string, out: Record<strin
   }
 }
 
-function toConfig(v: Record<ConfigKey, string | number>): EdgebusConfig {
+function toConfig(v: Record<ConfigKey, ConfigValue>): Omit<EdgebusConfig, 'streams'> {
   return {
     host: v.host as string,
     mqtt: { port: v['mqtt.port'] as number },
@@ -120,6 +147,8 @@ function toConfig(v: Record<ConfigKey, string | number>): EdgebusConfig {
       receiveMaximum: v['limits.receiveMaximum'] as number,
       drainTimeout: v['limits.drainTimeout'] as number,
     },
+    persistence: { enabled: v['persistence.enabled'] as boolean },
+    sessions: { maxQueuedMessages: v['sessions.maxQueuedMessages'] as number, expiry: v['sessions.expiry'] as number },
   }
 }
 
@@ -132,7 +161,8 @@ export function printableConfig(config: EdgebusConfig): Record<string, unknown> 
     const path = key.split('.')
     let node = out
     for (const part of path.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>
-    node[path[path.length - 1] as string] = formatField(key, value as string | number)
+    node[path[path.length - 1] as string] = formatField(key, value as ConfigValue)
   }
+  out.streams = config.streams.map(describeStreamDefinition)
   return out
 }

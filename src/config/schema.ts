@@ -1,5 +1,6 @@
 import { EdgebusError } from '../core/errors.ts'
 import { LogLevels, type LogLevel } from '../core/log.ts'
+import type { StreamDefinition } from '../stream/stream-config.ts'
 import { formatDuration, formatSize, parseDuration, parseSize } from './units.ts'
 
 /**
@@ -9,11 +10,14 @@ import { formatDuration, formatSize, parseDuration, parseSize } from './units.ts
  * --limits-max-packet-size. docs/configuration.md is generated from it (`edgebus serve --help`).
  */
 
-type Kind = 'string' | 'port' | 'size' | 'duration' | 'level' | 'count'
+type Kind = 'string' | 'port' | 'size' | 'duration' | 'level' | 'count' | 'boolean'
+
+/** A key's value once read: booleans for 'boolean' keys. */
+export type ConfigValue = string | number | boolean
 
 interface Field {
   readonly kind: Kind
-  readonly default: string | number
+  readonly default: ConfigValue
   readonly doc: string
 }
 
@@ -28,6 +32,10 @@ export const ConfigFields = {
   'limits.maxQueuedBytesHard': { kind: 'size', default: '16MB', doc: 'per-client queue over which the client is disconnected' },
   'limits.receiveMaximum': { kind: 'count', default: 1024, doc: 'QoS 1/2 messages a client may have unacknowledged towards the server (MQTT 5 Receive Maximum; also bounds QoS 2 of MQTT 3.1.1 clients)' },
   'limits.drainTimeout': { kind: 'duration', default: '10s', doc: 'how long a client that stopped reading may hold QoS 1/2 deliveries before it is disconnected' },
+  // issue 5: retained messages and persistent sessions on disk (src/persistence)
+  'persistence.enabled': { kind: 'boolean', default: true, doc: 'keep retained messages and persistent sessions in <dataDir>/mqtt so they survive restarts (false: in memory only)' },
+  'sessions.maxQueuedMessages': { kind: 'count', default: 1000, doc: 'messages queued per disconnected persistent session; over it the oldest QoS 0/1 message is dropped (/healthz persistence.queueDropped)' },
+  'sessions.expiry': { kind: 'duration', default: '7d', doc: 'how long a disconnected persistent session is kept: MQTT 3.1.1 sessions, and the upper bound of an MQTT 5 Session Expiry Interval (0 = no bound: MQTT 3.1.1 sessions never expire)' },
 } as const satisfies Record<string, Field>
 
 export type ConfigKey = keyof typeof ConfigFields
@@ -39,6 +47,10 @@ export interface EdgebusConfig {
   log: { level: LogLevel }
   dataDir: string
   limits: { maxPacketSize: number; maxQueuedBytes: number; maxQueuedBytesHard: number; receiveMaximum: number; drainTimeout: number }
+  persistence: { enabled: boolean }
+  sessions: { maxQueuedMessages: number; expiry: number }
+  /** Streams declared in the config file (the file's `streams` list; not settable by env or flags). */
+  streams: StreamDefinition[]
 }
 
 /** Where a value came from, for error messages. */
@@ -62,7 +74,7 @@ function describeSource(key: string, source: Source, file?: string): string {
 }
 
 /** Converts and checks one raw value; throws ECONFIG_INVALID naming the key, the value and the fix. */
-export function coerceField(key: ConfigKey, raw: unknown, source: Source, file?: string): string | number {
+export function coerceField(key: ConfigKey, raw: unknown, source: Source, file?: string): ConfigValue {
   const field: Field = ConfigFields[key]
   const where = describeSource(key, source, file)
   const bad = (fix: string): never => {
@@ -89,6 +101,13 @@ export function coerceField(key: ConfigKey, raw: unknown, source: Source, file?:
     case 'level':
       if (typeof raw !== 'string' || !(LogLevels as readonly string[]).includes(raw)) bad(`use one of ${LogLevels.join(', ')}`)
       return raw as string
+    case 'boolean': {
+      if (typeof raw === 'boolean') return raw
+      const text = typeof raw === 'string' ? raw.trim().toLowerCase() : ''
+      if (['true', 'yes', 'on', '1'].includes(text)) return true
+      if (['false', 'no', 'off', '0'].includes(text)) return false
+      return bad('use true or false')
+    }
   }
 }
 
@@ -124,7 +143,7 @@ function editDistance(a: string, b: string): number {
 }
 
 /** A human-readable value for --print-config. */
-export function formatField(key: ConfigKey, value: string | number): string | number {
+export function formatField(key: ConfigKey, value: ConfigValue): ConfigValue {
   const kind: Kind = ConfigFields[key].kind
   if (kind === 'size' && typeof value === 'number') return formatSize(value)
   if (kind === 'duration' && typeof value === 'number') return formatDuration(value)

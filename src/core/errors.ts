@@ -23,6 +23,18 @@ export const ErrorCodes = {
   EJOURNAL_CLOSED: 'a stream journal was used after it was closed',
   ERECORD_INVALID: 'a stream record is malformed or over a field size limit',
   ESTREAM_LIMIT: 'a stream limit refused the message (discard new)',
+  EJOURNAL_LOCKED: 'a stream journal directory is already open (in this or another process)',
+  // issue 5: the MQTT state store (src/persistence)
+  EPERSIST_IO: 'the MQTT state file (retained messages, sessions) could not be read, written or synced',
+  EPERSIST_CORRUPT: 'a record of the MQTT state file failed its integrity check and was skipped',
+  EPERSIST_LOCKED: 'another edgebus process uses the same data directory',
+  ESTREAM_INVALID: 'a stream definition is malformed',
+  ESTREAM_OVERLAP: 'two streams would capture the same subject',
+  ESTREAM_NOT_FOUND: 'no stream has that name',
+  ESTREAM_EXISTS: 'a stream with that name exists already',
+  ESTREAM_CONFIGURED: 'a stream declared in the config file cannot be changed at run time',
+  EHTTP_BODY: 'an HTTP request body is too large or not valid JSON',
+  EHTTP_METHOD: 'the HTTP method is not allowed on that path',
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

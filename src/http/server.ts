@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
+import { EdgebusError, isEdgebusError, type ErrorCode } from '../core/errors.ts'
 import type { Logger } from '../core/log.ts'
 
 /** A handler for WebSocket upgrades on one path. */
@@ -16,6 +17,7 @@ export type RouteHandler = (req: IncomingMessage, res: ServerResponse, url: URL)
 export class HttpFront {
   readonly server: Server
   readonly #routes = new Map<string, RouteHandler>()
+  readonly #prefixes: Array<[string, RouteHandler]> = []
   readonly #upgrades = new Map<string, UpgradeHandler>()
   readonly #log: Logger
 
@@ -32,18 +34,28 @@ export class HttpFront {
     this.#routes.set(`${method} ${path}`, handler)
   }
 
+  /** A handler for every path under `prefix` (it dispatches on method and the rest itself). */
+  prefix(prefix: string, handler: RouteHandler): void {
+    this.#prefixes.push([prefix, handler])
+  }
+
   upgrade(path: string, handler: UpgradeHandler): void {
     this.#upgrades.set(path, handler)
   }
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://localhost')
-    const handler = this.#routes.get(`${req.method} ${url.pathname}`)
+    const handler = this.#routes.get(`${req.method} ${url.pathname}`) ??
+      this.#prefixes.find(([p]) => url.pathname === p || url.pathname.startsWith(p + '/'))?.[1]
     if (!handler) {
       sendJson(res, 404, { error: { code: 'ENOTFOUND', message: `no route for ${req.method} ${url.pathname}` } })
       return
     }
     Promise.resolve(handler(req, res, url)).catch((err: Error) => {
+      if (isEdgebusError(err)) {
+        if (!res.headersSent) sendJson(res, statusOf(err.code), { error: { code: err.code, message: err.message } })
+        return
+      }
       this.#log.error({ err: err.message, path: url.pathname }, 'http handler failed')
       if (!res.headersSent) sendJson(res, 500, { error: { code: 'EINTERNAL', message: 'internal error' } })
       else res.destroy()
@@ -65,4 +77,31 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
   const text = JSON.stringify(body)
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) })
   res.end(text)
+}
+
+/** The HTTP status for an error code: 404 for what is not there, 409 for conflicts, 400 for bad input. */
+export function statusOf(code: ErrorCode): number {
+  if (code.endsWith('_NOT_FOUND')) return 404
+  if (code === 'ESTREAM_EXISTS' || code === 'ESTREAM_CONFIGURED' || code === 'ESTREAM_OVERLAP') return 409
+  if (code.startsWith('EJOURNAL')) return 503
+  if (code === 'EHTTP_METHOD') return 405
+  return 400
+}
+
+/** Reads a JSON request body (at most `limit` bytes); EHTTP_BODY when it is too large or not JSON. */
+export async function readJsonBody(req: IncomingMessage, limit = 1024 * 1024): Promise<unknown> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length
+    if (size > limit) throw new EdgebusError('EHTTP_BODY', `request body is over ${limit} bytes`)
+    chunks.push(chunk as Buffer)
+  }
+  const text = Buffer.concat(chunks).toString('utf8')
+  if (text.trim() === '') return {}
+  try {
+    return JSON.parse(text)
+  } catch (err) {
+    throw new EdgebusError('EHTTP_BODY', `request body is not valid JSON: ${(err as Error).message}`)
+  }
 }

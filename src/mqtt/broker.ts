@@ -73,6 +73,14 @@ export class MqttBroker {
     this.shared = new SharedSubscriptions(router)
     this.#wire()
     this.#trackPersistentSubscriptions()
+    // stores of messages that came through aedes: the publisher's connection holds its ack for them
+    router.onStored = (packet, stored) => {
+      const id = packet.clientId
+      const client = id === undefined ? undefined : (aedes as unknown as { clients: Record<string, AedesClient | undefined> }).clients[id]
+      const conn = client?.conn.owner
+      if (conn && packet.qos > 0) conn.noteStored(packet.qos, stored)
+      else stored.catch(() => {})
+    }
   }
 
   static async create(log: Logger, limits: MqttLimits, extra: Partial<AedesOptions> = {}): Promise<MqttBroker> {
@@ -169,6 +177,9 @@ export class MqttBroker {
       this.#persistentCache.clear()
       return clean(client)
     }
+    // issue 5: sessions restored from disk (src/persistence) are subscribed before anyone calls in
+    const stored = (p as { persistentSubscriptions?(): Iterable<{ clientId: string; subscription: Sub }> }).persistentSubscriptions?.()
+    for (const { clientId, subscription } of stored ?? []) void p.addSubscriptions({ id: clientId }, [subscription])
   }
 
   /** Whether a persistent session subscribes to this topic with QoS > 0 (cached per topic). */

@@ -144,3 +144,93 @@ export function findPropertyOffset(buf: Buffer, start: number, end: number, id: 
   }
   return -1
 }
+
+/** PUBLISH properties decoded the way mqtt-packet (and so aedes) shapes them. */
+export interface PublishProperties {
+  payloadFormatIndicator?: boolean
+  messageExpiryInterval?: number
+  topicAlias?: number
+  responseTopic?: string
+  correlationData?: Buffer
+  userProperties?: Record<string, string | string[]>
+  subscriptionIdentifier?: number | number[]
+  contentType?: string
+}
+
+/**
+ * Decodes a PUBLISH property block, or returns null when it holds something a PUBLISH may not
+ * (aedes then judges the packet). Only runs for messages that go to internal listeners or to
+ * aedes' QoS 1/2 delivery; forwarding to subscribers copies the bytes.
+ */
+export function decodePublishProperties(buf: Buffer, start: number, end: number): PublishProperties | null {
+  const props: PublishProperties = {}
+  const vi = new VarintResult()
+  let o = start
+  const str = (): string | null => {
+    if (o + 2 > end) return null
+    const len = buf.readUInt16BE(o)
+    if (o + 2 + len > end) return null
+    const s = buf.toString('utf8', o + 2, o + 2 + len)
+    o += 2 + len
+    return s
+  }
+  while (o < end) {
+    const id = buf[o++] as number
+    switch (id) {
+      case 0x01:
+        if (o >= end) return null
+        props.payloadFormatIndicator = buf[o++] === 1
+        break
+      case 0x02:
+        if (o + 4 > end) return null
+        props.messageExpiryInterval = buf.readUInt32BE(o)
+        o += 4
+        break
+      case 0x23:
+        if (o + 2 > end) return null
+        props.topicAlias = buf.readUInt16BE(o)
+        o += 2
+        break
+      case 0x08: {
+        const s = str()
+        if (s === null) return null
+        props.responseTopic = s
+        break
+      }
+      case 0x09: {
+        if (o + 2 > end) return null
+        const len = buf.readUInt16BE(o)
+        if (o + 2 + len > end) return null
+        props.correlationData = Buffer.from(buf.subarray(o + 2, o + 2 + len))
+        o += 2 + len
+        break
+      }
+      case 0x26: {
+        const k = str()
+        const v = str()
+        if (k === null || v === null) return null
+        const up = (props.userProperties ??= Object.create(null) as Record<string, string | string[]>)
+        const prev = up[k]
+        up[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v]
+        break
+      }
+      case 0x0b: {
+        readVarint(buf, o, end, vi)
+        if (vi.length <= 0) return null
+        o += vi.length
+        const prev = props.subscriptionIdentifier
+        props.subscriptionIdentifier = prev === undefined ? vi.value : Array.isArray(prev) ? [...prev, vi.value] : [prev, vi.value]
+        break
+      }
+      case 0x03: {
+        const s = str()
+        if (s === null) return null
+        props.contentType = s
+        break
+      }
+      default:
+        return null
+    }
+  }
+  return props
+}

@@ -2,7 +2,8 @@ import { isUtf8 } from 'node:buffer'
 import type { IncomingMessage } from 'node:http'
 import type { RoutedPacket, RouteEntry } from '../router/router.ts'
 import { AedesLink, type LinkOwner } from './aedes-link.ts'
-import { encodePublishQos0, findProperty, findPropertyOffset, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult, writeVarint } from './codec.ts'
+import { EdgebusError } from '../core/errors.ts'
+import { decodePublishProperties, encodePublishQos0, findProperty, findPropertyOffset, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult, writeVarint, type PublishProperties } from './codec.ts'
 import { PacketAssembler } from './packet-assembler.ts'
 import { parseSharedFilter, SHARE_PREFIX } from './shared-subscriptions.ts'
 import type { Transport, TransportSink } from './transport.ts'
@@ -17,6 +18,30 @@ const vi = new VarintResult()
 const SHARE_BYTES = Buffer.from(SHARE_PREFIX)
 
 let nextConnectionId = 1
+
+/** A QoS 1 acknowledgement waiting its turn: code -1 while its streams are still writing. */
+class AckSlot {
+  code = -1
+  constructor(readonly id: number) {}
+}
+
+/** A PUBLISH that went to aedes and whose ack waits for a stream. */
+class StoreWait {
+  stored: Promise<unknown> | null = null
+  /** -1 while storing; 0 stored; a reason code otherwise. */
+  code = -1
+  ack: Buffer | null = null
+  constructor(readonly id: number, readonly qos: number) {}
+}
+
+/** The PUBACK/PUBREC reason code for a message a stream did not take [MQTT-3.4.2.1]. */
+export function refusalCode(err: unknown): number {
+  if (err instanceof EdgebusError) {
+    if (err.code === 'ESTREAM_LIMIT') return 0x97 // Quota exceeded
+    if (err.code === 'ERECORD_INVALID') return 0x99 // Payload format invalid (a field over its size limit)
+  }
+  return 0x80 // Unspecified error: the journal could not write
+}
 
 /**
  * One client connection, whatever its transport. It owns the socket's reads and writes:
@@ -40,6 +65,16 @@ export class ClientConnection implements TransportSink, LinkOwner {
   // read side
   #partial: Buffer | null = null
   #held: Buffer[] = [] // packets that arrived between CONNECT and CONNACK
+  /** Input that waits until pending acks are sent, so a packet for aedes cannot overtake them. */
+  #deferred: Buffer | null = null
+  /** QoS 1 acks of the fast path waiting for streams, in PUBLISH order. */
+  #acks: AckSlot[] | null = null
+  /** QoS 1/2 PUBLISHes sent to aedes whose ack waits for a stream, in order. */
+  #storeWaits: StoreWait[] | null = null
+  /** aedes' PUBACK/PUBRECs in the order aedes wrote them, held while one ahead waits for a stream. */
+  #aedesAcks: Array<Buffer | StoreWait> | null = null
+  /** Topic aliases of this client, mirrored from its PUBLISHes (aedes resolves them). */
+  #aliases: Map<number, string> | null = null
   #readPaused = false
 
   // write side
@@ -109,6 +144,10 @@ export class ClientConnection implements TransportSink, LinkOwner {
 
   onData(chunk: Buffer): void {
     if (this.#state === State.CLOSED) return
+    if (this.#deferred !== null) {
+      this.#deferred = Buffer.concat([this.#deferred, chunk])
+      return
+    }
     if (this.#partial !== null) {
       chunk = Buffer.concat([this.#partial, chunk])
       this.#partial = null
@@ -144,6 +183,13 @@ export class ClientConnection implements TransportSink, LinkOwner {
           fastSeen = true
           o += total
           continue
+        }
+        if (type === PacketType.PUBLISH && (b0 & 0x06) !== 0 && this.#acks !== null) {
+          // a QoS 1/2 PUBLISH for aedes would be acked before the stream acks we still owe
+          if (runStart !== -1) this.#toAedes(chunk.subarray(runStart, o))
+          this.#deferred = chunk.subarray(o)
+          if (!this.#readPaused) { this.#readPaused = true; this.transport.pause() }
+          return
         }
         if (type >= PacketType.PUBLISH && type <= PacketType.PUBCOMP && !this.#flowFromClient(chunk, o, type, b0, headerLen)) {
           if (runStart !== -1) this.#toAedes(chunk.subarray(runStart, o))
@@ -226,10 +272,15 @@ export class ClientConnection implements TransportSink, LinkOwner {
     const topic = this.#topicString(buf, topicStart, topicEnd)
     if (topic === null) return false
     const plan = broker.router.match(topic)
-    // listeners that need a decoded packet get it from aedes when there are MQTT 5 properties
-    if (propsEnd > propsStart && (plan.slow > 0 || (qos === 1 && plan.reliable > 0))) return false
     // a persistent session's QoS 1 messages are queued by aedes' persistence before delivery
     if (qos === 1 && broker.persistentSubscriptionMatches(topic)) return false
+    // stores, internal listeners and aedes' QoS 1 deliveries need the properties decoded
+    let properties: PublishProperties | undefined
+    if (propsEnd > propsStart && (plan.slow > 0 || plan.stores > 0 || (qos === 1 && plan.reliable > 0))) {
+      const decoded = decodePublishProperties(buf, propsStart, propsEnd)
+      if (decoded === null) return false // a property a PUBLISH may not carry: aedes judges it
+      properties = decoded
+    }
 
     this.messagesIn++
     broker.stats.messagesIn++
@@ -237,13 +288,23 @@ export class ClientConnection implements TransportSink, LinkOwner {
     let v4Frame: Buffer | null = null
     let v5Frame: Buffer | null = null
     let packet: RoutedPacket | null = null
+    let stored: Promise<unknown> | null = null
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i] as RouteEntry
+      const store = entry.store
+      if (store !== null) {
+        packet ??= this.#packetFor(topic, buf.subarray(propsEnd, end), qos, properties)
+        const p = store.store(packet)
+        // QoS 1 is acknowledged once every capturing stream holds it; QoS 0 carries no promise
+        if (qos === 1) stored = stored === null ? p : Promise.all([stored, p])
+        else p.catch(noop)
+        continue
+      }
       const target = entry.target as ClientConnection | null
       if (target === null || (qos === 1 && entry.qos > 0)) {
         // internal listeners, and QoS 1 deliveries (packet ids, retries): through aedes' function
         if (target !== null && ((entry.nl && target === this) || target.#state !== State.CONNECTED)) continue
-        packet ??= this.#packetFor(topic, buf.subarray(propsEnd, end), qos)
+        packet ??= this.#packetFor(topic, buf.subarray(propsEnd, end), qos, properties)
         entry.fn(packet, noop)
         continue
       }
@@ -268,10 +329,62 @@ export class ClientConnection implements TransportSink, LinkOwner {
       }
       target.#enqueueQos0(frame)
     }
-    // [MQTT-4.6.0-2] PUBACKs go out in the order of the PUBLISHes: we ack at once, and the
-    // aedes path only sees QoS 1 when this connection has nothing of its own in flight
-    if (qos === 1) this.#enqueue(Buffer.from([0x40, 0x02, packetId >> 8, packetId & 0xff]))
+    if (qos === 1) this.#ack(packetId, stored)
     return true
+  }
+
+  /**
+   * [MQTT-4.6.0-2] PUBACKs go out in the order of the PUBLISHes. An ack that waits for streams
+   * queues, and every later ack of this connection queues behind it.
+   */
+  #ack(packetId: number, stored: Promise<unknown> | null): void {
+    if (stored === null && this.#acks === null) {
+      this.#enqueue(Buffer.from([0x40, 0x02, packetId >> 8, packetId & 0xff]))
+      return
+    }
+    const slot = new AckSlot(packetId)
+    ;(this.#acks ??= []).push(slot)
+    if (stored === null) {
+      slot.code = 0
+      this.#releaseAcks()
+      return
+    }
+    stored.then(() => { slot.code = 0 }, (err: unknown) => { slot.code = refusalCode(err) })
+      .then(() => this.#releaseAcks())
+  }
+
+  #releaseAcks(): void {
+    const acks = this.#acks
+    if (acks === null) return
+    while (acks.length > 0 && (acks[0] as AckSlot).code !== -1) {
+      const slot = acks.shift() as AckSlot
+      this.#sendAck(0x40, slot.id, slot.code)
+    }
+    if (acks.length === 0) {
+      this.#acks = null
+      const deferred = this.#deferred
+      if (deferred !== null) {
+        // input that waited behind these acks (see onData)
+        this.#deferred = null
+        this.resumeReading()
+        this.onData(deferred)
+      }
+    }
+  }
+
+  /**
+   * A PUBACK or PUBREC. When a stream did not take the message, MQTT 5 clients get the reason
+   * code; MQTT 3.1.1 has no way to say it, so no ack is sent and the client publishes it again.
+   */
+  #sendAck(b0: number, id: number, code: number): void {
+    if (this.#state === State.CLOSED) return
+    if (code === 0) {
+      this.#enqueue(Buffer.from([b0, 0x02, id >> 8, id & 0xff]))
+    } else if (this.version === 5) {
+      this.#enqueue(Buffer.from([b0, 0x03, id >> 8, id & 0xff, code]))
+    } else {
+      this.#broker.log.warn({ client: this.client?.id, packetId: id, reasonCode: code }, 'message not stored: no acknowledgement sent to the MQTT 3.1.1 client')
+    }
   }
 
   #topicString(buf: Buffer, start: number, end: number): string | null {
@@ -288,9 +401,9 @@ export class ClientConnection implements TransportSink, LinkOwner {
     return topic
   }
 
-  #packetFor(topic: string, payload: Buffer, qos: 0 | 1): RoutedPacket {
+  #packetFor(topic: string, payload: Buffer, qos: 0 | 1, properties: PublishProperties | undefined): RoutedPacket {
     const aedes = this.#broker.aedes
-    return {
+    const packet: RoutedPacket = {
       cmd: 'publish',
       brokerId: aedes.id,
       brokerCounter: ++aedes.counter,
@@ -301,6 +414,12 @@ export class ClientConnection implements TransportSink, LinkOwner {
       dup: false,
       clientId: this.client?.id,
     }
+    if (properties !== undefined) {
+      packet.properties = properties as Record<string, unknown>
+      // as aedes does: the absolute expiry, for messages queued before delivery
+      if (properties.messageExpiryInterval !== undefined) packet.messageExpiry = Date.now() + properties.messageExpiryInterval * 1000
+    }
+    return packet
   }
 
   // --- write side ---------------------------------------------------------------------------
@@ -453,9 +572,17 @@ export class ClientConnection implements TransportSink, LinkOwner {
       }
     } else if (type === PacketType.PUBACK || type === PacketType.PUBCOMP) {
       this.#inInflight--
+      if (type === PacketType.PUBACK && (this.#storeWaits !== null || this.#aedesAcks !== null)) {
+        this.#holdAedesAck(packet, 1)
+        return
+      }
     } else if (type === PacketType.PUBREC) {
       // a PUBREC with a failure reason code ends the QoS 2 flow [MQTT-4.3.3-4]
       if (packet.length > 4 && (packet[4] as number) >= 0x80) this.#inInflight--
+      if (this.#storeWaits !== null || this.#aedesAcks !== null) {
+        this.#holdAedesAck(packet, 2)
+        return
+      }
     } else if (type === PacketType.PUBREL && this.#discardedQos2 !== null) {
       const id = packet.readUInt16BE(2)
       if (this.#discardedQos2.delete(id)) {
@@ -485,6 +612,81 @@ export class ClientConnection implements TransportSink, LinkOwner {
     }
   }
 
+  // --- stream acks on aedes' path -------------------------------------------------------------
+  // aedes answers a QoS 1 PUBLISH before it routes it (and a QoS 2 one before PUBREL). For a
+  // message a stream captures, that PUBACK/PUBREC waits here until the stream holds the message.
+
+  /** A QoS 1/2 PUBLISH goes to aedes: if a stream captures its topic, its ack must wait for the store. */
+  #noteAedesPublish(buf: Buffer, o: number, headerLen: number, qos: number): void {
+    let p = o + headerLen
+    const end = o + 1 + (headerLen - 1) + (readVarint(buf, o + 1, buf.length, vi), vi.value)
+    if (p + 2 > end) return
+    const topicLen = buf.readUInt16BE(p)
+    let topic = buf.toString('utf8', p + 2, p + 2 + topicLen)
+    p += 2 + topicLen
+    if (p + 2 > end) return
+    const id = buf.readUInt16BE(p)
+    p += 2
+    if (this.version === 5) {
+      // mirror aedes' topic alias map, only to know the topic [MQTT-3.3.2-12]
+      readVarint(buf, p, end, vi)
+      if (vi.length > 0) {
+        const at = findPropertyOffset(buf, p + vi.length, p + vi.length + vi.value, Prop.TOPIC_ALIAS)
+        if (at !== -1 && at + 3 <= end) {
+          const alias = buf.readUInt16BE(at + 1)
+          if (topicLen > 0) (this.#aliases ??= new Map()).set(alias, topic)
+          else topic = this.#aliases?.get(alias) ?? ''
+        }
+      }
+    }
+    if (topic === '' || this.#broker.router.match(topic).stores === 0) return
+    ;(this.#storeWaits ??= []).push(new StoreWait(id, qos))
+  }
+
+  /** The router stored a message this client published through aedes (in publish order). */
+  noteStored(qos: number, stored: Promise<unknown>): void {
+    const wait = this.#storeWaits?.find((w) => w.stored === null && w.qos === qos)
+    if (wait === undefined) {
+      stored.catch(noop) // QoS 0, or a message we did not see coming: nothing to hold
+      return
+    }
+    wait.stored = stored
+    stored.then(() => { wait.code = 0 }, (err: unknown) => { wait.code = refusalCode(err) })
+      .then(() => this.#releaseAedesAcks())
+  }
+
+  #holdAedesAck(packet: Buffer, qos: number): void {
+    const id = packet.readUInt16BE(2)
+    const wait = this.#storeWaits?.find((w) => w.id === id && w.qos === qos && w.ack === null) ?? null
+    if (wait !== null) {
+      wait.ack = packet
+      // aedes refused the message itself (not authorized): no store will come
+      if (packet.length > 4 && (packet[4] as number) >= 0x80) wait.code = packet[4] as number
+    }
+    ;(this.#aedesAcks ??= []).push(wait ?? packet)
+    this.#releaseAedesAcks()
+  }
+
+  #releaseAedesAcks(): void {
+    const queue = this.#aedesAcks
+    if (queue === null) return
+    while (queue.length > 0) {
+      const head = queue[0] as Buffer | StoreWait
+      if (head instanceof StoreWait) {
+        if (head.code === -1 || head.ack === null) break
+        const ack = head.ack
+        if (head.code === 0 || (ack.length > 4 && (ack[4] as number) === head.code)) this.#enqueue(ack)
+        else this.#sendAck((ack[0] as number) & 0xf0, head.id, head.code)
+        this.#storeWaits?.splice(this.#storeWaits.indexOf(head), 1)
+        if (this.#storeWaits?.length === 0) this.#storeWaits = null
+      } else {
+        this.#enqueue(head)
+      }
+      queue.shift()
+    }
+    if (queue.length === 0) this.#aedesAcks = null
+  }
+
   /**
    * Accounting for a QoS flow packet from the client. Returns false when the client broke the
    * server's Receive Maximum and was disconnected.
@@ -494,6 +696,7 @@ export class ClientConnection implements TransportSink, LinkOwner {
       const qos = (b0 >> 1) & 3
       if (qos === 0) return true
       this.#inInflight++
+      this.#noteAedesPublish(buf, o, headerLen, qos)
       // MQTT 5 clients know the limit from CONNACK [MQTT-3.3.4-9]; 3.1.1 clients are held to it
       // for QoS 2 only, whose half-open flows would otherwise grow the session store without bound
       if (this.#inInflight > this.#broker.limits.receiveMaximum && (this.version === 5 || qos === 2)) {

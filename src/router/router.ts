@@ -34,7 +34,18 @@ export interface FastTarget {
   readonly id: number
 }
 
+/** A durable capture of messages (a stream): `store` settles when the message is stored, or why not. */
+export interface MessageStore {
+  readonly name: string
+  store(packet: RoutedPacket): Promise<unknown>
+}
+
+/** Told about every store promise of a message that came through aedes (see MqttBroker). */
+export type StoredHook = (packet: RoutedPacket, stored: Promise<unknown>) => void
+
 export class RouteEntry {
+  /** Set for stream captures: the entry stores instead of delivering. */
+  store: MessageStore | null = null
   /** The subscriber's connection, once known; null for internal listeners. */
   target: FastTarget | null = null
   /** Granted QoS of the subscription. */
@@ -57,6 +68,8 @@ export class RoutePlan {
     readonly slow: number,
     /** How many entries of connections were granted QoS 1 or 2 (aedes delivers those). */
     readonly reliable: number,
+    /** How many entries are stream captures. */
+    readonly stores: number,
   ) {}
 }
 
@@ -69,7 +82,10 @@ export class Router {
   /** topic -> the entries a message to it goes to, one per target connection. */
   #cache = new Map<string, RoutePlan>()
   #scratch: RouteEntry[] = []
+  readonly #stores = new Map<string, Listener>()
   #closed = false
+  /** Called with the store promises of messages aedes emits, so their acks can wait for them. */
+  onStored: StoredHook | null = null
   /** mqemitter compatibility: messages being delivered right now (we never queue). */
   readonly current = 0
 
@@ -120,6 +136,12 @@ export class Router {
     const entries = this.match(packet.topic).entries
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i] as RouteEntry
+      if (entry.store !== null) {
+        const stored = entry.store.store(packet)
+        if (this.onStored !== null) this.onStored(packet, stored)
+        else stored.catch(noop)
+        continue
+      }
       // [MQTT-3.3.5-1] deliver at the lower of the published QoS and the granted QoS
       // (aedes looks the granted QoS up by topic, which misses wildcard subscriptions).
       const p = entry.target !== null && packet.qos > entry.qos ? { ...packet, qos: entry.qos } : packet
@@ -135,6 +157,23 @@ export class Router {
   }
 
   // --- used by edgebus' own layers ------------------------------------------------------------
+
+  /** Adds a stream capture on a filter. */
+  addStore(filter: string, store: MessageStore): void {
+    const fn: Listener = (_packet, cb) => cb()
+    this.on(filter, fn)
+    const entry = this.entryFor(filter, fn) as RouteEntry
+    entry.store = store
+    this.#stores.set(`${store.name}\u0000${filter}`, fn)
+  }
+
+  removeStore(filter: string, store: MessageStore): void {
+    const key = `${store.name}\u0000${filter}`
+    const fn = this.#stores.get(key)
+    if (fn === undefined) return
+    this.#stores.delete(key)
+    this.removeListener(filter, fn)
+  }
 
   /** The entry of a (filter, listener) pair, so aedes' subscriptions can be tied to connections. */
   entryFor(filter: string, fn: Listener): RouteEntry | undefined {
@@ -170,11 +209,13 @@ export class Router {
     found.length = 0
     let slow = 0
     let reliable = 0
+    let stores = 0
     for (const entry of result) {
-      if (entry.target === null) slow++
+      if (entry.store !== null) stores++
+      else if (entry.target === null) slow++
       else if (entry.qos > 0) reliable++
     }
-    const plan = new RoutePlan(result, slow, reliable)
+    const plan = new RoutePlan(result, slow, reliable, stores)
     if (this.#cache.size >= MAX_CACHED_TOPICS) this.#cache.clear()
     this.#cache.set(topic, plan)
     return plan

@@ -6,7 +6,7 @@ import { BUNDLE, ROOT, startEdgebus, type StartedEdgebus } from '../support/edge
 import { connectClient, endAllClients } from '../support/mqtt.ts'
 
 /** Bundle size budget: a regression shows the day it happens. */
-const BUNDLE_BUDGET_BYTES = 600 * 1024
+const BUNDLE_BUDGET_BYTES = 700 * 1024
 
 async function roundTrip(srv: StartedEdgebus): Promise<void> {
   try {

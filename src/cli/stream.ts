@@ -1,0 +1,130 @@
+import { readFileSync } from 'node:fs'
+import { EdgebusError } from '../core/errors.ts'
+import { ExitCode, parseCommandLine } from './args.ts'
+
+export const DEFAULT_HTTP_URL = 'http://localhost:8080'
+
+export const streamHelp = `Usage: edgebus stream COMMAND [options]
+
+Manages streams through the server's HTTP API.
+
+Commands:
+  ls                     list streams with messages, bytes and sequences
+  info NAME              a stream's definition and state (JSON)
+  add NAME [limits]      create a stream (--subjects is required)
+  edit NAME [limits]     change a stream created at run time
+  rm NAME                delete a stream created at run time, with its messages
+  purge NAME             drop every message of a stream
+
+Limits (add, edit):
+  --subjects LIST        subjects or filters, comma-separated, either syntax: 'sensors.>,meters/+/kwh'
+  --max-msgs N           --max-bytes SIZE      --max-age DURATION   --max-msg-size SIZE
+  --max-msgs-per-subject N                     --discard old|new    --duplicate-window DURATION
+  --fsync always|batch|none
+  --file PATH            read the definition from a JSON file instead
+
+Options:
+  --server URL           the server's HTTP address (default ${DEFAULT_HTTP_URL}, or EDGEBUS_HTTP_URL)
+  --json                 print JSON (ls)
+  -h, --help             show this help
+
+Exit codes: 0 done, 1 the server refused or cannot be reached, 2 usage error.
+`
+
+const limitFlags = {
+  'max-msgs': 'maxMsgs', 'max-bytes': 'maxBytes', 'max-age': 'maxAge', 'max-msg-size': 'maxMsgSize',
+  'max-msgs-per-subject': 'maxMsgsPerSubject', discard: 'discard', 'duplicate-window': 'duplicateWindow', fsync: 'fsync',
+} as const
+const COUNTS = new Set(['maxMsgs', 'maxMsgsPerSubject'])
+
+export async function stream(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommandLine(argv, {
+    server: { type: 'string' },
+    json: { type: 'boolean' },
+    subjects: { type: 'string' },
+    file: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+    ...Object.fromEntries(Object.keys(limitFlags).map((k) => [k, { type: 'string' as const }])),
+  }, 'stream')
+  if (values.help || positionals.length === 0) { process.stdout.write(streamHelp); return values.help ? ExitCode.OK : ExitCode.USAGE }
+  const [command, name] = positionals
+  const base = ((values.server as string | undefined) ?? process.env.EDGEBUS_HTTP_URL ?? DEFAULT_HTTP_URL).replace(/\/$/, '')
+  const needName = (): string => {
+    if (name === undefined) throw new EdgebusError('EUSAGE', `stream ${command} needs a NAME (see edgebus stream --help)`)
+    return encodeURIComponent(name)
+  }
+  const definition = (): Record<string, unknown> => {
+    if (values.file) {
+      try {
+        return { ...(JSON.parse(readFileSync(values.file as string, 'utf8')) as Record<string, unknown>), name }
+      } catch (err) {
+        throw new EdgebusError('EUSAGE', `--file ${values.file as string}: ${(err as Error).message}`)
+      }
+    }
+    const def: Record<string, unknown> = { name }
+    if (values.subjects) def.subjects = (values.subjects as string).split(',').map((s) => s.trim()).filter(Boolean)
+    for (const [flag, key] of Object.entries(limitFlags)) {
+      const v = (values as Record<string, unknown>)[flag]
+      if (typeof v === 'string') def[key] = COUNTS.has(key) && /^\d+$/.test(v) ? Number(v) : v
+    }
+    return def
+  }
+  switch (command) {
+    case 'ls': {
+      const { streams } = await call(base, 'GET', '/api/streams') as { streams: Array<Record<string, unknown>> }
+      if (values.json) { process.stdout.write(JSON.stringify(streams) + '\n'); break }
+      const rows = streams.map((s) => [s.name, (s.subjects as string[]).join(','), s.messages, s.bytes, s.firstSeq, s.lastSeq].map(String))
+      printTable([['NAME', 'SUBJECTS', 'MESSAGES', 'BYTES', 'FIRST', 'LAST'], ...rows])
+      break
+    }
+    case 'info':
+      process.stdout.write(JSON.stringify(await call(base, 'GET', `/api/streams/${needName()}`), null, 2) + '\n')
+      break
+    case 'add': {
+      needName()
+      const def = definition()
+      if (!values.file && def.subjects === undefined) throw new EdgebusError('EUSAGE', 'stream add needs --subjects (or --file)')
+      process.stdout.write(JSON.stringify(await call(base, 'POST', '/api/streams', def), null, 2) + '\n')
+      break
+    }
+    case 'edit':
+      process.stdout.write(JSON.stringify(await call(base, 'PUT', `/api/streams/${needName()}`, definition()), null, 2) + '\n')
+      break
+    case 'rm':
+      await call(base, 'DELETE', `/api/streams/${needName()}`)
+      break
+    case 'purge':
+      process.stdout.write(JSON.stringify(await call(base, 'POST', `/api/streams/${needName()}/purge`), null, 2) + '\n')
+      break
+    default:
+      throw new EdgebusError('EUSAGE', `unknown stream command ${JSON.stringify(command)} (see edgebus stream --help)`)
+  }
+  return ExitCode.OK
+}
+
+/** One API call; the server's error code and message become ours. */
+async function call(base: string, method: string, path: string, body?: unknown): Promise<unknown> {
+  let res: Response
+  try {
+    res = await fetch(base + path, {
+      method,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    })
+  } catch (err) {
+    throw new EdgebusError('ECONNECT', `cannot reach ${base}: ${((err as Error).cause as Error | undefined)?.message ?? (err as Error).message}`)
+  }
+  if (res.status === 204) return null
+  const answer = await res.json().catch(() => ({})) as { error?: { code: string; message: string } }
+  if (!res.ok) {
+    const e = answer.error
+    // the server's own code, so scripts can react to it; exit 1 (the server refused)
+    throw new EdgebusError('ECONNECT', `${e?.code ?? res.status}: ${e?.message ?? res.statusText}`, { status: res.status, serverCode: e?.code })
+  }
+  return answer
+}
+
+function printTable(rows: string[][]): void {
+  const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
+  for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd() + '\n')
+}
