@@ -8,7 +8,7 @@ import {
   claimedFrameLength, decodeRecord, encodeRecord, frameCrcMatches, frameIsSupported, frameMsgId, frameSeq, frameSubject, frameTimestamp, maxEncodedSize,
   RECORD_MIN_BYTES, type RecordInput, type StoredRecord,
 } from './record.ts'
-import { mustDropOldest, refuseAppend, resolveLimits, worthCompacting, type RetentionLimits, type StreamUsage } from './retention.ts'
+import { dropReason, refuseAppend, resolveLimits, worthCompacting, type RetentionDrops, type RetentionLimits, type StreamUsage } from './retention.ts'
 import { FrameCursor, JournalSegment, journalIoError, nodeFileOps, parseSegmentFileName, segmentFileName, Step, syncDirectory, type JournalFileOps } from './segment.ts'
 import { SequenceIndex } from './seq-index.ts'
 import { SubjectTracker } from './subject-tracker.ts'
@@ -197,6 +197,9 @@ export class Journal {
   readonly dir: string
   readonly fsync: FsyncPolicy
   readonly limits: RetentionLimits
+  /** Messages retention removed since open, by limit (replaying the files on open does not count). */
+  readonly drops: RetentionDrops = { maxAge: 0, maxMsgs: 0, maxBytes: 0, maxMsgsPerSubject: 0 }
+  #open = false
   readonly recovery: RecoveryReport = { tornTails: [], corruptRecords: [], damagedSegments: [], indexesRebuilt: [], removedFiles: [], compacted: [] }
   readonly #ops: JournalFileOps
   readonly #clock: () => number
@@ -287,6 +290,7 @@ export class Journal {
     const j = new Journal(dir, opts)
     try {
       await j.#recover()
+      j.#open = true
     } catch (err) {
       for (const e of j.#segs) e.file.close()
       j.#dirLock?.release()
@@ -642,6 +646,7 @@ export class Journal {
 
   /** A live record was superseded (maxMsgsPerSubject). */
   #markDead(seq: number, size: number): void {
+    if (this.#open) this.drops.maxMsgsPerSubject++
     this.#messages--
     this.#bytes -= size
     const e = this.#entryFor(seq)
@@ -669,7 +674,9 @@ export class Journal {
   #enforce(now: number): void {
     this.#usage.messages = this.#messages
     this.#usage.bytes = this.#bytes
-    while (this.#headLoaded && mustDropOldest(this.limits, this.#usage, this.#headTime, now)) {
+    let reason: keyof RetentionDrops | null
+    while (this.#headLoaded && (reason = dropReason(this.limits, this.#usage, this.#headTime, now)) !== null) {
+      if (this.#open) this.drops[reason]++
       this.#uncount(this.#headSubject, this.#headSeq, this.#headSize)
       this.#loadHead()
       this.#usage.messages = this.#messages

@@ -107,11 +107,22 @@ export function refuseAppend(limits: RetentionLimits, usage: StreamUsage, record
  * Whether the oldest live message (timestamp `oldestTime`) must leave, given committed usage.
  * Callers drop one and ask again; every answer is about that one message.
  */
-export function mustDropOldest(limits: RetentionLimits, usage: StreamUsage, oldestTime: number, now: number): boolean {
-  if (usage.messages === 0) return false
-  if (limits.maxAge > 0 && oldestTime < now - limits.maxAge) return true
-  if (limits.discard !== 'old') return false
-  return (limits.maxMsgs > 0 && usage.messages > limits.maxMsgs) || (limits.maxBytes > 0 && usage.bytes > limits.maxBytes)
+/** Which limit makes the oldest message leave, if one does (checked in this order). */
+export function dropReason(limits: RetentionLimits, usage: StreamUsage, oldestTime: number, now: number): 'maxAge' | 'maxMsgs' | 'maxBytes' | null {
+  if (usage.messages === 0) return null
+  if (limits.maxAge > 0 && oldestTime < now - limits.maxAge) return 'maxAge'
+  if (limits.discard !== 'old') return null
+  if (limits.maxMsgs > 0 && usage.messages > limits.maxMsgs) return 'maxMsgs'
+  if (limits.maxBytes > 0 && usage.bytes > limits.maxBytes) return 'maxBytes'
+  return null
+}
+
+/** Messages retention removed since the journal opened, by the limit that removed them. */
+export interface RetentionDrops {
+  maxAge: number
+  maxMsgs: number
+  maxBytes: number
+  maxMsgsPerSubject: number
 }
 
 /**

@@ -4,6 +4,7 @@ import type { Logger } from '../core/log.ts'
 import type { MessageStore, RoutedPacket } from '../router/router.ts'
 import { Journal, type Appended } from './journal.ts'
 import type { RecordHeaders } from './record.ts'
+import type { RetentionDrops } from './retention.ts'
 import type { StreamDefinition } from './stream-config.ts'
 
 /** The MQTT 5 user property a publisher sets to have a message stored once (within duplicateWindow). */
@@ -29,6 +30,8 @@ export interface StreamInfo {
   stored: number
   duplicates: number
   refused: StreamRefusals
+  /** Messages retention removed since the server started, by limit. */
+  dropped: RetentionDrops
   diskBytes: number
   segments: number
 }
@@ -127,6 +130,7 @@ export class Stream implements MessageStore {
       stored: this.#stored,
       duplicates: this.#duplicates,
       refused: { ...this.#refused },
+      dropped: { ...j.drops },
       diskBytes: j.diskBytes,
       segments: j.segmentCount,
     }

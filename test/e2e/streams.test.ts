@@ -74,6 +74,15 @@ describe('streams in the server', () => {
     expect(info.json.state).toMatchObject({ messages: 1, refused: { limit: 3, tooLarge: 1 } })
   })
 
+  it('retention drops the oldest and counts why', async () => {
+    const srv = await start({ streams: [{ name: 'window', subjects: ['win/#'], maxMsgs: 2 }, { name: 'last', subjects: ['state/+'], maxMsgsPerSubject: 1 }] })
+    const c = await connectClient(srv.mqttUrl)
+    for (let i = 0; i < 5; i++) await c.client.publishAsync('win/x', String(i), { qos: 1 })
+    for (let i = 0; i < 3; i++) await c.client.publishAsync(`state/${i % 2}`, String(i), { qos: 1 })
+    expect((await api(srv, 'GET', '/api/streams/window')).json.state).toMatchObject({ messages: 2, firstSeq: 4, lastSeq: 5, dropped: { maxMsgs: 3 } })
+    expect((await api(srv, 'GET', '/api/streams/last')).json.state).toMatchObject({ messages: 2, dropped: { maxMsgsPerSubject: 1 } })
+  })
+
   it('an MQTT 3.1.1 publisher gets no PUBACK for a refused message, and the server logs why', async () => {
     const srv = await start({ streams: [{ name: 'tiny', subjects: ['tiny/#'], maxMsgs: 1, discard: 'new' }] })
     const c = await connectClient(srv.mqttUrl)
@@ -130,7 +139,8 @@ describe('crash safety', () => {
     const dir = mkdtempSync(join(tmpdir(), 'edgebus-crash-'))
     const config = { streams: [{ name: 'crash', subjects: ['crash/#'] }] }
     const acked: string[] = []
-    for (let cycle = 0; cycle < 3; cycle++) {
+    const cycles = Number(process.env.EDGEBUS_SOAK_CYCLES ?? 3) // npm run soak: many more
+    for (let cycle = 0; cycle < cycles; cycle++) {
       const srv = await startEdgebus({ config, dir })
       // a separate process publishes as fast as it can and prints every acknowledged payload
       const child = spawn(process.execPath, ['-e', `
@@ -160,5 +170,5 @@ describe('crash safety', () => {
       expect(at as number).toBeGreaterThan(last) // in publish order
       last = at as number
     }
-  }, 60_000)
+  }, 60_000 + Number(process.env.EDGEBUS_SOAK_CYCLES ?? 0) * 5000)
 })

@@ -66,7 +66,9 @@ describe('Journal crash safety (a real process killed with SIGKILL)', () => {
     let expectedOpen = 0
     let totalAcked = 0
     let checked = 0
-    const policies = ['batch', 'batch', 'none', 'batch', 'batch', 'always']
+    // npm run soak sets EDGEBUS_SOAK_CYCLES for many more rounds of the same pattern
+    const rounds = Math.max(1, Math.ceil(Number(process.env.EDGEBUS_SOAK_CYCLES ?? 6) / 6))
+    const policies = Array.from({ length: rounds }, () => ['batch', 'batch', 'none', 'batch', 'batch', 'always']).flat()
     for (const [cycle, fsync] of policies.entries()) {
       const run = await runAndKill(dir, fsync, 50 + Math.floor(Math.random() * 250))
       expect(run.stderr).toBe('')
@@ -108,5 +110,5 @@ describe('Journal crash safety (a real process killed with SIGKILL)', () => {
       await j.close()
     }
     expect(totalAcked).toBeGreaterThan(1000) // the children did work
-  }, 30_000)
+  }, 30_000 + Number(process.env.EDGEBUS_SOAK_CYCLES ?? 0) * 3000)
 })

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { isEdgebusError } from '../../src/core/errors.ts'
 import { Journal } from '../../src/stream/journal.ts'
 import {
-  mustDropOldest, NO_LIMITS, refuseAppend, resolveLimits, worthCompacting, type RetentionLimits,
+  dropReason, NO_LIMITS, refuseAppend, resolveLimits, worthCompacting, type RetentionLimits,
 } from '../../src/stream/retention.ts'
 import { crashCopy, fakeClock, payloadFor, tempDir } from './support.ts'
 
@@ -46,14 +46,14 @@ describe('retention rules (pure)', () => {
 
   it('discard old drops the oldest while over a limit; age always drops', () => {
     const now = 10_000
-    expect(mustDropOldest(L({ maxMsgs: 10 }), { messages: 11, bytes: 0 }, now, now)).toBe(true)
-    expect(mustDropOldest(L({ maxMsgs: 10 }), { messages: 10, bytes: 0 }, now, now)).toBe(false)
-    expect(mustDropOldest(L({ maxBytes: 100 }), { messages: 3, bytes: 101 }, now, now)).toBe(true)
-    expect(mustDropOldest(L({ maxMsgs: 10, discard: 'new' }), { messages: 11, bytes: 0 }, now, now)).toBe(false)
-    expect(mustDropOldest(L({ maxAge: 1000 }), { messages: 1, bytes: 0 }, now - 1001, now)).toBe(true)
-    expect(mustDropOldest(L({ maxAge: 1000 }), { messages: 1, bytes: 0 }, now - 1000, now)).toBe(false)
-    expect(mustDropOldest(L({ maxAge: 1000, discard: 'new' }), { messages: 1, bytes: 0 }, now - 5000, now)).toBe(true)
-    expect(mustDropOldest(L({ maxMsgs: 1 }), { messages: 0, bytes: 0 }, 0, now)).toBe(false)
+    expect(dropReason(L({ maxMsgs: 10 }), { messages: 11, bytes: 0 }, now, now)).toBe('maxMsgs')
+    expect(dropReason(L({ maxMsgs: 10 }), { messages: 10, bytes: 0 }, now, now)).toBeNull()
+    expect(dropReason(L({ maxBytes: 100 }), { messages: 3, bytes: 101 }, now, now)).toBe('maxBytes')
+    expect(dropReason(L({ maxMsgs: 10, discard: 'new' }), { messages: 11, bytes: 0 }, now, now)).toBeNull()
+    expect(dropReason(L({ maxAge: 1000 }), { messages: 1, bytes: 0 }, now - 1001, now)).toBe('maxAge')
+    expect(dropReason(L({ maxAge: 1000 }), { messages: 1, bytes: 0 }, now - 1000, now)).toBeNull()
+    expect(dropReason(L({ maxAge: 1000, discard: 'new' }), { messages: 1, bytes: 0 }, now - 5000, now)).toBe('maxAge')
+    expect(dropReason(L({ maxMsgs: 1 }), { messages: 0, bytes: 0 }, 0, now)).toBeNull()
   })
 
   it('compaction threshold: half of the segment superseded', () => {
