@@ -12,6 +12,7 @@ import { MqttWebSocketEndpoint } from './ws/mqtt-ws.ts'
 import { VERSION } from './version.ts'
 import { StreamManager } from './stream/stream-manager.ts'
 import { mountStreamsApi } from './http/streams-api.ts'
+import { mountPublishApi } from './http/publish-api.ts'
 
 export interface EdgebusServer {
   readonly config: EdgebusConfig
@@ -58,6 +59,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
 
   const http = new HttpFront(log)
   mountStreamsApi(http, streams)
+  mountPublishApi(http, broker)
   const ws = new MqttWebSocketEndpoint(broker)
   http.upgrade('/mqtt', ws)
   http.route('GET', '/healthz', (_req, res) => {

@@ -52,6 +52,8 @@ export class HttpFront {
       return
     }
     Promise.resolve(handler(req, res, url)).catch((err: Error) => {
+      // a request whose body we did not read to the end cannot be followed on this connection
+      if (!req.complete) res.setHeader('connection', 'close')
       if (isEdgebusError(err)) {
         if (!res.headersSent) sendJson(res, statusOf(err.code), { error: { code: err.code, message: err.message } })
         return
@@ -84,6 +86,7 @@ export function statusOf(code: ErrorCode): number {
   if (code.endsWith('_NOT_FOUND')) return 404
   if (code === 'ESTREAM_EXISTS' || code === 'ESTREAM_CONFIGURED' || code === 'ESTREAM_OVERLAP') return 409
   if (code.startsWith('EJOURNAL')) return 503
+  if (code === 'EPACKET_TOO_LARGE') return 413
   if (code === 'EHTTP_METHOD') return 405
   return 400
 }

@@ -1,11 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { EdgebusError } from '../core/errors.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
+import { replay } from './replay-api.ts'
 import { readJsonBody, sendJson, type HttpFront } from './server.ts'
 
 /**
  * /api/streams: list and create; /api/streams/<name>: info, edit (PUT), delete;
- * /api/streams/<name>/purge (POST). Errors answer {"error": {"code", "message"}}.
+ * /api/streams/<name>/purge (POST); /api/streams/<name>/messages (GET, replay-api.ts). Errors answer {"error": {"code", "message"}}.
  */
 export function mountStreamsApi(http: HttpFront, streams: StreamManager): void {
   http.prefix('/api/streams', async (req: IncomingMessage, res: ServerResponse, url: URL) => {
@@ -26,6 +27,10 @@ export function mountStreamsApi(http: HttpFront, streams: StreamManager): void {
         return
       }
       throw notAllowed(method, url.pathname)
+    }
+    if (parts.length === 2 && parts[1] === 'messages') {
+      if (method !== 'GET') throw notAllowed(method, url.pathname)
+      return replay(req, res, url, streams.get(name))
     }
     if (parts.length === 2 && parts[1] === 'purge') {
       if (method !== 'POST') throw notAllowed(method, url.pathname)

@@ -61,6 +61,9 @@ export class MqttBroker {
   readonly stats: BrokerStats = { messagesIn: 0, messagesOut: 0, dropped: 0, slowConsumerDisconnects: 0 }
   readonly connections = new Set<ClientConnection>()
   readonly shared: SharedSubscriptions
+  /** Publishes made by the server itself (HTTP), by their marker client id: the stores they reached. */
+  readonly #publishWaits = new Map<string, Array<{ stream: string; stored: Promise<unknown> }>>()
+  #publishCount = 0
   /** Filters of persistent sessions with QoS > 0, by client id: their messages must be queued by aedes. */
   readonly #persistentSubs = new SubjectTrie<string>()
   readonly #persistentCache = new Map<string, boolean>()
@@ -74,8 +77,13 @@ export class MqttBroker {
     this.#wire()
     this.#trackPersistentSubscriptions()
     // stores of messages that came through aedes: the publisher's connection holds its ack for them
-    router.onStored = (packet, stored) => {
+    router.onStored = (packet, stored, store) => {
       const id = packet.clientId
+      const waiting = id === undefined ? undefined : this.#publishWaits.get(id)
+      if (waiting !== undefined) {
+        waiting.push({ stream: store.name, stored })
+        return
+      }
       const client = id === undefined ? undefined : (aedes as unknown as { clients: Record<string, AedesClient | undefined> }).clients[id]
       const conn = client?.conn.owner
       if (conn && packet.qos > 0) conn.noteStored(packet.qos, stored)
@@ -97,7 +105,9 @@ export class MqttBroker {
       authenticate: (client, _user, _pass, cb) => {
         // aedes 2.0.0-beta.1 keys clients by id in a plain object: refuse ids that are
         // Object.prototype member names (the GHSA-52qw-whmv-87c5 fix of aedes 1.2 is not in 2.0 beta)
-        if ((client as unknown as AedesClient).id in Object.prototype) {
+        // ($server/… is the marker of the server's own publishes, see publish())
+        const id = (client as unknown as AedesClient).id
+        if (id in Object.prototype || id.startsWith('$server/')) {
           const err = Object.assign(new Error('client identifier rejected'), { returnCode: 2 })
           cb(err as never, false)
           return
@@ -210,6 +220,27 @@ export class MqttBroker {
       entry.si = sub.si ?? 0
     }
     this.router.invalidate()
+  }
+
+  /**
+   * Publishes a message as the server (HTTP API): through aedes, so retained messages and offline
+   * sessions are served as for any publisher. Resolves once every stream that captures it holds it,
+   * with each stream's answer (its Appended, or the error).
+   */
+  async publish(topic: string, payload: Buffer, opts: { qos: 0 | 1 | 2; retain: boolean; properties?: Record<string, unknown> }): Promise<Array<{ stream: string; result: PromiseSettledResult<unknown> }>> {
+    // aedes copies clientId into the routed packet: a marker no MQTT client can have ('$' + counter)
+    const marker = `$server/${++this.#publishCount}`
+    const stores: Array<{ stream: string; stored: Promise<unknown> }> = []
+    this.#publishWaits.set(marker, stores)
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.aedes.publish({ cmd: 'publish', topic, payload, qos: opts.qos, retain: opts.retain, dup: false, clientId: marker, ...(opts.properties ? { properties: opts.properties } : {}) } as never, (err?: Error | null) => (err ? reject(err) : resolve()))
+      })
+    } finally {
+      this.#publishWaits.delete(marker)
+    }
+    const results = await Promise.allSettled(stores.map((s) => s.stored))
+    return stores.map((s, i) => ({ stream: s.stream, result: results[i] as PromiseSettledResult<unknown> }))
   }
 
   accept(transport: Transport, req?: IncomingMessage): ClientConnection {

@@ -41,7 +41,7 @@ export interface MessageStore {
 }
 
 /** Told about every store promise of a message that came through aedes (see MqttBroker). */
-export type StoredHook = (packet: RoutedPacket, stored: Promise<unknown>) => void
+export type StoredHook = (packet: RoutedPacket, stored: Promise<unknown>, store: MessageStore) => void
 
 export class RouteEntry {
   /** Set for stream captures: the entry stores instead of delivering. */
@@ -138,7 +138,7 @@ export class Router {
       const entry = entries[i] as RouteEntry
       if (entry.store !== null) {
         const stored = entry.store.store(packet)
-        if (this.onStored !== null) this.onStored(packet, stored)
+        if (this.onStored !== null) this.onStored(packet, stored, entry.store)
         else stored.catch(noop)
         continue
       }

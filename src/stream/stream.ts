@@ -10,6 +10,14 @@ import type { StreamDefinition } from './stream-config.ts'
 /** The MQTT 5 user property a publisher sets to have a message stored once (within duplicateWindow). */
 export const MSG_ID_PROPERTY = 'msg-id'
 
+/** A new message as followers see it. */
+export interface FollowedRecord {
+  seq: number
+  timestamp: number
+  subject: string
+  payload: Buffer
+}
+
 /** Why a stream did not store a message, counted in `info()`. */
 export interface StreamRefusals {
   limit: number
@@ -50,6 +58,8 @@ export class Stream implements MessageStore {
   #duplicates = 0
   readonly #refused: StreamRefusals = { limit: 0, tooLarge: 0, invalid: 0, io: 0 }
   #retentionTimer: NodeJS.Timeout | null = null
+  /** Followers of new messages (HTTP ?follow=1), told once each message is durable. */
+  readonly #followers = new Set<(rec: FollowedRecord) => void>()
 
   private constructor(def: StreamDefinition, journal: Journal, log: Logger) {
     this.name = def.name
@@ -97,6 +107,10 @@ export class Stream implements MessageStore {
     }
     if (appended.duplicate) this.#duplicates++
     else this.#stored++
+    if (this.#followers.size > 0 && !appended.duplicate) {
+      const rec: FollowedRecord = { seq: appended.seq, timestamp: appended.timestamp, subject: packet.topic, payload: packet.payload }
+      appended.durable.then(() => { for (const f of this.#followers) f(rec) }, () => {})
+    }
     return appended.durable.then(() => appended, (err: unknown) => {
       this.#count(err)
       throw err
@@ -114,6 +128,12 @@ export class Stream implements MessageStore {
       this.#refused.io++
       this.#log.error({ stream: this.name, err: (err as Error).message, code: reason }, 'stream could not store a message')
     }
+  }
+
+  /** Calls `fn` with every message stored from now on, once durable; returns the unfollow function. */
+  follow(fn: (rec: FollowedRecord) => void): () => void {
+    this.#followers.add(fn)
+    return () => this.#followers.delete(fn)
   }
 
   info(): StreamInfo {

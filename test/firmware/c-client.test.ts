@@ -4,11 +4,12 @@
  * the other side and an MQTT-aware proxy to break connections on purpose.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { run, startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
+import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
 import { connectClient, endAllClients } from '../support/mqtt.ts'
 import {
-  C_DIR, CONNECT, PUBACK, PUBLISH, connectLevel, decodePublish, expectedPayloads, killAll,
-  startProc, startProxy, uniqueSorted, type MqttProxy,
+  C_DIR, CONNECT, PUBACK, PUBLISH, clientPublishes, connectLevel, cutPlan, decodePublish, expectedPayloads,
+  killAll, payloads, runProc as run, startProc, startProxy, startStreamServer, stopStreamServers, uniqueSorted,
+  waitForPayloads, type MqttProxy,
 } from './helpers.ts'
 
 const BIN = `${C_DIR}/build`
@@ -27,11 +28,12 @@ afterEach(async () => {
   await endAllClients()
   await killAll()
   await Promise.all(proxies.splice(0).map((p) => p.close()))
+  await stopStreamServers()
 })
 afterAll(async () => { await srv?.stop() })
 
-const proxy = async (hooks: Parameters<typeof startProxy>[1]): Promise<MqttProxy> => {
-  const p = await startProxy(srv.mqttPort, hooks)
+const proxy = async (hooks: Parameters<typeof startProxy>[1], port = srv.mqttPort): Promise<MqttProxy> => {
+  const p = await startProxy(port, hooks)
   proxies.push(p)
   return p
 }
@@ -145,7 +147,7 @@ describe('C examples against edgebus', () => {
       expect(resent).toMatchObject({ dup: true, id: cutOne.id, payload: cutOne.payload })
     }
     // At least once: every payload, possibly the cut ones twice.
-    await sub.waitFor(100)
+    await waitForPayloads(sub, 100)
     await new Promise((r) => setTimeout(r, 200))
     expect(uniqueSorted(sub.messages.map((m) => m.payload))).toEqual(expectedPayloads(100))
     expect(sub.messages.length).toBeLessThanOrEqual(102)
@@ -184,5 +186,56 @@ describe('C examples against edgebus', () => {
     expect(got.map((m) => m.payload)).toEqual(Array.from({ length: 10 }, (_, i) => String(i)))
     // The server forwards user properties unaltered (MQTT 5 §3.3.2.3.7).
     expect((got[3]!.properties?.userProperties as Record<string, string>)['msg-id']).toBe('fw-c5-3')
+  })
+})
+
+// Issue 7's acceptance: a message arrives once in a stream even when the link breaks after the
+// server got it, so the device must send it again. Each test runs its own server with the stream
+// "fw" (fw/#, duplicateWindow 2m) and reads the journal back after stopping it.
+describe('C client into a stream: forced reconnects', () => {
+  const N = 30
+  // Message "7": the link is cut right after its PUBLISH reached the server; message "19": its
+  // PUBACK is swallowed and the link cut (the server has stored and acknowledged it). Both resent.
+  const CUTS = { cutAfter: ['7'], dropAckOf: ['19'] }
+
+  it('pub5 (MQTT 5, msg-id on every PUBLISH): the stream holds each message exactly once, in order; the resends count as duplicates', async () => {
+    const s = await startStreamServer()
+    const p = await proxy(cutPlan(CUTS), s.srv.mqttPort)
+    const sub = await connectClient(s.srv.mqttUrl)
+    await sub.client.subscribeAsync('fw/c5/stream', { qos: 1 })
+    const res = await run(`${BIN}/pub5`, ['127.0.0.1', String(p.port), 'fw/c5/stream', String(N), '1'], { env: { EB_CLIENT_ID: 'fw-c5-stream' } })
+    expect(res.code, res.stderr).toBe(0)
+    expect(res.stderr).toContain(`published ${N} reconnects 2`)
+    // What reached the server: each message once, plus one DUP resend with the same msg-id, first on each new connection.
+    const pubs = clientPublishes(p)
+    expect(pubs.filter((x) => !x.dup).map((x) => x.payload)).toEqual(payloads(N))
+    expect(pubs.filter((x) => x.dup).map((x) => [x.conn, x.payload, x.userProps['msg-id']]))
+      .toEqual([[1, '7', 'fw-c5-stream-7'], [2, '19', 'fw-c5-stream-19']])
+    // The server journaled N and recognised both resends by their msg-id.
+    expect(await s.state()).toMatchObject({ messages: N, stored: N, duplicates: 2, lastSeq: N })
+    // A plain subscriber is not deduplicated: at most one extra copy per cut.
+    await waitForPayloads(sub, N)
+    expect(sub.messages.length).toBeLessThanOrEqual(N + 2)
+    const recs = await s.records()
+    expect(recs.map((r) => r.seq)).toEqual(payloads(N).map((i) => Number(i) + 1))
+    expect(recs.map((r) => r.payload)).toEqual(payloads(N))
+    expect(recs.map((r) => r.msgId)).toEqual(payloads(N).map((i) => `fw-c5-stream-${i}`))
+    expect(recs.every((r) => r.subject === 'fw/c5/stream')).toBe(true)
+  })
+
+  it('pub (MQTT 3.1.1, no msg-id): the same cuts store each resent message twice, as 3.1.1 gives the server nothing to recognise a resend by across connections', async () => {
+    const s = await startStreamServer()
+    const p = await proxy(cutPlan(CUTS), s.srv.mqttPort)
+    const res = await run(`${BIN}/pub`, ['127.0.0.1', String(p.port), 'fw/c4/stream', String(N), '1'], { env: { EB_CLIENT_ID: 'fw-c4-stream' } })
+    expect(res.code, res.stderr).toBe(0)
+    expect(res.stderr).toContain(`published ${N} reconnects 2`)
+    const pubs = clientPublishes(p)
+    expect(pubs.filter((x) => x.dup).map((x) => [x.conn, x.payload])).toEqual([[1, '7'], [2, '19']])
+    // The resends carry DUP=1 and the packet id of the first send, but that id belonged to a
+    // connection that is gone, and a QoS 1 PUBLISH is stored each time it arrives.
+    expect(await s.state()).toMatchObject({ messages: N + 2, stored: N + 2, duplicates: 0 })
+    const recs = await s.records()
+    expect(recs.map((r) => r.payload)).toEqual(payloads(N).flatMap((i) => (i === '7' || i === '19' ? [i, i] : [i])))
+    expect(recs.every((r) => r.msgId === null)).toBe(true)
   })
 })

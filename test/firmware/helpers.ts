@@ -1,12 +1,18 @@
 /**
  * Helpers for the firmware client tests: an MQTT-aware TCP proxy that sits between a
  * device client and the server (it records every frame and can cut a connection or
- * swallow a packet at a chosen frame), and a child-process wrapper that collects
- * stdout lines and stderr.
+ * swallow a packet at a chosen frame), a child-process wrapper that collects stdout
+ * lines and stderr, and a server with a stream whose journal the tests read back.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
 import net from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { Journal } from '../../src/stream/journal.ts'
+import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
+import type { TestClient } from '../support/mqtt.ts'
 
 export const FIRMWARE = fileURLToPath(new URL('../../firmware-clients', import.meta.url))
 export const C_DIR = `${FIRMWARE}/c`
@@ -22,8 +28,11 @@ export interface Frame {
   conn: number
 }
 
-/** What to do with a frame: pass it on, drop it, or pass it on and then cut both sides. */
-export type Verdict = 'forward' | 'drop' | 'forward-then-cut'
+/**
+ * What to do with a frame: pass it on, drop it, pass it on and then cut both sides, or drop
+ * it and cut both sides (the sender's peer never sees it, e.g. a PUBACK lost with the link).
+ */
+export type Verdict = 'forward' | 'drop' | 'forward-then-cut' | 'drop-then-cut'
 export type Hook = (frame: Frame, proxy: MqttProxy) => Verdict
 
 /** Splits a byte stream into MQTT frames: fixed header, Remaining Length (§2.2.3), body. */
@@ -88,9 +97,10 @@ export async function startProxy(targetPort: number, hooks: { client?: Hook; ser
           log.push(frame)
           const verdict = hook ? hook(frame, proxy) : 'forward'
           if (verdict === 'drop') continue
-          to.write(f.raw)
-          if (verdict === 'forward-then-cut') {
-            // The server gets the packet, the client never sees the answer.
+          if (verdict !== 'drop-then-cut') to.write(f.raw)
+          if (verdict === 'forward-then-cut' || verdict === 'drop-then-cut') {
+            // forward-then-cut from the client: the server gets the packet, the client never
+            // sees the answer. The client side is reset, the server side closed gracefully.
             client.destroy()
             return
           }
@@ -144,6 +154,40 @@ export function decodePublish(f: Frame, v5 = false): { topic: string; qos: numbe
 
 /** Protocol level of a CONNECT frame (4 = MQTT 3.1.1, 5 = MQTT 5). */
 export const connectLevel = (f: Frame): number => f.body[6] as number
+
+/** The PUBLISH frames a client sent through the proxy, decoded (MQTT 5 ones by their connection's CONNECT). */
+export function clientPublishes(p: MqttProxy): Array<ReturnType<typeof decodePublish> & { conn: number }> {
+  const v5 = new Set(p.fromClient.filter((f) => f.type === CONNECT && connectLevel(f) === 5).map((f) => f.conn))
+  return p.fromClient.filter((f) => f.type === PUBLISH).map((f) => ({ conn: f.conn, ...decodePublish(f, v5.has(f.conn)) }))
+}
+
+/**
+ * Proxy hooks that break a QoS 1 publisher's connection once per listed payload, at the first
+ * send of that message (DUP=0), in the two ways a PUBACK gets lost:
+ * - cutAfter: the PUBLISH is forwarded and the connection cut at once, so the server receives
+ *   (and stores) the message but the client never sees its PUBACK;
+ * - dropAckOf: the server's PUBACK for it is swallowed and the connection cut, so the server
+ *   has certainly stored and acknowledged it before the client resends it.
+ * Either way the client must reconnect and send the message again (DUP=1, same packet id).
+ */
+export function cutPlan(o: { cutAfter?: string[]; dropAckOf?: string[] }): { client: Hook; server: Hook } {
+  const cutAfter = new Set(o.cutAfter ?? [])
+  const dropAckOf = new Set(o.dropAckOf ?? [])
+  const v5 = new Set<number>()
+  const ackToDrop = new Set<string>() // `${conn}:${packet id}`
+  return {
+    client: (f) => {
+      if (f.type === CONNECT && connectLevel(f) === 5) v5.add(f.conn)
+      if (f.type !== PUBLISH) return 'forward'
+      const m = decodePublish(f, v5.has(f.conn))
+      if (m.dup) return 'forward'
+      if (cutAfter.delete(m.payload)) return 'forward-then-cut'
+      if (dropAckOf.delete(m.payload)) ackToDrop.add(`${f.conn}:${m.id}`)
+      return 'forward'
+    },
+    server: (f) => (f.type === PUBACK && ackToDrop.delete(`${f.conn}:${f.body.readUInt16BE(0)}`) ? 'drop-then-cut' : 'forward'),
+  }
+}
 
 export interface Proc {
   proc: ChildProcess
@@ -201,6 +245,78 @@ export function startProc(cmd: string, args: string[], env: Record<string, strin
 export async function killAll(): Promise<void> {
   await Promise.all([...procs].map((p) => new Promise<void>((resolve) => { p.once('close', () => resolve()); p.kill('SIGKILL') })))
 }
+
+/** Resolves once a subscriber has n distinct payloads (duplicates don't count). */
+export function waitForPayloads(sub: TestClient, n: number, timeoutMs = 5000): Promise<void> {
+  const started = Date.now()
+  return new Promise((resolve, reject) => {
+    const check = (): void => {
+      const got = new Set(sub.messages.map((m) => m.payload)).size
+      if (got >= n) resolve()
+      else if (Date.now() - started > timeoutMs) reject(new Error(`waited for ${n} distinct payloads, got ${got} in ${sub.messages.length} messages`))
+      else setTimeout(check, 10)
+    }
+    check()
+  })
+}
+
+/** Runs a command to completion (no stdin: nothing to write into a pipe the child may have closed). */
+export async function runProc(cmd: string, args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const res = await startProc(cmd, args, opts.env).exit(opts.timeoutMs ?? 15_000)
+  return { code: res.code, stdout: res.stdout.map((l) => `${l}\n`).join(''), stderr: res.stderr }
+}
+
+/** The stream the stream tests declare: it captures everything under fw/. */
+export const STREAM = 'fw'
+export const STREAM_CONFIG = { streams: [{ name: STREAM, subjects: ['fw/#'], duplicateWindow: '2m' }] }
+
+export interface StreamState { messages: number; stored: number; duplicates: number; lastSeq: number; firstSeq: number }
+export interface StreamRecord { seq: number; subject: string; payload: string; msgId: string | null }
+
+export interface StreamServer {
+  srv: StartedEdgebus
+  /** GET /api/streams/fw: the stream's counters. */
+  state(): Promise<StreamState>
+  /** Stops the server and reads the stream's journal back. */
+  records(): Promise<StreamRecord[]>
+}
+
+const streamServers = new Set<{ srv: StartedEdgebus; dir: string }>()
+
+/** Starts an edgebus of its own (own data dir) with STREAM_CONFIG; stop them all with stopStreamServers(). */
+export async function startStreamServer(): Promise<StreamServer> {
+  const dir = mkdtempSync(join(tmpdir(), 'edgebus-fw-stream-'))
+  const srv = await startEdgebus({ dir, config: STREAM_CONFIG })
+  streamServers.add({ srv, dir })
+  return {
+    srv,
+    async state() {
+      const res = await fetch(`${srv.httpUrl}/api/streams/${STREAM}`)
+      if (!res.ok) throw new Error(`GET /api/streams/${STREAM}: ${res.status} ${await res.text()}`)
+      return ((await res.json()) as { state: StreamState }).state
+    },
+    async records() {
+      await srv.stop()
+      const j = await Journal.open(join(dir, 'data', 'streams', STREAM))
+      try {
+        return [...j.iterate(0)].map((r) => ({ seq: r.seq, subject: r.subject, payload: r.payload.toString(), msgId: r.msgId }))
+      } finally {
+        await j.close()
+      }
+    },
+  }
+}
+
+export async function stopStreamServers(): Promise<void> {
+  await Promise.all([...streamServers].map(async (s) => {
+    streamServers.delete(s)
+    await s.srv.stop()
+    rmSync(s.dir, { recursive: true, force: true })
+  }))
+}
+
+/** Payloads "0".."n-1" in order. */
+export const payloads = (n: number): string[] => Array.from({ length: n }, (_, i) => String(i))
 
 /** Payloads "0".."n-1" as a sorted list, to compare with what arrived. */
 export const expectedPayloads = (n: number): string[] => Array.from({ length: n }, (_, i) => String(i)).sort()

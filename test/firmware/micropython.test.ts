@@ -8,11 +8,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { run, startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
+import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
 import { connectClient, endAllClients } from '../support/mqtt.ts'
 import {
-  CONNECT, PUBLISH, PY_DIR, PYTHON, connectLevel, decodePublish, expectedPayloads, killAll,
-  startProc, startProxy, uniqueSorted, type MqttProxy,
+  CONNECT, PUBACK, PUBLISH, PY_DIR, PYTHON, clientPublishes, connectLevel, cutPlan, decodePublish,
+  expectedPayloads, killAll, payloads, runProc as run, startProc, startProxy, startStreamServer,
+  stopStreamServers, uniqueSorted, waitForPayloads, type MqttProxy,
 } from './helpers.ts'
 
 const RUNNER = join(PY_DIR, 'node-runner', 'run.mjs')
@@ -65,14 +66,15 @@ afterEach(async () => {
   await endAllClients()
   await killAll()
   await Promise.all(proxies.splice(0).map((p) => p.close()))
+  await stopStreamServers()
 })
 afterAll(async () => {
   await srv?.stop()
   if (scratch) rmSync(scratch, { recursive: true, force: true })
 })
 
-const proxy = async (hooks: Parameters<typeof startProxy>[1]): Promise<MqttProxy> => {
-  const p = await startProxy(srv.mqttPort, hooks)
+const proxy = async (hooks: Parameters<typeof startProxy>[1], port = srv.mqttPort): Promise<MqttProxy> => {
+  const p = await startProxy(port, hooks)
   proxies.push(p)
   return p
 }
@@ -140,7 +142,7 @@ describe.each(RUNTIMES)('edgebus.py under $name', (rt) => {
       const cutOne = decodePublish(pubs.filter((f) => f.conn === conn - 1).at(-1)!)
       expect(decodePublish(pubs.find((f) => f.conn === conn)!)).toMatchObject({ dup: true, id: cutOne.id, payload: cutOne.payload })
     }
-    await sub.waitFor(50)
+    await waitForPayloads(sub, 50) // a cut message may be delivered twice
     expect(uniqueSorted(sub.messages.map((m) => m.payload))).toEqual(expectedPayloads(50))
   })
 
@@ -158,6 +160,53 @@ describe.each(RUNTIMES)('edgebus.py under $name', (rt) => {
     const got = await sub.waitFor(5)
     expect(got.map((m) => m.payload)).toEqual(['0', '1', '2', '3', '4'])
     expect(got.map((m) => (m.properties?.userProperties as Record<string, string>)['msg-id'])).toEqual(ids)
+  })
+
+  it('proto=5 sub.py: SUBACK and incoming PUBLISH property blocks are skipped, QoS 1 deliveries acked', async () => {
+    const p = await proxy({})
+    const sub = startProc(rt.cmd, rt.args(join(EXAMPLES, 'sub.py'), '127.0.0.1', String(p.port), `fw/${tag}/v5sub/#`, '2', '5'), rt.env)
+    await sub.waitStderr(/subscribed/)
+    const pub = await connectClient(srv.mqttUrl, { protocolVersion: 5 })
+    const properties = { userProperties: { 'msg-id': 'x-1', k: 'v' }, contentType: 'text/plain', messageExpiryInterval: 60 }
+    await pub.client.publishAsync(`fw/${tag}/v5sub/a`, 'one', { qos: 1, properties })
+    await pub.client.publishAsync(`fw/${tag}/v5sub/b`, 'two', { qos: 0 })
+    const res = await sub.exit()
+    expect(res.code, res.stderr).toBe(0)
+    expect(res.stdout).toEqual([`fw/${tag}/v5sub/a one`, `fw/${tag}/v5sub/b two`])
+    expect(connectLevel(p.fromClient.find((f) => f.type === CONNECT)!)).toBe(5)
+    // the QoS 1 delivery came with its properties and was acknowledged with its packet id
+    const delivered = p.fromServer.find((f) => f.type === PUBLISH && (f.flags & 6) === 2)!
+    expect(decodePublish(delivered, true).userProps).toEqual({ 'msg-id': 'x-1', k: 'v' })
+    expect(p.fromClient.filter((f) => f.type === PUBACK).map((f) => f.body.readUInt16BE(0))).toEqual([decodePublish(delivered, true).id])
+  })
+
+  // Issue 7's acceptance for the Python client: the C client's stream test, with publish_stream.
+  it('proto=5 publish_stream into a stream, cut after a PUBLISH and after a swallowed PUBACK: each message stored exactly once, in order; the resends count as duplicates', async () => {
+    const N = 30
+    const topic = `fw/${tag}/stream`
+    const s = await startStreamServer()
+    // "7": cut right after its PUBLISH reached the server; "19": PUBACK swallowed, then cut.
+    const p = await proxy(cutPlan({ cutAfter: ['7'], dropAckOf: ['19'] }), s.srv.mqttPort)
+    const sub = await connectClient(s.srv.mqttUrl)
+    await sub.client.subscribeAsync(topic, { qos: 1 })
+    const res = await py(join(EXAMPLES, 'pub.py'), '127.0.0.1', String(p.port), topic, String(N), '1', '5')
+    expect(res.code, res.stderr).toBe(0)
+    expect(res.stderr).toContain(`published ${N} reconnects 2`)
+    const pubs = clientPublishes(p)
+    const firsts = pubs.filter((x) => !x.dup)
+    expect(firsts.map((x) => x.payload)).toEqual(payloads(N))
+    const ids = firsts.map((x) => x.userProps['msg-id'])
+    expect(ids.every((id, i) => new RegExp(`^eb-pypub-\\d+-${i}$`).test(id ?? ''))).toBe(true)
+    // one resend each, first on the new connection, with the msg-id of the first send
+    expect(pubs.filter((x) => x.dup).map((x) => [x.conn, x.payload, x.userProps['msg-id']])).toEqual([[1, '7', ids[7]], [2, '19', ids[19]]])
+    expect(await s.state()).toMatchObject({ messages: N, stored: N, duplicates: 2, lastSeq: N })
+    // a plain subscriber is not deduplicated: at most one extra copy per cut
+    await waitForPayloads(sub, N)
+    expect(sub.messages.length).toBeLessThanOrEqual(N + 2)
+    const recs = await s.records()
+    expect(recs.map((r) => r.seq)).toEqual(payloads(N).map((i) => Number(i) + 1))
+    expect(recs.map((r) => r.payload)).toEqual(payloads(N))
+    expect(recs.map((r) => r.msgId)).toEqual(ids)
   })
 
   it('check_msg sends PINGREQ at 3/4 of the keepalive and reads the PINGRESP', async () => {

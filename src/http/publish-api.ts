@@ -1,0 +1,58 @@
+import { isUtf8 } from 'node:buffer'
+import type { IncomingMessage } from 'node:http'
+import { EdgebusError, isEdgebusError } from '../core/errors.ts'
+import type { MqttBroker } from '../mqtt/broker.ts'
+import { MSG_ID_PROPERTY } from '../stream/stream.ts'
+import { toMqttTopic } from '../subjects/mqtt-map.ts'
+import { sendJson, statusOf, type HttpFront } from './server.ts'
+
+/**
+ * POST /api/publish/<subject>: the body is the payload. `?qos=0|1|2` (default 1) and `?retain=1`;
+ * a `Msg-Id` header is the stream dedupe id, `Content-Type` the MQTT 5 content type. The answer
+ * names every stream that stored the message, with its sequence, once they hold it — so webhooks
+ * and scripts get the same promise as a QoS 1 publisher.
+ */
+export function mountPublishApi(http: HttpFront, broker: MqttBroker): void {
+  http.prefix('/api/publish', async (req, res, url) => {
+    if (req.method !== 'POST') throw new EdgebusError('EHTTP_METHOD', `use POST to publish (got ${req.method ?? '?'})`)
+    const raw = decodeURIComponent(url.pathname.slice('/api/publish/'.length))
+    if (raw === '') throw new EdgebusError('ESUBJECT_INVALID', 'POST /api/publish/<subject>: the subject is missing')
+    const subject = toMqttTopic(raw)
+    const qos = Number(url.searchParams.get('qos') ?? 1)
+    if (qos !== 0 && qos !== 1 && qos !== 2) throw new EdgebusError('EUSAGE', `qos=${url.searchParams.get('qos') ?? ''} is not valid: use 0, 1 or 2`)
+    const retain = ['1', 'true'].includes(url.searchParams.get('retain') ?? '')
+    const payload = await readBody(req, broker.limits.maxPacketSize)
+    const properties: Record<string, unknown> = {}
+    const msgId = req.headers['msg-id']
+    if (typeof msgId === 'string' && msgId !== '') properties.userProperties = { [MSG_ID_PROPERTY]: msgId }
+    const type = req.headers['content-type']
+    if (typeof type === 'string' && type !== '') properties.contentType = type
+    const results = await broker.publish(subject, payload, { qos: qos as 0 | 1 | 2, retain, ...(Object.keys(properties).length > 0 ? { properties } : {}) })
+    const stored = results.map(({ stream, result }) => result.status === 'fulfilled'
+      ? { stream, seq: (result.value as { seq: number }).seq, duplicate: (result.value as { duplicate: boolean }).duplicate }
+      : { stream, error: errorOf(result.reason) })
+    const refused = stored.find((s) => 'error' in s) as { error: { code: string } } | undefined
+    const status = refused === undefined ? 200 : refused.error.code === 'ESTREAM_LIMIT' ? 507 : statusOf(refused.error.code as never)
+    sendJson(res, status, { subject, stored })
+  })
+}
+
+function errorOf(err: unknown): { code: string; message: string } {
+  return isEdgebusError(err) ? { code: err.code, message: err.message } : { code: 'EJOURNAL_IO', message: String((err as Error)?.message ?? err) }
+}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length
+    if (size > limit) throw new EdgebusError('EPACKET_TOO_LARGE', `the message is over the server's maximum packet size (${limit} bytes)`)
+    chunks.push(chunk as Buffer)
+  }
+  return Buffer.concat(chunks)
+}
+
+/** A payload as JSON carries it: text when it is UTF-8, base64 otherwise. */
+export function payloadField(payload: Buffer): { payload: string } | { payload_base64: string } {
+  return isUtf8(payload) ? { payload: payload.toString('utf8') } : { payload_base64: payload.toString('base64') }
+}

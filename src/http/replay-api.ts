@@ -1,0 +1,134 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { EdgebusError } from '../core/errors.ts'
+import type { FollowedRecord, Stream } from '../stream/stream.ts'
+import type { StoredRecord } from '../stream/record.ts'
+import { toMqttFilter } from '../subjects/mqtt-map.ts'
+import { topicMatchesFilter } from '../subjects/topic.ts'
+import { payloadField } from './publish-api.ts'
+
+/** Lines are gathered into chunks of about this size: one write per chunk, not per message. */
+const CHUNK_BYTES = 64 * 1024
+const DEFAULT_LIMIT = 1000
+const SSE_HEARTBEAT_MS = 15_000
+
+export interface ReplayQuery {
+  fromSeq: number
+  filter: string | null
+  /** Most messages to send (0 = no limit; with follow, history is unlimited by default). */
+  limit: number
+  follow: boolean
+}
+
+/**
+ * Where a replay starts, from the query: `from_seq`, `from_time` (ISO 8601 or ms since the
+ * epoch), `last=N` (the last N messages); the first message when none is given. An SSE client
+ * that reconnects with Last-Event-ID resumes right after it.
+ */
+export function parseReplayQuery(url: URL, stream: Stream, lastEventId: string | undefined): ReplayQuery {
+  const q = url.searchParams
+  const bad = (key: string, fix: string): never => {
+    throw new EdgebusError('EUSAGE', `${key}=${q.get(key) ?? ''} is not valid: ${fix}`)
+  }
+  const j = stream.journal
+  let fromSeq = j.firstSeq
+  if (lastEventId !== undefined && /^\d+$/.test(lastEventId)) fromSeq = Number(lastEventId) + 1
+  else if (q.has('from_seq')) {
+    const n = Number(q.get('from_seq'))
+    if (!Number.isSafeInteger(n) || n < 0) bad('from_seq', 'use a sequence number')
+    fromSeq = n
+  } else if (q.has('from_time')) {
+    const raw = q.get('from_time') as string
+    const ms = /^\d+$/.test(raw) ? Number(raw) : Date.parse(raw)
+    if (!Number.isFinite(ms)) bad('from_time', 'use an ISO 8601 time or milliseconds since 1970')
+    fromSeq = j.seqForTime(ms)
+  } else if (q.has('last')) {
+    const n = Number(q.get('last'))
+    if (!Number.isSafeInteger(n) || n < 0) bad('last', 'use a number of messages')
+    fromSeq = Math.max(j.firstSeq, j.lastSeq - n + 1)
+  }
+  const filter = q.has('filter') ? toMqttFilter(q.get('filter') as string) : null
+  const follow = ['1', 'true'].includes(q.get('follow') ?? '')
+  let limit = follow ? 0 : DEFAULT_LIMIT
+  if (q.has('limit')) {
+    const n = Number(q.get('limit'))
+    if (!Number.isSafeInteger(n) || n < 0) bad('limit', 'use a number of messages, 0 for no limit')
+    limit = n
+  }
+  return { fromSeq, filter, limit, follow }
+}
+
+function recordJson(seq: number, timestamp: number, subject: string, payload: Buffer, rec: StoredRecord | null): string {
+  const h = rec?.headers
+  return JSON.stringify({
+    seq,
+    time: new Date(timestamp).toISOString(),
+    subject,
+    ...payloadField(payload),
+    ...(h?.contentType !== undefined ? { contentType: h.contentType } : {}),
+    ...(h?.userProperties !== undefined ? { userProperties: h.userProperties } : {}),
+  })
+}
+
+/**
+ * GET /api/streams/<name>/messages: the stream's messages as NDJSON (one JSON object per line),
+ * or with follow=1 as Server-Sent Events that go on with new messages as they are stored.
+ */
+export async function replay(req: IncomingMessage, res: ServerResponse, url: URL, stream: Stream): Promise<void> {
+  const lastEventId = req.headers['last-event-id']
+  const q = parseReplayQuery(url, stream, typeof lastEventId === 'string' ? lastEventId : undefined)
+  const sse = q.follow
+  res.writeHead(200, {
+    'content-type': sse ? 'text/event-stream' : 'application/x-ndjson',
+    'cache-control': 'no-store',
+    ...(sse ? { connection: 'keep-alive' } : {}),
+  })
+  let closed = false
+  req.once('close', () => { closed = true })
+  const frame = (seq: number, json: string): string => (sse ? `id: ${seq}\ndata: ${json}\n\n` : json + '\n')
+
+  // follow: listen before reading history, so nothing stored meanwhile is missed
+  const live: FollowedRecord[] = []
+  let liveDirect: ((r: FollowedRecord) => void) | null = null
+  const unfollow = sse ? stream.follow((r) => (liveDirect ? liveDirect(r) : live.push(r))) : null
+
+  let sent = 0
+  let lastSeq = q.fromSeq - 1
+  let chunk = ''
+  const flush = async (): Promise<void> => {
+    if (chunk === '') return
+    const ok = res.write(chunk)
+    chunk = ''
+    if (!ok) await new Promise<void>((resolve) => { res.once('drain', resolve); res.once('close', resolve) })
+  }
+  try {
+    for await (const rec of stream.journal.iterateAsync(q.fromSeq)) {
+      if (closed) return
+      lastSeq = rec.seq
+      if (q.filter !== null && !topicMatchesFilter(rec.subject, q.filter)) continue
+      chunk += frame(rec.seq, recordJson(rec.seq, rec.timestamp, rec.subject, rec.payload, rec))
+      if (++sent === q.limit) break
+      if (chunk.length >= CHUNK_BYTES) await flush()
+    }
+    await flush()
+    if (!sse || closed || (q.limit > 0 && sent >= q.limit)) {
+      unfollow?.()
+      res.end()
+      return
+    }
+    // caught up: what came in meanwhile, then live
+    const send = (r: FollowedRecord): void => {
+      if (r.seq <= lastSeq || closed || res.writableEnded) return
+      lastSeq = r.seq
+      if (q.filter !== null && !topicMatchesFilter(r.subject, q.filter)) return
+      res.write(frame(r.seq, recordJson(r.seq, r.timestamp, r.subject, r.payload, null)))
+      if (q.limit > 0 && ++sent >= q.limit) { unfollow?.(); res.end() }
+    }
+    const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), SSE_HEARTBEAT_MS)
+    res.once('close', () => { clearInterval(heartbeat); unfollow?.() })
+    for (const r of live) send(r)
+    liveDirect = send
+  } catch (err) {
+    unfollow?.()
+    throw err
+  }
+}
