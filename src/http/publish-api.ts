@@ -1,10 +1,9 @@
 import { isUtf8 } from 'node:buffer'
-import type { IncomingMessage } from 'node:http'
 import { EdgebusError, isEdgebusError } from '../core/errors.ts'
 import type { MqttBroker } from '../mqtt/broker.ts'
 import { MSG_ID_PROPERTY } from '../stream/stream.ts'
 import { toMqttTopic } from '../subjects/mqtt-map.ts'
-import { sendJson, statusOf, type HttpFront } from './server.ts'
+import { readBody, sendJson, statusOf, type HttpFront } from './server.ts'
 
 /**
  * POST /api/publish/<subject>: the body is the payload. `?qos=0|1|2` (default 1) and `?retain=1`;
@@ -21,7 +20,7 @@ export function mountPublishApi(http: HttpFront, broker: MqttBroker): void {
     const qos = Number(url.searchParams.get('qos') ?? 1)
     if (qos !== 0 && qos !== 1 && qos !== 2) throw new EdgebusError('EUSAGE', `qos=${url.searchParams.get('qos') ?? ''} is not valid: use 0, 1 or 2`)
     const retain = ['1', 'true'].includes(url.searchParams.get('retain') ?? '')
-    const payload = await readBody(req, broker.limits.maxPacketSize)
+    const payload = await readBody(req, broker.limits.maxPacketSize, 'EPACKET_TOO_LARGE')
     const properties: Record<string, unknown> = {}
     const msgId = req.headers['msg-id']
     if (typeof msgId === 'string' && msgId !== '') properties.userProperties = { [MSG_ID_PROPERTY]: msgId }
@@ -39,17 +38,6 @@ export function mountPublishApi(http: HttpFront, broker: MqttBroker): void {
 
 function errorOf(err: unknown): { code: string; message: string } {
   return isEdgebusError(err) ? { code: err.code, message: err.message } : { code: 'EJOURNAL_IO', message: String((err as Error)?.message ?? err) }
-}
-
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length
-    if (size > limit) throw new EdgebusError('EPACKET_TOO_LARGE', `the message is over the server's maximum packet size (${limit} bytes)`)
-    chunks.push(chunk as Buffer)
-  }
-  return Buffer.concat(chunks)
 }
 
 /** A payload as JSON carries it: text when it is UTF-8, base64 otherwise. */

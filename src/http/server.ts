@@ -91,16 +91,21 @@ export function statusOf(code: ErrorCode): number {
   return 400
 }
 
-/** Reads a JSON request body (at most `limit` bytes); EHTTP_BODY when it is too large or not JSON. */
-export async function readJsonBody(req: IncomingMessage, limit = 1024 * 1024): Promise<unknown> {
+/** Reads a request body of at most `limit` bytes (`tooLarge` is the error code past it). */
+export async function readBody(req: IncomingMessage, limit: number, tooLarge: 'EHTTP_BODY' | 'EPACKET_TOO_LARGE' = 'EHTTP_BODY'): Promise<Buffer> {
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of req) {
     size += (chunk as Buffer).length
-    if (size > limit) throw new EdgebusError('EHTTP_BODY', `request body is over ${limit} bytes`)
+    if (size > limit) throw new EdgebusError(tooLarge, `the request body is over ${limit} bytes`)
     chunks.push(chunk as Buffer)
   }
-  const text = Buffer.concat(chunks).toString('utf8')
+  return Buffer.concat(chunks)
+}
+
+/** Reads a JSON request body (at most `limit` bytes); EHTTP_BODY when it is too large or not JSON. */
+export async function readJsonBody(req: IncomingMessage, limit = 1024 * 1024): Promise<unknown> {
+  const text = (await readBody(req, limit)).toString('utf8')
   if (text.trim() === '') return {}
   try {
     return JSON.parse(text)
