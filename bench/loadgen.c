@@ -12,6 +12,10 @@
  * stderr; in `conns` mode the line "loadgen: ready N" is written to stderr once
  * every connection has its CONNACK (the harness samples broker RSS then).
  *
+ * Topics: publisher p writes to bench/p (fanin, qos1) or bench/0 (fanout, latency); with
+ * -T N to bench/p/<seq % N>, the number zero-padded so all of p's packets have one length
+ * (the retained-store churn of the 'retained' scenario, together with -R for the RETAIN bit).
+ *
  * Payload layout (little endian, rest of the payload is filler):
  *   [0..3]  publisher number   [4..11] sequence number   [12..19] send time, CLOCK_MONOTONIC ns
  *
@@ -84,6 +88,7 @@ typedef struct client {
     int pub_no;
     uint8_t *prefix; /* fixed header + topic of this publisher's PUBLISH */
     size_t prefix_len, pkt_len;
+    size_t spread_at;  /* -T: offset in prefix of the zero-padded topic number */
     uint64_t sent, acked;
     uint16_t pkid;
     uint64_t written_off;     /* QoS 0: messages presumed dropped by the broker */
@@ -104,6 +109,9 @@ static long coalesce_ns = -1;
 static int max_pending = 64; /* conns: handshakes in flight; below listen backlogs (mosquitto: 100) so no SYN is dropped */
 static int broker_pid = 0;
 static const char *topic_base = "bench";
+static bool retain_flag;  /* -R: PUBLISH with the RETAIN bit */
+static int spread;        /* -T N: publisher p publishes to <base>/<p>/<seq % N> */
+static int spread_digits; /* width of the zero-padded topic number (N - 1) */
 
 /* ---------- state ---------- */
 static int epfd = -1, timer_fd = -1;
@@ -304,7 +312,9 @@ static void send_connect(client_t *c) {
 static void send_subscribe(client_t *c) {
     uint8_t body[300];
     char filter[200];
-    if (scn == FANIN || scn == QOS1)
+    if ((scn == FANIN || scn == QOS1) && spread)
+        snprintf(filter, sizeof filter, "%s/+/+", topic_base);
+    else if (scn == FANIN || scn == QOS1)
         snprintf(filter, sizeof filter, "%s/+", topic_base);
     else
         snprintf(filter, sizeof filter, "%s/0", topic_base);
@@ -321,15 +331,21 @@ static void send_subscribe(client_t *c) {
 static void make_prefix(client_t *c) {
     char t[200];
     int topic_no = (scn == FANIN || scn == QOS1) ? c->pub_no : 0;
-    snprintf(t, sizeof t, "%s/%d", topic_base, topic_no);
+    /* with -T the topic ends in a zero-padded number (bench/3/0042), so every packet of
+       a publisher has the same length and only those digits change per message */
+    if (spread)
+        snprintf(t, sizeof t, "%s/%d/%0*d", topic_base, topic_no, spread_digits, 0);
+    else
+        snprintf(t, sizeof t, "%s/%d", topic_base, topic_no);
     int qos = scn == QOS1 ? 1 : 0;
     size_t rl = 2 + strlen(t) + (qos ? 2 : 0) + (size_t)payload;
     c->prefix = malloc(16 + strlen(t));
     size_t n = 0;
-    c->prefix[n++] = (uint8_t)(0x30 | (qos << 1));
+    c->prefix[n++] = (uint8_t)(0x30 | (qos << 1) | (retain_flag ? 1 : 0));
     n += put_varint(c->prefix + n, rl);
     n += put_utf8(c->prefix + n, t);
     c->prefix_len = n;
+    c->spread_at = n - (size_t)spread_digits;
     c->pkt_len = n + (qos ? 2 : 0) + (size_t)payload;
 }
 
@@ -344,6 +360,11 @@ static void encode_publishes(client_t *c, uint64_t k, uint64_t ts) {
     bool qos1 = scn == QOS1;
     for (uint64_t i = 0; i < k; i++) {
         memcpy(d, c->prefix, c->prefix_len);
+        if (spread) {
+            /* write seq % N right-aligned into the zero-padded digits */
+            uint64_t v = c->sent % (uint64_t)spread;
+            for (int j = spread_digits - 1; j >= 0; j--, v /= 10) d[c->spread_at + (size_t)j] = (uint8_t)('0' + v % 10);
+        }
         d += c->prefix_len;
         if (qos1) {
             if (++c->pkid == 0) c->pkid = 1;
@@ -673,6 +694,9 @@ static void usage(void) {
           "  -w SECONDS  warmup before measuring                   1\n"
           "  -k SECONDS  MQTT keepalive (conns 0, others 60)\n"
           "  -t TOPIC    topic prefix                              bench\n"
+          "  -R          set the RETAIN flag on every PUBLISH\n"
+          "  -T N        fanin/qos1: publisher p writes to TOPIC/p/<seq % N> (zero-padded),\n"
+          "              N distinct topics per publisher instead of TOPIC/p   off\n"
           "  -b PID      broker pid: report its CPU time over the measured window\n"
           "  -C USEC     nap while all publishers wait, to read in bulk; 0 = off  50\n",
           stderr);
@@ -687,7 +711,7 @@ int main(int argc, char **argv) {
     if (found < 0) usage();
     scn = (enum scenario)found;
     optind = 2;
-    for (int o; (o = getopt(argc, argv, "h:p:n:s:c:m:B:W:Q:F:r:d:w:k:t:b:C:A:")) != -1;) {
+    for (int o; (o = getopt(argc, argv, "h:p:n:s:c:m:B:W:Q:F:r:d:w:k:t:b:C:A:RT:")) != -1;) {
         switch (o) {
         case 'h': host = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -707,6 +731,8 @@ int main(int argc, char **argv) {
         case 'b': broker_pid = atoi(optarg); break;
         case 'C': coalesce_ns = (long)(atof(optarg) * 1000); break;
         case 'A': max_pending = atoi(optarg) > 0 ? atoi(optarg) : 1; break;
+        case 'R': retain_flag = true; break;
+        case 'T': spread = atoi(optarg); break;
         default: usage();
         }
     }
@@ -718,6 +744,10 @@ int main(int argc, char **argv) {
     if (quantum < 1) quantum = 1;
     if (quantum > window) quantum = window;
     if (rate <= 0) fail("rate must be positive");
+    if (spread < 0 || spread > 100000000) fail("-T wants 1 .. 100000000 topics per publisher");
+    if (spread && scn != FANIN && scn != QOS1) fail("-T applies to fanin and qos1 only");
+    for (int v = spread > 1 ? spread - 1 : 1; v > 0; v /= 10) spread_digits++;
+    if (!spread) spread_digits = 0;
     if (keepalive < 0) keepalive = scn == CONNS ? 0 : 60;
     if (coalesce_ns < 0) coalesce_ns = 50000;
     if (coalesce_ns > 999999) coalesce_ns = 999999;
@@ -912,11 +942,12 @@ int main(int argc, char **argv) {
         uint64_t ms = sent1 - sent0, mr = recv1 - recv0, ma = acked1 - acked0;
         uint64_t gaps = 0, reord = 0;
         for (int s = 0; s < nsub; s++) { gaps += subs[s]->gaps; reord += subs[s]->reordered; }
+        printf(",\"retain\":%s,\"topics_per_pub\":%d", retain_flag ? "true" : "false", spread ? spread : 1);
         printf(",\"qos\":%d,\"flow_window\":%d,\"qos1_window\":%d,\"qos1_quantum\":%d,\"sent\":%llu,\"received\":%llu,\"acked\":%llu,"
                "\"sent_per_s\":%.0f,\"recv_per_s\":%.0f,\"acks_per_s\":%.0f,"
-               "\"total_sent\":%llu,\"total_received\":%llu,\"missing\":%lld,\"gaps\":%llu,\"reordered\":%llu,\"written_off\":%llu",
+               "\"total_sent\":%llu,\"total_acked\":%llu,\"total_received\":%llu,\"missing\":%lld,\"gaps\":%llu,\"reordered\":%llu,\"written_off\":%llu",
                scn == QOS1, flow, window, quantum, (unsigned long long)ms, (unsigned long long)mr, (unsigned long long)ma,
-               ms / dur, mr / dur, ma / dur, (unsigned long long)tot_sent, (unsigned long long)tot_recv,
+               ms / dur, mr / dur, ma / dur, (unsigned long long)tot_sent, (unsigned long long)tot_acked, (unsigned long long)tot_recv,
                (long long)(tot_sent * (uint64_t)nsub) - (long long)tot_recv, (unsigned long long)gaps,
                (unsigned long long)reord, (unsigned long long)tot_written_off);
         printf(",\"gen_cpu_s\":%.3f,\"gen_cpu_pct\":%.1f,\"gen_syscalls\":{\"epoll_wait\":%llu,\"recv\":%llu,\"send\":%llu,\"nap\":%llu}",

@@ -39,7 +39,10 @@ const HELP = `usage: node bench/run.mjs [options]       (npm run bench -- [optio
   --broker-cpu N       CPU for the broker (default 0)
   --loadgen-cpu N      CPU for the generator (default 1)
   --edgebus-args "..." extra arguments for 'edgebus serve'
-  --max-minutes M      stop starting new runs after M minutes (default 14, quick 3)
+  --mosquitto-autosave S  autosave_interval for the persistent Mosquitto of 'retained' and
+                       'offline-queue' (default: Mosquitto's own, 1800 s)
+  --max-minutes M      stop starting new runs after M minutes (default 14, quick 3;
+                       a plan estimated longer than that: its estimate + 20 %)
   --out DIR            results directory (default bench/results)
   --dry-run            print the plan and the time estimate, run nothing`;
 
@@ -71,7 +74,7 @@ try {
 }
 if (opts.help) { console.log(HELP); process.exit(0); }
 const known = new Set(['quick', 'reps', 'only', 'brokers', 'nats', 'payload', 'duration', 'warmup', 'conns', 'rate', 'batch', 'no-b1', 'dry-run',
-  'broker-cpu', 'loadgen-cpu', 'edgebus-args', 'max-minutes', 'out', 'help']);
+  'broker-cpu', 'loadgen-cpu', 'edgebus-args', 'mosquitto-autosave', 'max-minutes', 'out', 'help']);
 for (const k of Object.keys(opts)) if (!known.has(k)) { console.error(`bench: unknown option --${k}\n${HELP}`); process.exit(1); }
 
 const quick = !!opts.quick;
@@ -96,6 +99,7 @@ const ctx = {
   brokerCpu: ncpu >= 2 ? numOpt('broker-cpu', 0) : null,
   loadgenCpu: ncpu >= 2 ? numOpt('loadgen-cpu', 1) : null,
   edgebusArgs: opts['edgebus-args'] ? String(opts['edgebus-args']).split(/\s+/).filter(Boolean) : [],
+  mosquittoAutosave: opts['mosquitto-autosave'] === undefined ? null : Math.max(1, Math.round(numOpt('mosquitto-autosave', 0))),
   maxMinutes: numOpt('max-minutes', quick ? 3 : 14),
   outDir: opts.out ? path.resolve(opts.out) : path.join(benchDir, 'results'),
 };
@@ -166,10 +170,16 @@ const applicable = (sc) => brokers.filter((b) => !sc.brokers || sc.brokers.inclu
 const totalRuns = variants.reduce((n, v) => n + applicable(v.scenario).length * ctx.reps, 0);
 // rough: ~1 s per run for start, drain and stop; Node brokers accept ~1k connections/s here
 const estimate = variants.reduce((s, v) => s + applicable(v.scenario).reduce((t, b) => {
-  if (v.scenario.name !== 'conns') return t + ctx.warmup + ctx.duration + 1;
+  if (v.scenario.name !== 'conns') return t + ctx.warmup + ctx.duration + 1 + (v.scenario.extraSeconds || 0);
   const rate = ['mosquitto', 'nats'].includes(b.name) ? 5000 : 1000;
   return t + 4 + ctx.conns / rate + (quick ? 2.2 : 3);
 }, 0) * ctx.reps, 0);
+// --max-minutes is a safety net for the default plan (about 13 min); a bigger plan (--nats,
+// more --reps, longer --duration) gets 20 % over its estimate unless --max-minutes is given
+if (opts['max-minutes'] === undefined && estimate / 60 > ctx.maxMinutes) {
+  ctx.maxMinutes = Math.ceil((estimate / 60) * 1.2);
+  log(`bench: the plan is longer than the default --max-minutes; stopping new runs after ${ctx.maxMinutes} min instead`);
+}
 log(`bench: ${variants.length} scenario rows x ${brokers.map((b) => b.name).join(', ')} x ${ctx.reps} rep(s) = ${totalRuns} runs, about ${Math.ceil(estimate / 60)} min`);
 if (opts['dry-run']) {
   for (const v of variants) log(`  ${v.key}: loadgen ${v.scenario.loadgen(ctx).join(' ')} -B ${v.batch} on ${applicable(v.scenario).map((b) => b.name).join(', ')}`);
@@ -194,7 +204,7 @@ async function startBroker(def, options) {
   };
   child.stdout.on('data', keep); // always drained: a full pipe would stall the broker
   child.stderr.on('data', keep);
-  const handle = { name: def.name, pid: child.pid, port: prep.mqttPort, child, tmpDir, tail };
+  const handle = { name: def.name, pid: child.pid, port: prep.mqttPort, natsPort: prep.natsPort, child, tmpDir, tail };
   try {
     await waitForPort('127.0.0.1', prep.mqttPort, child, 20000);
   } catch (err) {
@@ -257,7 +267,7 @@ for (const v of variants) {
         const cpuAfter = cpuSeconds(h.pid);
         if (cpuBefore !== null && cpuAfter !== null) {
           rec.broker_cpu_s_whole_run = +(cpuAfter - cpuBefore).toFixed(2);
-          const work = sc.name === 'qos1' ? result.total_sent : result.total_received;
+          const work = result.qos === 1 ? result.total_sent : result.total_received; // QoS 1 rows count PUBACKs
           if (work) rec.broker_cpu_s_per_M_whole_run = +((cpuAfter - cpuBefore) / (work / 1e6)).toFixed(3);
         }
         if (!isAlive(h.child)) {
@@ -280,7 +290,7 @@ for (const v of variants) {
 }
 
 // ---------- aggregate ----------
-const ran = brokers.map((b) => b.name);
+const ran = brokers.map((b) => b.name).filter((n) => runs.some((r) => r.broker === n)); // columns: brokers that ran
 const rows = [];
 const saturation = [];
 const cellStats = (vals, errors) => ({
@@ -336,13 +346,22 @@ for (const v of variants) {
 for (const r of runs) {
   if (!r.ok) notes.push(`${r.row} rep ${r.rep} on ${r.broker} failed: ${r.error}`);
   else if (r.result?.warning) notes.push(`${r.row} rep ${r.rep} on ${r.broker}: ${r.result.warning}`);
-  else if (r.result?.missing > 0 && r.scenario !== 'qos1') {
+  else if (r.result?.missing > 0 && r.result.qos !== 1) {
     const lost = r.result.gaps || 0;
     notes.push(`${r.row} rep ${r.rep} on ${r.broker}: ${r.result.missing} QoS 0 deliveries not received when the run ended` +
       (lost ? ` (${lost} skipped in sequence, i.e. dropped by the broker)` : ' (no sequence gaps: still in flight after the drain, not dropped)'));
   }
 }
 
+// what a run found out besides its numbers (e.g. how many messages nats' stream holds), then
+// the scenarios' own caveats (what each broker keeps, what its acknowledgement means)
+for (const r of runs) for (const n of r.result?.notes || []) notes.push(`${r.row} rep ${r.rep} on ${r.broker}: ${n}`);
+for (const sc of scenarios) {
+  if (!sc.notes) continue;
+  const on = ran.filter((b) => !sc.brokers || sc.brokers.includes(b));
+  const mine = runs.filter((r) => r.scenario === sc.name);
+  if (mine.length) for (const n of sc.notes(ctx, on, mine)) notes.push(`${sc.name}: ${n}`);
+}
 const labels = Object.fromEntries(Object.entries(brokerInfo).map(([k, v]) => [k, v.label]));
 const elapsed = (Date.now() - started) / 1000;
 const meta = [

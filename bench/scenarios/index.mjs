@@ -10,16 +10,23 @@
 //   run          optional async (ctx, broker, { batch, scenario }) => result   replaces the default
 //                "start loadgen, parse its JSON line" runner (see conns below)
 //   brokerOptions optional (brokerName, ctx) => options passed to the broker's prepare()
-//                (e.g. { config: '/tmp/x.json' } -> edgebus --config FILE)
+//                (e.g. { config: '/tmp/x.json' } -> edgebus --config FILE; see brokers/index.mjs)
 //   metrics      [{ id, label, unit, better: 'higher'|'lower', group?: 'resources',
 //                   value: (result) => number|null }]
+//   notes        optional (ctx, brokerNames) => [string]: caveats added to the table's notes
+//                when the scenario ran (what each broker keeps, what its ack means)
+//   extraSeconds optional: seconds per run on top of warmup + duration, for the time estimate
 //
-// Later scenarios (journaled QoS 1 per fsync policy, replay, ...) are added by
-// appending to SCENARIOS.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+// A run() result may carry notes: [string]; they are added to the table's notes, prefixed
+// with the row, repetition and broker.
+//
+// Scenarios run in this order; new throughput scenarios go before 'conns'.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runLoadgen } from '../lib/loadgen.mjs';
+import { createOfflineSession } from '../lib/mqtt-session.mjs';
+import { createStream, streamInfo } from '../lib/nats-js.mjs';
 import { rssKb, sleep } from '../lib/proc.mjs';
 
 const num = (v) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : null);
@@ -62,15 +69,61 @@ export const SCENARIOS = [
   },
   // Journaled QoS 1 (issue 3): the same load as 'qos1', with a stream capturing bench/# under each
   // fsync policy; edgebus acknowledges only once the journal holds the message. Mosquitto's QoS 1
-  // (in memory, no journal) is the comparison the issue asks for.
+  // (in memory, no journal) is the comparison the issue asks for; with --nats, nats-server gets a
+  // JetStream file-store stream on bench.> (created over the NATS protocol before the load).
   ...['batch', 'always', 'none'].map((fsync) => ({
     name: `stream-${fsync}`,
-    title: `Journaled QoS 1, fsync ${fsync}: 8 publishers, 64 in flight, a stream capturing bench/# (Mosquitto: plain QoS 1 in memory)`,
-    brokers: ['edgebus', 'mosquitto'],
+    title: `Journaled QoS 1, fsync ${fsync}: 8 publishers, 64 in flight, a stream capturing bench/# ` +
+      '(Mosquitto: plain QoS 1 in memory; nats: JetStream file-store stream on bench.>)',
+    brokers: ['edgebus', 'mosquitto', 'nats'],
     loadgen: () => ['qos1', '-n', '8', '-W', '64'],
     brokerOptions: (broker) => (broker === 'edgebus' ? { config: streamConfig(fsync) } : {}),
+    run: runStream,
     metrics: [{ id: 'rate', label: `journaled QoS 1 (${fsync})`, unit: 'PUBACKs/s', better: 'higher', value: (r) => num(r.acks_per_s) }],
+    notes: natsStreamNotes,
   })),
+  // Cost of persistence (issue 5): retained messages and offline session queues, edgebus with its
+  // data dir (the default: kept in <dataDir>/mqtt) against Mosquitto with `persistence true`.
+  {
+    name: 'retained',
+    title: 'Retained QoS 1: 8 publishers, 64 in flight, RETAIN set, each over 1,000 topics (bench/<p>/<n % 1000>): the retained store churns',
+    // bare aedes (in memory) left out to keep --quick under 2 minutes; add it here to compare
+    brokers: ['edgebus', 'mosquitto'],
+    loadgen: () => ['qos1', '-n', '8', '-W', '64', '-R', '-T', '1000'],
+    brokerOptions: (broker) => (broker === 'mosquitto' ? { persistence: true } : {}),
+    metrics: [{ id: 'rate', label: 'retained QoS 1 (8,000 topics)', unit: 'PUBACKs/s', better: 'higher', value: (r) => num(r.acks_per_s) }],
+    notes: (ctx, on) => [
+      'each message replaces the retained message of its topic; 8,000 topics stay retained. ' + [
+        on.includes('edgebus') && `edgebus: ${edgebusStoreNote(ctx, 'retained messages')}`,
+        on.includes('mosquitto') && `mosquitto: persistence true, ${mosquittoPersistenceNote(ctx)}`,
+      ].filter(Boolean).join('; '),
+    ],
+  },
+  {
+    name: 'offline-queue',
+    title: 'QoS 1 queued for an offline session: a persistent session (clean session 0) subscribed to bench/# at QoS 1, ' +
+      'disconnected before the load; 8 publishers, 64 in flight',
+    brokers: ['edgebus', 'mosquitto'],
+    loadgen: () => ['qos1', '-n', '8', '-W', '64'],
+    brokerOptions: (broker) => {
+      if (broker === 'edgebus') return { config: configFile('offline-queue.json', { sessions: { maxQueuedMessages: EDGEBUS_MAX_QUEUED } }) };
+      if (broker === 'mosquitto') return { persistence: true, maxQueuedMessages: 0 };
+      return {};
+    },
+    run: runOfflineQueue,
+    extraSeconds: 0.5,
+    metrics: [{ id: 'rate', label: 'QoS 1 queued for an offline session', unit: 'PUBACKs/s', better: 'higher', value: (r) => num(r.acks_per_s) }],
+    notes: (ctx, on) => [
+      'what each broker keeps for the offline session: ' + [
+        on.includes('edgebus') && (edgebusPersistenceOverridden(ctx)
+          ? `edgebus: ${edgebusStoreNote(ctx)}`
+          : `edgebus: the newest ${EDGEBUS_MAX_QUEUED.toLocaleString('en-US')} messages ` +
+            '(sessions.maxQueuedMessages, the largest value its config accepts), dropping the oldest: once the queue is full ' +
+            `(about a second into the run at these rates) every publish is an enqueue plus a drop; ${edgebusStoreNote(ctx, 'the queue')}`),
+        on.includes('mosquitto') && `mosquitto: every message (max_queued_messages 0), in memory; persistence true, ${mosquittoPersistenceNote(ctx)}`,
+      ].filter(Boolean).join('; '),
+    ],
+  },
   {
     name: 'conns',
     title: 'Idle connections: CONNECT (keepalive 0) + CONNACK, held; broker RSS before/after',
@@ -124,10 +177,98 @@ async function runConns(ctx, broker, { batch, scenario }) {
   };
 }
 
+/** The largest sessions.maxQueuedMessages edgebus accepts (a config 'count': 1 .. 65535). */
+const EDGEBUS_MAX_QUEUED = 65535;
+
+let confDir = null;
+/** Write an edgebus config file into one temp dir for this harness run (removed at exit). */
+function configFile(name, config) {
+  if (!confDir) {
+    confDir = mkdtempSync(path.join(tmpdir(), 'edgebus-bench-conf-'));
+    process.on('exit', () => { try { rmSync(confDir, { recursive: true, force: true }); } catch { /* best effort */ } });
+  }
+  const file = path.join(confDir, name);
+  writeFileSync(file, JSON.stringify(config));
+  return file;
+}
+
 /** An edgebus config file with one stream on bench/# (the data dir is the broker's temp dir). */
 function streamConfig(fsync) {
-  const dir = mkdtempSync(path.join(tmpdir(), 'edgebus-bench-stream-'));
-  const file = path.join(dir, `stream-${fsync}.json`);
-  writeFileSync(file, JSON.stringify({ streams: [{ name: 'bench', subjects: ['bench/#'], fsync }] }));
-  return file;
+  return configFile(`stream-${fsync}.json`, { streams: [{ name: 'bench', subjects: ['bench/#'], fsync }] });
+}
+
+const edgebusPersistenceOverridden = (ctx) => ctx.edgebusArgs.some((a) => /^--persistence-enabled/.test(a));
+
+function edgebusStoreNote(ctx, what) {
+  return edgebusPersistenceOverridden(ctx)
+    ? `as set by --edgebus-args "${ctx.edgebusArgs.join(' ')}" (with persistence off: aedes' in-memory store, no queue bound)`
+    : `${what} in <dataDir>/mqtt, every change written to the OS at the end of its event-loop turn, fdatasync within ~100 ms`;
+}
+
+function mosquittoPersistenceNote(ctx) {
+  return ctx.mosquittoAutosave
+    ? `which writes its whole in-memory store to mosquitto.db every ${ctx.mosquittoAutosave} s (--mosquitto-autosave) and at exit`
+    : 'which writes its whole in-memory store to mosquitto.db only every autosave_interval (1800 s) and at exit: ' +
+      'nothing during the measurement';
+}
+
+/** stream-*: nats needs its JetStream stream created first; everyone else runs the plain load. */
+async function runStream(ctx, broker, { batch, scenario }) {
+  const [mode, ...args] = scenario.loadgen(ctx);
+  if (broker.name !== 'nats') return runLoadgen(ctx, broker, mode, args, { batch });
+  if (!broker.natsPort) return { ok: false, error: 'nats client port unknown' };
+  const config = { name: 'bench', subjects: ['bench.>'], storage: 'file' };
+  try {
+    await createStream(broker.natsPort, config);
+  } catch (err) {
+    return { ok: false, error: `creating the JetStream stream: ${err.message}` };
+  }
+  const result = await runLoadgen(ctx, broker, mode, args, { batch });
+  if (!result.ok) return result;
+  try {
+    const info = await streamInfo(broker.natsPort, config.name);
+    result.stream_msgs = info.state?.messages ?? null;
+    result.stream_bytes = info.state?.bytes ?? null;
+  } catch (err) {
+    result.notes = [`stream info failed: ${err.message}`];
+  }
+  return result;
+}
+
+/** The nats notes of the stream-* rows: what its PUBACK means (once), and whether the stream held every acknowledged message. */
+let natsExplained = false;
+function natsStreamNotes(ctx, on, runs) {
+  if (!on.includes('nats')) return [];
+  const mine = runs.filter((r) => r.broker === 'nats' && r.ok);
+  const checked = mine.filter((r) => Number.isFinite(r.result.stream_msgs));
+  const short = checked.filter((r) => r.result.stream_msgs !== r.result.total_acked);
+  const out = [];
+  if (!natsExplained) {
+    natsExplained = true;
+    out.push('nats: a JetStream stream "bench" (file storage, other settings default) captures bench.>, created over the NATS ' +
+      'protocol before each run. nats-server 2.9 has no fsync policy (its file store fsyncs on a timer, 2 min by default; ' +
+      'sync_interval came in 2.10), so the three stream-* rows are one and the same nats configuration. Its MQTT PUBACK does ' +
+      'not report the stream write: against a stream that refuses messages (max_msgs 1000, discard new) it still acknowledged ' +
+      'every QoS 1 PUBLISH (see bench/README.md). Its qos1 row is the same load without the stream');
+  }
+  if (checked.length) {
+    out.push(short.length
+      ? `nats: the stream held fewer messages than were acknowledged in ${short.length} of ${checked.length} runs (` +
+        short.map((r) => `${r.result.stream_msgs} of ${r.result.total_acked}`).join(', ') + ')'
+      : `nats: after every run (${checked.length}) the stream held exactly as many messages as were acknowledged ($JS.API.STREAM.INFO)`);
+  }
+  return out;
+}
+
+/** offline-queue: leave a persistent session subscribed to bench/# behind, then the plain QoS 1 load. */
+async function runOfflineQueue(ctx, broker, { batch, scenario }) {
+  let session;
+  try {
+    session = await createOfflineSession({ port: broker.port, clientId: 'bench-offline', filter: 'bench/#', qos: 1 });
+  } catch (err) {
+    return { ok: false, error: err.message };
+  }
+  const [mode, ...args] = scenario.loadgen(ctx);
+  const result = await runLoadgen(ctx, broker, mode, args, { batch });
+  return { ...result, offline_session: session };
 }

@@ -176,6 +176,11 @@ export class ClientConnection implements TransportSink, LinkOwner {
       const b0 = chunk[o] as number
       const type = b0 >> 4
       if (this.#state === State.CONNECTED) {
+        if (type === PacketType.PUBLISH) {
+          // counted here, whichever path the message takes
+          this.messagesIn++
+          this.#broker.stats.messagesIn++
+        }
         // QoS 0 (no DUP, no RETAIN) and QoS 1 without RETAIN: the fast path
         if ((b0 === 0x30 && this.#fastPublish(chunk, o, headerLen, o + total, 0)) ||
           ((b0 & 0xf7) === 0x32 && this.#inInflight === 0 && this.#fastPublish(chunk, o, headerLen, o + total, 1))) {
@@ -186,6 +191,8 @@ export class ClientConnection implements TransportSink, LinkOwner {
         }
         if (type === PacketType.PUBLISH && (b0 & 0x06) !== 0 && this.#acks !== null) {
           // a QoS 1/2 PUBLISH for aedes would be acked before the stream acks we still owe
+          this.messagesIn--
+          this.#broker.stats.messagesIn-- // counted again when it is read anew
           if (runStart !== -1) this.#toAedes(chunk.subarray(runStart, o))
           this.#deferred = chunk.subarray(o)
           if (!this.#readPaused) { this.#readPaused = true; this.transport.pause() }
@@ -282,8 +289,6 @@ export class ClientConnection implements TransportSink, LinkOwner {
       properties = decoded
     }
 
-    this.messagesIn++
-    broker.stats.messagesIn++
     const entries = plan.entries
     let v4Frame: Buffer | null = null
     let v5Frame: Buffer | null = null

@@ -85,6 +85,8 @@ for t, p in got: print(t, p)
   })
 
   it('retained messages reach later subscribers; an empty payload clears them', async () => {
+    const messagesIn = async (): Promise<number> => ((await (await fetch(`${srv.httpUrl}/healthz`)).json()) as { messagesIn: number }).messagesIn
+    const before = await messagesIn()
     const pub = await connectClient(srv.mqttUrl)
     await pub.client.publishAsync('ret/a', 'kept', { retain: true, qos: 1 })
     const late = await connectClient(srv.mqttUrl)
@@ -92,6 +94,8 @@ for t, p in got: print(t, p)
     const [m] = await late.waitFor(1)
     expect(m).toMatchObject({ topic: 'ret/a', payload: 'kept', retain: true })
     await pub.client.publishAsync('ret/a', '', { retain: true, qos: 1 })
+    // retained publishes take aedes' path: they count as messages in all the same
+    expect(await messagesIn()).toBe(before + 2)
     const later = await connectClient(srv.mqttUrl)
     await later.client.subscribeAsync('ret/#')
     await sleep(300)
