@@ -1,33 +1,26 @@
-# edgebus.py - MQTT 3.1.1 client (MQTT 5 with proto=5) with the umqtt.simple API, plus
-# publish_stream() (QoS 1, stable dedupe id, survives reconnects) and reconnect().
-# Runs unchanged on MicroPython and CPython 3. [MQTT-x.y.z-n] cite MQTT 3.1.1.
+# edgebus.py - MQTT 3.1.1 client (MQTT 5 with proto=5) with the umqtt.simple API, plus reconnect()
+# and publish_stream(). Runs unchanged on MicroPython and CPython 3. [MQTT-x.y.z-n] cite MQTT 3.1.1.
 import socket
 import time
 
-# MicroPython's millisecond ticks, or the same from CPython's monotonic clock.
-ticks_ms = getattr(time, "ticks_ms", lambda: int(time.monotonic() * 1000))
+ticks_ms = getattr(time, "ticks_ms", lambda: int(time.monotonic() * 1000))  # CPython: monotonic()
 ticks_diff = getattr(time, "ticks_diff", lambda a, b: a - b)
 
 class MQTTException(Exception):
     pass
 
+def _bytes(s):
+    return s.encode() if isinstance(s, str) else s
+
 def _str(s):  # 2-byte length + bytes, §1.5.3
-    s = s.encode() if isinstance(s, str) else s
+    s = _bytes(s)
     return bytes((len(s) >> 8, len(s) & 255)) + s
 
 def _vbi(n):  # Variable Byte Integer, §2.2.3: 7 bits a byte, low first
-    out = bytearray()
-    while n > 127:
-        out.append(n & 127 | 128)
-        n >>= 7
-    return bytes(out) + bytes((n,))
+    return bytes((n,)) if n < 128 else bytes((n & 127 | 128,)) + _vbi(n >> 7)
 
-def _props(b, i):  # index just past the MQTT 5 property block at b[i]
-    n, s, d = 0, 0, 128
-    while d > 127:
-        d, i = b[i], i + 1
-        n, s = n | (d & 127) << s, s + 7
-    return i + n
+def _pkt(h, v):  # fixed header (first byte, Remaining Length) + the rest, §2.2
+    return bytes((h,)) + _vbi(len(v)) + v
 
 class MQTTClient:
     def __init__(self, client_id, server, port=1883, user=None, password=None,
@@ -42,8 +35,8 @@ class MQTTClient:
     def set_callback(self, f):
         self.cb = f
 
-    def set_last_will(self, topic, msg, retain=False, qos=0):
-        self.lw = (topic, msg, retain, qos)
+    def set_last_will(self, topic, msg, retain=False, qos=0):  # CONNECT flags, payload
+        self.lw = (4 | qos << 3 | (32 if retain else 0), _str(topic) + _str(msg))
 
     def _send(self, b):
         while b:
@@ -67,24 +60,18 @@ class MQTTClient:
         self.sock.connect(ai[-1])
         if hasattr(socket, "TCP_NODELAY"):  # QoS 1 stalls on Nagle + delayed ACK
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        v5 = b"\0" if self.proto == 5 else b""  # empty property blocks
-        f = 2 if clean_session else 0  # reserved bit 0 stays 0 [MQTT-3.1.2-3]
-        p = _str(self.client_id)
-        if self.lw:
-            t, m, r, q = self.lw
-            f |= 4 | q << 3 | (32 if r else 0)  # [MQTT-3.1.2-9], [MQTT-3.1.2-14]
-            p += v5 + _str(t) + _str(m)
+        f, p = (2 if clean_session else 0), _str(self.client_id)  # bit 0 is 0 [MQTT-3.1.2-3]
+        if self.lw:  # [MQTT-3.1.2-9], [MQTT-3.1.2-14]
+            f, p = f | self.lw[0], p + self._props() + self.lw[1]
         for bit, x in ((128, self.user), (64, self.pswd)):  # [MQTT-3.1.2-19], -21
             if x is not None:
                 f, p = f | bit, p + _str(x)
-        k = self.keepalive
-        v = b"\0\4MQTT" + bytes((self.proto, f, k >> 8, k & 255)) + v5 + p  # [MQTT-3.1.2-1]
-        self._send(b"\x10" + _vbi(len(v)) + v)
+        v = bytes((self.proto, f, self.keepalive >> 8, self.keepalive & 255)) + self._props()
+        self._send(_pkt(0x10, b"\0\4MQTT" + v + p))  # protocol name and level [MQTT-3.1.2-1]
         h, b = self._packet(self._read(1)[0])
         if h != 0x20 or b[1]:  # first comes CONNACK [MQTT-3.2.0-1]; 0 = accepted
             raise MQTTException(b[1] if h == 0x20 else "no CONNACK")
-        for pkt in self.pending.values():  # same ids [MQTT-4.4.0-1], [MQTT-2.3.1-3]
-            self._send(pkt)
+        self._send(b"".join(self.pending.values()))  # resend, same ids [MQTT-4.4.0-1] [MQTT-2.3.1-3]
         return b[0] & 1  # session present
 
     def reconnect(self, attempts=50, delay_ms=100):
@@ -108,15 +95,10 @@ class MQTTClient:
         return self._next_id() if self.pid in self.pending else self.pid
 
     def _publish(self, topic, msg, retain, qos, msg_id=None):
-        v, pid = _str(topic), 0
-        if qos:
-            pid = self._next_id()
-            v += bytes((pid >> 8, pid & 255))
-        if self.proto == 5:  # user property 0x26 "msg-id": the stream dedupe id
-            pr = b"\x26" + _str("msg-id") + _str(msg_id) if msg_id else b""
-            v += _vbi(len(pr)) + pr
-        v += msg.encode() if isinstance(msg, str) else msg
-        pkt = bytes((0x30 | qos << 1 | (1 if retain else 0),)) + _vbi(len(v)) + v
+        pid = self._next_id() if qos else 0
+        v = _str(topic) + (bytes((pid >> 8, pid & 255)) if qos else b"")
+        v += self._props(b"\x26" + _str("msg-id") + _str(msg_id) if msg_id else b"")  # dedupe id
+        pkt = _pkt(0x30 | qos << 1 | (1 if retain else 0), v + _bytes(msg))
         if qos:  # kept until PUBACK; resends carry DUP=1 [MQTT-3.3.1-1]
             self.pending[pid] = bytes((pkt[0] | 8,)) + pkt[1:]
         self._send(pkt)
@@ -131,15 +113,12 @@ class MQTTClient:
             self.wait_msg(left)
 
     def publish(self, topic, msg, retain=False, qos=0):
-        # QoS 1 waits for the PUBACK; on OSError the message stays pending and
-        # reconnect() resends it (a resend is only required then [MQTT-4.4.0-1]).
-        pid = self._publish(topic, msg, retain, qos)
-        if qos:
-            self._wait(lambda: pid not in self.pending)
+        # QoS 1 waits for the PUBACK; on OSError the message stays pending for reconnect().
+        pid = self._publish(topic, msg, retain, qos)  # QoS 0: id 0, never pending
+        self._wait(lambda: pid not in self.pending)
 
     def publish_stream(self, topic, msg, msg_id, retain=False, tries=10):
-        # QoS 1 with one packet id across resends and reconnects, returned; with
-        # proto=5 msg_id also travels as the `msg-id` user property.
+        # QoS 1, reconnecting until acked; one packet id (returned) and msg-id for all sends.
         try:
             pid = self._publish(topic, msg, retain, 1, msg_id)
         except OSError:
@@ -154,8 +133,7 @@ class MQTTClient:
 
     def _sub(self, op, topic, tail):  # SUBSCRIBE or UNSUBSCRIBE, then wait for its ack
         pid = self._next_id()
-        v = bytes((pid >> 8, pid & 255)) + (b"\0" if self.proto == 5 else b"") + _str(topic)
-        self._send(bytes((op,)) + _vbi(len(v + tail)) + v + tail)
+        self._send(_pkt(op, bytes((pid >> 8, pid & 255)) + self._props() + _str(topic) + tail))
         self._wait(lambda: self._ack and self._ack[1] == pid)
         if self._ack[2] >= 0x80:  # SUBACK failure, §3.9.3
             raise MQTTException(self._ack[2])
@@ -166,36 +144,42 @@ class MQTTClient:
     def unsubscribe(self, topic):
         self._sub(0xA2, topic, b"")  # [MQTT-3.10.1-1]
 
+    def _props(self, pr=b""):  # an MQTT 5 property block (0x26: user property); none in 3.1.1
+        return _vbi(len(pr)) + pr if self.proto == 5 else b""
+
     def _packet(self, h):  # the rest of a packet whose first byte is h
         n, s, d = 0, 0, 128
-        while d > 127:  # Remaining Length: at most 4 bytes, §2.2.3
-            if s > 21:
-                raise MQTTException("malformed")
+        while d > 127 and s < 28:  # Remaining Length: at most 4 bytes, §2.2.3
             d = self._read(1)[0]
             n, s = n | (d & 127) << s, s + 7
-        if n > self.max_packet:
-            raise MQTTException("too big")
+        if d > 127 or n > self.max_packet:
+            raise MQTTException("malformed" if d > 127 else "too big")
         return h, self._read(n)
+
+    def _skip(self, b, i):  # index just past an MQTT 5 property block at b[i] (3.1.1: none)
+        n, s, d = 0, 0, (128 if self.proto == 5 else 0)
+        while d > 127:
+            d, i = b[i], i + 1
+            n, s = n | (d & 127) << s, s + 7
+        return i + n
 
     def wait_msg(self, ms=None):  # handle one packet; wait up to ms (None: forever)
         self.sock.settimeout(None if ms is None else ms / 1000)  # 0 = non-blocking
         try:
-            b = self.sock.recv(1)
+            b = self._read(1)
         except OSError as e:
             if e.args and e.args[0] in (11, 35, 110, 116, "timed out"):
                 return None  # EAGAIN/ETIMEDOUT (CPython: "timed out"): nothing came
             raise
         finally:  # the rest of a packet must follow within timeout_ms
             self.sock.settimeout(self.timeout_ms / 1000)
-        if not b:
-            raise OSError(104)  # the server closed the connection
         h, b = self._packet(b[0])
         t = h >> 4
         if t == 3:  # PUBLISH
             q, n = h >> 1 & 3, (b[0] << 8 | b[1]) + 2
             if q > 1:  # we never subscribe with QoS 2
                 raise MQTTException("QoS 2")
-            i = _props(b, n + 2 * q) if self.proto == 5 else n + 2 * q
+            i = self._skip(b, n + 2 * q)
             if self.cb:
                 self.cb(b[2:n], b[i:])
             if q:  # PUBACK with the same id [MQTT-2.3.1-6]
@@ -203,8 +187,7 @@ class MQTTClient:
         elif t == 4:  # PUBACK
             self.pending.pop(b[0] << 8 | b[1], None)
         elif t == 9 or t == 11:  # SUBACK, UNSUBACK
-            i = _props(b, 2) if self.proto == 5 else 2
-            self._ack = (t, b[0] << 8 | b[1], b[i] if t == 9 else 0)
+            self._ack = (t, b[0] << 8 | b[1], b[self._skip(b, 2)] if t == 9 else 0)
         elif t == 14:  # MQTT 5: the server ends the connection
             raise OSError(104)
         return h  # the packet's first byte, or None if nothing came

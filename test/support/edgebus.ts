@@ -112,6 +112,7 @@ export function run(cmd: string, args: string[], opts: { input?: string; timeout
     const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${cmd} ${args.join(' ')} timed out\n${stdout}\n${stderr}`)) }, opts.timeoutMs ?? 15_000)
     child.on('error', reject)
     child.on('exit', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
+    child.stdin.on('error', () => {}) // a command that exits without reading its input (EPIPE)
     child.stdin.end(opts.input ?? '')
   })
 }
