@@ -37,23 +37,28 @@ async function frozenSubscriber(port: number, filter: string, qos: 0 | 1) {
 
 describe('a frozen subscriber', () => {
   it('does not stall delivery to others; its queue is bounded and it is disconnected', async () => {
-    srv = await startEdgebus({ args: ['--limits-max-queued-bytes', '64KB', '--limits-max-queued-bytes-hard', '1MB', '--limits-drain-timeout', '60s'] })
+    srv = await startEdgebus({ args: ['--limits-max-queued-bytes', '64KB', '--limits-max-queued-bytes-hard', '4MB', '--limits-drain-timeout', '60s'] })
     const frozen = await frozenSubscriber(srv.mqttPort, 'load/#', 1)
     const fast = await connectClient(srv.mqttUrl)
     await fast.client.subscribeAsync('load/#', { qos: 1 })
     const pub = await connectClient(srv.mqttUrl)
     const payload = Buffer.alloc(4096, 7)
-    const total = 3000 // 12 MB: far more than the frozen client's socket buffers and its 1 MB bound
+    const total = 4000 // 16 MB: far more than the frozen client's socket buffers and its 4 MB bound
     const started = Date.now()
-    await Promise.all(Array.from({ length: total }, (_, i) => pub.client.publishAsync(`load/${i % 10}`, payload, { qos: 1 })))
+    for (let sent = 0; sent < total; sent += 100) {
+      await Promise.all(Array.from({ length: 100 }, (_, i) => pub.client.publishAsync(`load/${(sent + i) % 10}`, payload, { qos: 1 })))
+      // the healthy subscriber shares this process: let it keep up, as a healthy client does
+      await fast.waitFor(sent + 1, 20_000)
+    }
     await fast.waitFor(total, 30_000)
     const elapsed = Date.now() - started
     // everything reached the fast subscriber long before the 60 s drain timeout could have freed it
-    expect(elapsed).toBeLessThan(30_000)
+    expect(elapsed).toBeLessThan(40_000)
     await waitForConnections(srv, 2, 5000) // the frozen one is gone; fast and pub stay
+    expect(fast.client.connected).toBe(true)
     expect(srv.output.some((l) => l.includes('ESLOW_CONSUMER'))).toBe(true)
     frozen.socket.destroy()
-  }, 45_000)
+  }, 60_000)
 
   it('QoS 0 over the soft bound is dropped for the frozen client only', async () => {
     srv = await startEdgebus({ args: ['--limits-max-queued-bytes', '1MB', '--limits-max-queued-bytes-hard', '256MB'] })
@@ -82,11 +87,15 @@ describe('a frozen subscriber', () => {
     await fast.client.subscribeAsync('dt/#', { qos: 1 })
     const pub = await connectClient(srv.mqttUrl)
     const payload = Buffer.alloc(4096, 2)
-    // 24 MB: more than the loopback socket buffers absorb, so the frozen client's writes back up
-    await Promise.all(Array.from({ length: 6000 }, () => pub.client.publishAsync('dt/x', payload, { qos: 1 })))
-    await fast.waitFor(6000, 15_000)
+    // 24 MB: more than the loopback socket buffers absorb, so the frozen client's writes back up;
+    // paced so the healthy subscriber in this process never lags by a second of drain timeout
+    for (let sent = 0; sent < 6000; sent += 100) {
+      await Promise.all(Array.from({ length: 100 }, () => pub.client.publishAsync('dt/x', payload, { qos: 1 })))
+      await fast.waitFor(sent + 100, 20_000)
+    }
     await waitForConnections(srv, 2, 5000) // closed by aedes' drain timeout (1 s)
+    expect(fast.client.connected).toBe(true)
     expect(srv.output.some((l) => l.includes('ESLOW_CONSUMER'))).toBe(false)
     frozen.socket.destroy()
-  })
+  }, 60_000)
 })
