@@ -82,6 +82,9 @@ export async function replay(req: IncomingMessage, res: ServerResponse, url: URL
     'cache-control': 'no-store',
     ...(sse ? { connection: 'keep-alive' } : {}),
   })
+  // send the headers now: an event stream may wait long for its first event, and clients (and
+  // proxies) hold the request as pending until they see a response
+  res.flushHeaders()
   let closed = false
   req.once('close', () => { closed = true })
   const frame = (seq: number, json: string): string => (sse ? `id: ${seq}\ndata: ${json}\n\n` : json + '\n')
