@@ -10,6 +10,7 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { expect } from 'vitest'
 import { Journal } from '../../src/stream/journal.ts'
 import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
 import type { TestClient } from '../support/mqtt.ts'
@@ -321,3 +322,17 @@ export const payloads = (n: number): string[] => Array.from({ length: n }, (_, i
 /** Payloads "0".."n-1" as a sorted list, to compare with what arrived. */
 export const expectedPayloads = (n: number): string[] => Array.from({ length: n }, (_, i) => String(i)).sort()
 export const uniqueSorted = (xs: string[]): string[] => [...new Set(xs)].sort()
+
+/**
+ * After a run with two cuts: the stream holds each of the n messages once, in order, with these
+ * msg-ids, having recognised both resends; a plain subscriber saw at most one extra copy per cut.
+ */
+export async function expectStoredOnce(s: StreamServer, sub: TestClient, n: number, msgIds: Array<string | undefined>): Promise<void> {
+  expect(await s.state()).toMatchObject({ messages: n, stored: n, duplicates: 2, lastSeq: n })
+  await waitForPayloads(sub, n)
+  expect(sub.messages.length).toBeLessThanOrEqual(n + 2)
+  const recs = await s.records()
+  expect(recs.map((r) => r.seq)).toEqual(payloads(n).map((i) => Number(i) + 1))
+  expect(recs.map((r) => r.payload)).toEqual(payloads(n))
+  expect(recs.map((r) => r.msgId)).toEqual(msgIds)
+}
