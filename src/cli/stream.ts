@@ -15,6 +15,7 @@ Commands:
   edit NAME [limits]     change a stream created at run time
   rm NAME                delete a stream created at run time, with its messages
   purge NAME             drop every message of a stream
+  view NAME              print a stream's messages: SEQ SUBJECT PAYLOAD per line
 
 Limits (add, edit):
   --subjects LIST        subjects or filters, comma-separated, either syntax: 'sensors.>,meters/+/kwh'
@@ -22,6 +23,12 @@ Limits (add, edit):
   --max-msgs-per-subject N                     --discard old|new    --duplicate-window DURATION
   --fsync always|batch|none
   --file PATH            read the definition from a JSON file instead
+
+View:
+  --from-seq N           --from-time TIME (ISO 8601 or ms)     --last N
+  --filter FILTER        only matching subjects (either syntax)
+  --limit N              at most N messages (default 1000; 0 = all)
+  --follow               keep printing new messages as they are stored (Ctrl-C ends)
 
 Options:
   --server URL           the server's HTTP address (default ${DEFAULT_HTTP_URL}, or EDGEBUS_HTTP_URL)
@@ -43,6 +50,12 @@ export async function stream(argv: string[]): Promise<number> {
     json: { type: 'boolean' },
     subjects: { type: 'string' },
     file: { type: 'string' },
+    'from-seq': { type: 'string' },
+    'from-time': { type: 'string' },
+    last: { type: 'string' },
+    filter: { type: 'string' },
+    limit: { type: 'string' },
+    follow: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
     ...Object.fromEntries(Object.keys(limitFlags).map((k) => [k, { type: 'string' as const }])),
   }, 'stream')
@@ -93,6 +106,16 @@ export async function stream(argv: string[]): Promise<number> {
     case 'rm':
       await call(base, 'DELETE', `/api/streams/${needName()}`)
       break
+    case 'view': {
+      const q = new URLSearchParams()
+      for (const [flag, param] of [['from-seq', 'from_seq'], ['from-time', 'from_time'], ['last', 'last'], ['filter', 'filter'], ['limit', 'limit']] as const) {
+        const v = (values as Record<string, unknown>)[flag]
+        if (typeof v === 'string') q.set(param, v)
+      }
+      if (values.follow) q.set('follow', '1')
+      await view(base, `/api/streams/${needName()}/messages?${q}`, values.json === true, values.follow === true)
+      break
+    }
     case 'purge':
       process.stdout.write(JSON.stringify(await call(base, 'POST', `/api/streams/${needName()}/purge`), null, 2) + '\n')
       break
@@ -100,6 +123,37 @@ export async function stream(argv: string[]): Promise<number> {
       throw new EdgebusError('EUSAGE', `unknown stream command ${JSON.stringify(command)} (see edgebus stream --help)`)
   }
   return ExitCode.OK
+}
+
+/** Streams the replay endpoint (NDJSON, or SSE with --follow) to stdout, one line per message. */
+async function view(base: string, path: string, json: boolean, follow: boolean): Promise<void> {
+  let res: Response
+  try {
+    res = await fetch(base + path)
+  } catch (err) {
+    throw new EdgebusError('ECONNECT', `cannot reach ${base}: ${((err as Error).cause as Error | undefined)?.message ?? (err as Error).message}`)
+  }
+  if (!res.ok) {
+    const e = (await res.json().catch(() => ({})) as { error?: { code: string; message: string } }).error
+    throw new EdgebusError('ECONNECT', `${e?.code ?? res.status}: ${e?.message ?? res.statusText}`)
+  }
+  const print = (line: string): void => {
+    if (json) { process.stdout.write(line + '\n'); return }
+    const m = JSON.parse(line) as { seq: number; subject: string; payload?: string; payload_base64?: string }
+    process.stdout.write(`${m.seq} ${m.subject} ${m.payload ?? `base64:${m.payload_base64 ?? ''}`}\n`)
+  }
+  const decoder = new TextDecoder()
+  let rest = ''
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    rest += decoder.decode(chunk, { stream: true })
+    let i: number
+    while ((i = rest.indexOf('\n')) !== -1) {
+      const line = rest.slice(0, i)
+      rest = rest.slice(i + 1)
+      if (!follow) { if (line !== '') print(line); continue }
+      if (line.startsWith('data: ')) print(line.slice(6)) // SSE: only the data lines carry messages
+    }
+  }
 }
 
 /** One API call; the server's error code and message become ours. */

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Journal } from '../../src/stream/journal.ts'
-import { BUNDLE, ROOT, run, startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
+import { BUNDLE, ROOT, run, spawnLines, startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
 import { connectClient, endAllClients, sleep } from '../support/mqtt.ts'
 
 let servers: StartedEdgebus[] = []
@@ -109,8 +109,17 @@ describe('streams in the server', () => {
     expect(ls.stdout).toMatch(/events\s+events\/#,alerts\/\+\s+3/)
     expect((await api(srv, 'PUT', '/api/streams/events', { subjects: ['events/#'], maxMsgs: 2 })).status).toBe(200)
     expect((await api(srv, 'GET', '/api/streams/events')).json).toMatchObject({ source: 'api', config: { maxMsgs: 2 }, state: { messages: 2 } })
+    const view = await cli('view', 'events', '--filter', 'events.>', '--from-seq', '2')
+    expect(view.stdout.trim().split('\n')).toEqual(['2 events/1 1', '3 events/2 2'])
+    const viewJson = await cli('view', 'events', '--last', '1', '--json')
+    expect(JSON.parse(viewJson.stdout.trim())).toMatchObject({ seq: 3, subject: 'events/2', payload: '2' })
+    const follow = spawnLines(process.execPath, [BUNDLE, 'stream', 'view', 'events', '--follow', '--last', '0', '--server', srv.httpUrl])
+    await sleep(500)
+    await pub.client.publishAsync('events/live', 'followed', { qos: 1 })
+    expect(await follow.waitFor(1)).toEqual(['4 events/live followed'])
+    follow.proc.kill()
     const purge = await cli('purge', 'events')
-    expect(JSON.parse(purge.stdout)).toMatchObject({ stream: { messages: 0, lastSeq: 3 } })
+    expect(JSON.parse(purge.stdout)).toMatchObject({ stream: { messages: 0, lastSeq: 4 } })
     expect((await api(srv, 'PUT', '/api/streams/fixed', { subjects: ['fixed/#'] })).json).toMatchObject({ error: { code: 'ESTREAM_CONFIGURED' } })
     expect((await api(srv, 'GET', '/api/streams/nope')).status).toBe(404)
     expect((await api(srv, 'POST', '/api/streams', { name: 'bad name', subjects: ['x'] })).json).toMatchObject({ error: { code: 'ESTREAM_INVALID' } })
