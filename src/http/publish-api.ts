@@ -1,4 +1,3 @@
-import { isUtf8 } from 'node:buffer'
 import { EdgebusError, isEdgebusError } from '../core/errors.ts'
 import type { MqttBroker } from '../mqtt/broker.ts'
 import { MSG_ID_PROPERTY } from '../stream/stream.ts'
@@ -38,9 +37,4 @@ export function mountPublishApi(http: HttpFront, broker: MqttBroker): void {
 
 function errorOf(err: unknown): { code: string; message: string } {
   return isEdgebusError(err) ? { code: err.code, message: err.message } : { code: 'EJOURNAL_IO', message: String((err as Error)?.message ?? err) }
-}
-
-/** A payload as JSON carries it: text when it is UTF-8, base64 otherwise. */
-export function payloadField(payload: Buffer): { payload: string } | { payload_base64: string } {
-  return isUtf8(payload) ? { payload: payload.toString('utf8') } : { payload_base64: payload.toString('base64') }
 }

@@ -4,7 +4,7 @@ import type { FollowedRecord, Stream } from '../stream/stream.ts'
 import type { StoredRecord } from '../stream/record.ts'
 import { toMqttFilter } from '../subjects/mqtt-map.ts'
 import { topicMatchesFilter } from '../subjects/topic.ts'
-import { payloadField } from './publish-api.ts'
+import { isUtf8 } from 'node:buffer'
 
 /** Lines are gathered into chunks of about this size: one write per chunk, not per message. */
 const CHUNK_BYTES = 64 * 1024
@@ -57,16 +57,23 @@ export function parseReplayQuery(url: URL, stream: Stream, lastEventId: string |
   return { fromSeq, filter, limit, follow }
 }
 
+let lastTime = -1
+let lastIso = ''
+let lastSubject = ''
+let lastSubjectJson = '""'
+
+/** One message as a JSON line, built by hand: replay writes millions of them. */
 function recordJson(seq: number, timestamp: number, subject: string, payload: Buffer, rec: StoredRecord | null): string {
+  if (timestamp !== lastTime) { lastTime = timestamp; lastIso = new Date(timestamp).toISOString() }
+  const body = isUtf8(payload) ? `"payload":${JSON.stringify(payload.toString('utf8'))}` : `"payload_base64":"${payload.toString('base64')}"`
+  if (subject !== lastSubject) { lastSubject = subject; lastSubjectJson = JSON.stringify(subject) }
+  let line = `{"seq":${seq},"time":"${lastIso}","subject":${lastSubjectJson},${body}`
   const h = rec?.headers
-  return JSON.stringify({
-    seq,
-    time: new Date(timestamp).toISOString(),
-    subject,
-    ...payloadField(payload),
-    ...(h?.contentType !== undefined ? { contentType: h.contentType } : {}),
-    ...(h?.userProperties !== undefined ? { userProperties: h.userProperties } : {}),
-  })
+  if (h) {
+    if (h.contentType !== undefined) line += `,"contentType":${JSON.stringify(h.contentType)}`
+    if (h.userProperties !== undefined) line += `,"userProperties":${JSON.stringify(h.userProperties)}`
+  }
+  return line + '}'
 }
 
 /**
@@ -104,13 +111,18 @@ export async function replay(req: IncomingMessage, res: ServerResponse, url: URL
     if (!ok) await new Promise<void>((resolve) => { res.once('drain', resolve); res.once('close', resolve) })
   }
   try {
-    for await (const rec of stream.journal.iterateAsync(q.fromSeq)) {
+    // synchronous reads in 1 MiB chunks (twice the speed of iterateAsync), yielding to the event
+    // loop after every 64 KiB written so other clients are served meanwhile
+    for (const rec of stream.journal.iterate(q.fromSeq)) {
       if (closed) return
       lastSeq = rec.seq
       if (q.filter !== null && !topicMatchesFilter(rec.subject, q.filter)) continue
       chunk += frame(rec.seq, recordJson(rec.seq, rec.timestamp, rec.subject, rec.payload, rec))
       if (++sent === q.limit) break
-      if (chunk.length >= CHUNK_BYTES) await flush()
+      if (chunk.length >= CHUNK_BYTES) {
+        await flush()
+        await new Promise<void>((resolve) => setImmediate(resolve))
+      }
     }
     await flush()
     if (!sse || closed || (q.limit > 0 && sent >= q.limit)) {
