@@ -253,7 +253,7 @@ for (const v of variants) {
       const rec = { scenario: sc.name, row: v.key, batch: v.batch, rep, broker: def.name, at: new Date().toISOString() };
       let h = null;
       try {
-        h = await startBroker(def, sc.brokerOptions ? sc.brokerOptions(def.name, ctx) : {});
+        h = await startBroker(def, sc.brokerOptions ? await sc.brokerOptions(def.name, ctx) : {});
         rec.broker_pid = h.pid;
         rec.broker_comm = h.comm;
         rec.broker_nofile = h.nofile === Infinity ? 'unlimited' : h.nofile;

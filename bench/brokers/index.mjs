@@ -51,7 +51,7 @@ export const BROKERS = [
     // Runs in its own temp dir (so no stray ./edgebus.json is picked up) with its data
     // dir there too; logs at warn, like the mosquitto config (errors and warnings).
     prepare: (ctx, { port, tmpDir, options }) => {
-      const args = [path.join(ctx.root, 'dist/edgebus.mjs'), 'serve', '--host', '127.0.0.1', '--mqtt-port', String(port), '--http-port', '0',
+      const args = [path.join(ctx.root, 'dist/edgebus.mjs'), 'serve', '--host', '127.0.0.1', '--mqtt-port', String(port), '--http-port', String(options.httpPort ?? 0),
         '--log-level', 'warn', '--data-dir', path.join(tmpDir, 'data')];
       if (options.config) args.push('--config', options.config);
       args.push(...ctx.edgebusArgs);

@@ -27,7 +27,7 @@ import path from 'node:path';
 import { runLoadgen } from '../lib/loadgen.mjs';
 import { createOfflineSession } from '../lib/mqtt-session.mjs';
 import { createStream, streamInfo } from '../lib/nats-js.mjs';
-import { rssKb, sleep } from '../lib/proc.mjs';
+import { freePort, rssKb, sleep } from '../lib/proc.mjs';
 
 const num = (v) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : null);
 
@@ -122,6 +122,20 @@ export const SCENARIOS = [
             `(about a second into the run at these rates) every publish is an enqueue plus a drop; ${edgebusStoreNote(ctx, 'the queue')}`),
         on.includes('mosquitto') && `mosquitto: every message (max_queued_messages 0), in memory; persistence true, ${mosquittoPersistenceNote(ctx)}`,
       ].filter(Boolean).join('; '),
+    ],
+  },
+  // Replay over HTTP (issue 4): fill a stream with the qos1 load (fsync none), then read it all
+  // back as NDJSON from /api/streams/bench/messages, counting lines and bytes as they arrive.
+  {
+    name: 'replay-http',
+    title: 'Replay to one HTTP reader: a stream filled by the QoS 1 load, read back as NDJSON (warm journal)',
+    brokers: ['edgebus'],
+    loadgen: () => ['qos1', '-n', '8', '-W', '64'],
+    brokerOptions: async () => ({ config: streamConfig('none'), httpPort: (lastReplayPort = await freePort()) }),
+    run: runReplay,
+    metrics: [
+      { id: 'rate', label: 'replay over HTTP', unit: 'msg/s', better: 'higher', value: (r) => num(r.replay_msgs_per_s) },
+      { id: 'mbps', label: 'replay over HTTP', unit: 'MB/s', better: 'higher', value: (r) => num(r.replay_mb_per_s) },
     ],
   },
   {
@@ -271,4 +285,32 @@ async function runOfflineQueue(ctx, broker, { batch, scenario }) {
   const [mode, ...args] = scenario.loadgen(ctx);
   const result = await runLoadgen(ctx, broker, mode, args, { batch });
   return { ...result, offline_session: session };
+}
+
+/** The HTTP port of the edgebus started for the current replay-http run. */
+let lastReplayPort = 0;
+
+/** replay-http: fill with the qos1 load, then time one HTTP reader over everything stored. */
+async function runReplay(ctx, broker, { batch, scenario }) {
+  const fill = await runLoadgen(ctx, broker, 'qos1', scenario.loadgen(ctx).slice(1), { batch });
+  if (!fill.ok) return fill;
+  const url = `http://127.0.0.1:${lastReplayPort}/api/streams/bench/messages?limit=0`;
+  const started = process.hrtime.bigint();
+  const res = await fetch(url);
+  if (!res.ok) return { ok: false, error: `replay answered ${res.status}` };
+  let lines = 0;
+  let bytes = 0;
+  for await (const chunk of res.body) {
+    bytes += chunk.length;
+    for (let i = 0; i < chunk.length; i++) if (chunk[i] === 10) lines++;
+  }
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  return {
+    ...fill,
+    ok: lines > 0,
+    replayed: lines,
+    replay_msgs_per_s: lines / seconds,
+    replay_mb_per_s: bytes / seconds / 1e6,
+    ...(lines > 0 ? {} : { error: 'nothing replayed' }),
+  };
 }
