@@ -9,14 +9,15 @@ afterAll(async () => { await srv.stop() })
 afterEach(async () => { await endAllClients() })
 
 describe('real clients against the built server', () => {
-  it('mosquitto_pub to mosquitto_sub over TCP, MQTT 3.1.1 and 5', async () => {
-    const sub311 = spawnLines('mosquitto_sub', ['-p', String(srv.mqttPort), '-h', '127.0.0.1', '-t', 'mosq/#', '-v', '-C', '2'])
-    const sub5 = spawnLines('mosquitto_sub', ['-p', String(srv.mqttPort), '-h', '127.0.0.1', '-V', 'mqttv5', '-t', 'mosq/+', '-v', '-C', '2'])
+  it('mosquitto_pub to mosquitto_sub over TCP, MQTT 3.1, 3.1.1 and 5', async () => {
+    const sub311 = spawnLines('mosquitto_sub', ['-p', String(srv.mqttPort), '-h', '127.0.0.1', '-t', 'mosq/#', '-v', '-C', '3'])
+    const sub5 = spawnLines('mosquitto_sub', ['-p', String(srv.mqttPort), '-h', '127.0.0.1', '-V', 'mqttv5', '-t', 'mosq/+', '-v', '-C', '3'])
     await sleep(300)
     expect((await run('mosquitto_pub', ['-p', String(srv.mqttPort), '-h', '127.0.0.1', '-t', 'mosq/a', '-m', 'one'])).code).toBe(0)
     expect((await run('mosquitto_pub', ['-p', String(srv.mqttPort), '-h', '127.0.0.1', '-V', 'mqttv5', '-q', '1', '-t', 'mosq/b', '-m', 'two'])).code).toBe(0)
-    expect(await sub311.waitFor(2)).toEqual(['mosq/a one', 'mosq/b two'])
-    expect(await sub5.waitFor(2)).toEqual(['mosq/a one', 'mosq/b two'])
+    expect((await run('mosquitto_pub', ['-p', String(srv.mqttPort), '-h', '127.0.0.1', '-V', 'mqttv31', '-q', '2', '-t', 'mosq/c', '-m', 'three'])).code).toBe(0)
+    expect(await sub311.waitFor(3)).toEqual(['mosq/a one', 'mosq/b two', 'mosq/c three'])
+    expect(await sub5.waitFor(3)).toEqual(['mosq/a one', 'mosq/b two', 'mosq/c three'])
   })
 
   it('MQTT.js over TCP and over WebSocket see each other', async () => {
