@@ -35,6 +35,12 @@ export const ErrorCodes = {
   ESTREAM_CONFIGURED: 'a stream declared in the config file cannot be changed at run time',
   EHTTP_BODY: 'an HTTP request body is too large or not valid JSON',
   EHTTP_METHOD: 'the HTTP method is not allowed on that path',
+  // issue 4: stream consumers (src/stream/consumer*.ts)
+  ECONSUMER_INVALID: 'a consumer definition is malformed',
+  ECONSUMER_IN_USE: 'a durable consumer is already open in this process',
+  ECONSUMER_IO: 'a consumer state file could not be read, written or synced',
+  ECONSUMER_CORRUPT: 'a consumer state file failed its integrity check (the damaged part is skipped or set aside)',
+  ECONSUMER_CLOSED: 'a consumer was used after it was closed',
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes
