@@ -50,7 +50,9 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     await persistence?.close()
     throw err
   })
-  const streams = await StreamManager.open(broker.router, config.dataDir, config.streams, log).catch(async (err: unknown) => {
+  // dead-letter notices of consumers are published by the server, as any MQTT message
+  const serverPublish = (topic: string, payload: Buffer) => broker.publish(topic, payload, { qos: 1, retain: false })
+  const streams = await StreamManager.open(broker.router, config.dataDir, config.streams, log, serverPublish).catch(async (err: unknown) => {
     await broker.close()
     await persistence?.close()
     throw err

@@ -41,6 +41,7 @@ export const ErrorCodes = {
   ECONSUMER_IO: 'a consumer state file could not be read, written or synced',
   ECONSUMER_CORRUPT: 'a consumer state file failed its integrity check (the damaged part is skipped or set aside)',
   ECONSUMER_CLOSED: 'a consumer was used after it was closed',
+  ECONSUMER_NOT_FOUND: 'a stream has no consumer of that name',
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

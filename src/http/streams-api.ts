@@ -1,5 +1,7 @@
+import { isUtf8 } from 'node:buffer'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { EdgebusError } from '../core/errors.ts'
+import type { StreamConsumers } from '../stream/consumer-manager.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
 import { replay } from './replay-api.ts'
 import { readJsonBody, sendJson, type HttpFront } from './server.ts'
@@ -28,6 +30,7 @@ export function mountStreamsApi(http: HttpFront, streams: StreamManager): void {
       }
       throw notAllowed(method, url.pathname)
     }
+    if (parts[1] === 'consumers') return consumersApi(req, res, url, method, parts.slice(2), streams.consumers(name))
     if (parts.length === 2 && parts[1] === 'messages') {
       if (method !== 'GET') throw notAllowed(method, url.pathname)
       return replay(req, res, url, streams.get(name))
@@ -38,6 +41,55 @@ export function mountStreamsApi(http: HttpFront, streams: StreamManager): void {
     }
     throw new EdgebusError('ESTREAM_NOT_FOUND', `no API at ${url.pathname}`)
   })
+}
+
+/**
+ * /api/streams/<s>/consumers: list (GET), create (POST); …/<c>: info (GET), delete (DELETE);
+ * …/<c>/next?batch=N&wait=ms&client=id (POST): messages as NDJSON, waiting up to `wait` for the
+ * first; …/<c>/ack (POST) {"ack": [seq…], "nak": [seq…], "term": [seq…]}.
+ */
+async function consumersApi(req: IncomingMessage, res: ServerResponse, url: URL, method: string, parts: string[], consumers: StreamConsumers): Promise<void> {
+  if (parts.length === 0) {
+    if (method === 'GET') return sendJson(res, 200, { consumers: consumers.list() })
+    if (method === 'POST') return sendJson(res, 201, { consumer: await consumers.add(await readJsonBody(req)) })
+    throw notAllowed(method, url.pathname)
+  }
+  const name = parts[0] as string
+  if (parts.length === 1) {
+    if (method === 'GET') return sendJson(res, 200, consumers.describe(name))
+    if (method === 'DELETE') {
+      await consumers.remove(name)
+      res.writeHead(204).end()
+      return
+    }
+    throw notAllowed(method, url.pathname)
+  }
+  if (method !== 'POST') throw notAllowed(method, url.pathname)
+  if (parts[1] === 'next') {
+    const q = url.searchParams
+    const batch = Math.min(10_000, Math.max(1, Number(q.get('batch') ?? 1) || 1))
+    const wait = Math.min(60_000, Math.max(0, Number(q.get('wait') ?? 0) || 0))
+    const got = await consumers.next(name, batch, wait, q.get('client') ?? 'http')
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' })
+    res.end(got.map((d) => JSON.stringify({
+      seq: d.seq, time: new Date(d.timestamp).toISOString(), subject: d.subject,
+      ...(isUtf8(d.payload) ? { payload: d.payload.toString('utf8') } : { payload_base64: d.payload.toString('base64') }),
+      deliveryCount: d.deliveryCount, pending: d.pending,
+    }) + '\n').join(''))
+    return
+  }
+  if (parts[1] === 'ack') {
+    const body = await readJsonBody(req) as { ack?: unknown; nak?: unknown; term?: unknown }
+    const { consumer } = consumers.get(name)
+    const seqs = (v: unknown): number[] => (Array.isArray(v) ? v.filter((x): x is number => Number.isSafeInteger(x)) : [])
+    const done = {
+      acked: seqs(body.ack).filter((s) => consumer.ack(s)).length,
+      naked: seqs(body.nak).filter((s) => consumer.nak(s)).length,
+      termed: seqs(body.term).filter((s) => consumer.term(s)).length,
+    }
+    return sendJson(res, 200, done)
+  }
+  throw new EdgebusError('ECONSUMER_NOT_FOUND', `no API at ${url.pathname}`)
 }
 
 function notAllowed(method: string, path: string): EdgebusError {

@@ -4,6 +4,7 @@ import { EdgebusError } from '../core/errors.ts'
 import type { Logger } from '../core/log.ts'
 import type { Router } from '../router/router.ts'
 import { Stream, type StreamInfo } from './stream.ts'
+import { StreamConsumers, type ServerPublish } from './consumer-manager.ts'
 import { checkNoOverlap, describeStreamDefinition, parseStreamDefinition, type StreamDefinition } from './stream-config.ts'
 
 /** Runtime-created stream definitions, kept beside the journals. */
@@ -19,17 +20,20 @@ export class StreamManager {
   readonly #dir: string
   readonly #log: Logger
   readonly #streams = new Map<string, Stream>()
+  readonly #consumers = new Map<string, StreamConsumers>()
+  readonly #publish: ServerPublish
   readonly #fromConfig = new Set<string>()
   #chain: Promise<unknown> = Promise.resolve()
 
-  private constructor(router: Router, dir: string, log: Logger) {
+  private constructor(router: Router, dir: string, log: Logger, publish: ServerPublish) {
+    this.#publish = publish
     this.#router = router
     this.#dir = dir
     this.#log = log
   }
 
-  static async open(router: Router, dataDir: string, configured: readonly StreamDefinition[], log: Logger): Promise<StreamManager> {
-    const m = new StreamManager(router, join(dataDir, 'streams'), log)
+  static async open(router: Router, dataDir: string, configured: readonly StreamDefinition[], log: Logger, publish: ServerPublish): Promise<StreamManager> {
+    const m = new StreamManager(router, join(dataDir, 'streams'), log, publish)
     const saved = await m.#readDefinitions()
     const all: StreamDefinition[] = [...configured]
     for (const def of saved) {
@@ -53,6 +57,12 @@ export class StreamManager {
     const s = this.#streams.get(name)
     if (!s) throw new EdgebusError('ESTREAM_NOT_FOUND', `no stream is named "${name}"`, { stream: name })
     return s
+  }
+
+  /** The durable consumers of a stream. */
+  consumers(name: string): StreamConsumers {
+    this.get(name)
+    return this.#consumers.get(name) as StreamConsumers
   }
 
   describe(name: string): Record<string, unknown> {
@@ -124,6 +134,7 @@ export class StreamManager {
     await mkdir(this.#dir, { recursive: true })
     const stream = await Stream.open(def, this.#dir, this.#log)
     this.#streams.set(def.name, stream)
+    this.#consumers.set(def.name, await StreamConsumers.open(stream, this.#log, this.#publish))
     for (const f of def.subjects) this.#router.addStore(f, stream)
     return stream
   }
@@ -131,6 +142,8 @@ export class StreamManager {
   async #stop(stream: Stream): Promise<void> {
     for (const f of stream.definition.subjects) this.#router.removeStore(f, stream)
     this.#streams.delete(stream.name)
+    await this.#consumers.get(stream.name)?.close() // consumers read the journal: they go first
+    this.#consumers.delete(stream.name)
     await stream.close()
   }
 

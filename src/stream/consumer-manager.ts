@@ -1,0 +1,143 @@
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { EdgebusError } from '../core/errors.ts'
+import type { Logger } from '../core/log.ts'
+import { Consumer, type DeadLetter } from './consumer.ts'
+import { checkConsumerFilter, describeConsumerDefinition, parseConsumerDefinition, type ConsumerDefinition } from './consumer-config.ts'
+import type { Stream } from './stream.ts'
+
+/** Publishes a message as the server (dead-letter notices). */
+export type ServerPublish = (topic: string, payload: Buffer) => Promise<unknown>
+
+interface Open {
+  consumer: Consumer
+  def: ConsumerDefinition
+  unfollow: () => void
+  /** Pulls waiting for a message (HTTP long-poll). */
+  waiters: Set<() => void>
+}
+
+/**
+ * The durable consumers of one stream: definitions kept as <streamDir>/consumers/<name>.json
+ * beside their state files, opened with the stream and fed by its new messages.
+ */
+export class StreamConsumers {
+  readonly #stream: Stream
+  readonly #dir: string
+  readonly #log: Logger
+  readonly #publish: ServerPublish
+  readonly #open = new Map<string, Open>()
+
+  private constructor(stream: Stream, log: Logger, publish: ServerPublish) {
+    this.#stream = stream
+    this.#dir = join(stream.journal.dir, 'consumers')
+    this.#log = log
+    this.#publish = publish
+  }
+
+  static async open(stream: Stream, log: Logger, publish: ServerPublish): Promise<StreamConsumers> {
+    const c = new StreamConsumers(stream, log, publish)
+    let files: string[] = []
+    try {
+      files = (await readdir(c.#dir)).filter((f) => f.endsWith('.json'))
+    } catch {
+      return c
+    }
+    for (const f of files) {
+      try {
+        const def = parseConsumerDefinition(JSON.parse(await readFile(join(c.#dir, f), 'utf8')), stream.name, `consumer file ${f}`)
+        await c.#start(def)
+      } catch (err) {
+        // one bad definition must not keep the stream (or the server) from starting
+        log.error({ stream: stream.name, file: f, err: (err as Error).message }, 'consumer definition unreadable: skipped')
+      }
+    }
+    return c
+  }
+
+  list(): Array<Record<string, unknown>> {
+    return [...this.#open.values()].map((o) => ({ ...o.consumer.info() }))
+  }
+
+  get(name: string): Open {
+    const o = this.#open.get(name)
+    if (!o) throw new EdgebusError('ECONSUMER_NOT_FOUND', `stream "${this.#stream.name}" has no consumer "${name}"`, { stream: this.#stream.name, consumer: name })
+    return o
+  }
+
+  describe(name: string): Record<string, unknown> {
+    const o = this.get(name)
+    return { config: describeConsumerDefinition(o.def), state: o.consumer.info() }
+  }
+
+  async add(raw: unknown): Promise<Record<string, unknown>> {
+    const def = parseConsumerDefinition(raw, this.#stream.name)
+    if (def.name === null) throw new EdgebusError('ECONSUMER_INVALID', 'a consumer created through the API needs a "name" (it is durable)')
+    if (this.#open.has(def.name)) throw new EdgebusError('ECONSUMER_IN_USE', `stream "${this.#stream.name}" has a consumer "${def.name}" already`, { consumer: def.name })
+    checkConsumerFilter(def, this.#stream.definition)
+    await mkdir(this.#dir, { recursive: true })
+    const file = join(this.#dir, `${def.name}.json`)
+    await writeFile(`${file}.tmp`, JSON.stringify(describeConsumerDefinition(def)))
+    await rename(`${file}.tmp`, file)
+    const o = await this.#start(def)
+    this.#log.info({ stream: this.#stream.name, consumer: def.name }, 'consumer created')
+    return o.consumer.info() as unknown as Record<string, unknown>
+  }
+
+  async remove(name: string): Promise<void> {
+    const o = this.get(name)
+    await this.#stop(name, o)
+    await rm(join(this.#dir, `${name}.json`), { force: true })
+    await Consumer.remove(this.#stream.journal.dir, name)
+    this.#log.info({ stream: this.#stream.name, consumer: name }, 'consumer deleted')
+  }
+
+  /** Up to `batch` messages for `client`; waits up to `waitMs` for the first when none is ready. */
+  async next(name: string, batch: number, waitMs: number, client: string) {
+    const o = this.get(name)
+    let got = o.consumer.next(batch, client)
+    const deadline = Date.now() + waitMs
+    while (got.length === 0 && Date.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        const wake = (): void => { clearTimeout(t); o.waiters.delete(wake); resolve() }
+        const t = setTimeout(wake, Math.max(1, deadline - Date.now()))
+        o.waiters.add(wake)
+      })
+      if (!this.#open.has(name)) break
+      got = o.consumer.next(batch, client)
+    }
+    return got
+  }
+
+  async close(): Promise<void> {
+    for (const [name, o] of [...this.#open]) await this.#stop(name, o)
+  }
+
+  async #start(def: ConsumerDefinition): Promise<Open> {
+    const waiters = new Set<() => void>()
+    const consumer = await Consumer.open(this.#stream.journal, def, {
+      log: this.#log,
+      onReady: () => { for (const w of [...waiters]) w() },
+      onDeadLetter: (dl) => this.#deadLetter(dl),
+    })
+    const unfollow = this.#stream.follow((rec) => consumer.notify(rec))
+    const o: Open = { consumer, def, unfollow, waiters }
+    this.#open.set(def.name as string, o)
+    return o
+  }
+
+  async #stop(name: string, o: Open): Promise<void> {
+    o.unfollow()
+    this.#open.delete(name)
+    for (const w of [...o.waiters]) w()
+    await o.consumer.close()
+  }
+
+  /** [issue 4] a message given up on goes to the dead-letter subject with why. */
+  #deadLetter(dl: DeadLetter): void {
+    const notice = Buffer.from(JSON.stringify({ stream: dl.stream, consumer: dl.consumer, seq: dl.seq, subject: dl.subject, deliveryCount: dl.deliveryCount, reason: dl.reason }))
+    this.#publish(dl.deadLetter, notice).catch((err: unknown) => {
+      this.#log.error({ stream: dl.stream, consumer: dl.consumer, seq: dl.seq, err: (err as Error).message }, 'dead-letter notice not published')
+    })
+  }
+}
