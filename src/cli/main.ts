@@ -10,7 +10,8 @@ Commands:
   serve              start the server (the default command)
   pub SUBJECT [MSG]  publish a message
   sub FILTER...      print messages on matching subjects
-  stream COMMAND     manage streams: ls, info, add, edit, rm, purge
+  stream COMMAND     manage streams: ls, info, add, edit, rm, purge, view
+  consumer COMMAND   manage durable consumers: ls, info, add, rm, next
 
 Run edgebus COMMAND --help for a command's options. edgebus --version prints the version.
 Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
@@ -23,6 +24,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   pub: async (argv) => (await import('./pub.ts')).pub(argv),
   sub: async (argv) => (await import('./sub.ts')).sub(argv),
   stream: async (argv) => (await import('./stream.ts')).stream(argv),
+  consumer: async (argv) => (await import('./consumer.ts')).consumer(argv),
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -84,27 +84,27 @@ export async function stream(argv: string[]): Promise<number> {
   }
   switch (command) {
     case 'ls': {
-      const { streams } = await call(base, 'GET', '/api/streams') as { streams: Array<Record<string, unknown>> }
+      const { streams } = await apiCall(base, 'GET', '/api/streams') as { streams: Array<Record<string, unknown>> }
       if (values.json) { process.stdout.write(JSON.stringify(streams) + '\n'); break }
       const rows = streams.map((s) => [s.name, (s.subjects as string[]).join(','), s.messages, s.bytes, s.firstSeq, s.lastSeq].map(String))
       printTable([['NAME', 'SUBJECTS', 'MESSAGES', 'BYTES', 'FIRST', 'LAST'], ...rows])
       break
     }
     case 'info':
-      process.stdout.write(JSON.stringify(await call(base, 'GET', `/api/streams/${needName()}`), null, 2) + '\n')
+      process.stdout.write(JSON.stringify(await apiCall(base, 'GET', `/api/streams/${needName()}`), null, 2) + '\n')
       break
     case 'add': {
       needName()
       const def = definition()
       if (!values.file && def.subjects === undefined) throw new EdgebusError('EUSAGE', 'stream add needs --subjects (or --file)')
-      process.stdout.write(JSON.stringify(await call(base, 'POST', '/api/streams', def), null, 2) + '\n')
+      process.stdout.write(JSON.stringify(await apiCall(base, 'POST', '/api/streams', def), null, 2) + '\n')
       break
     }
     case 'edit':
-      process.stdout.write(JSON.stringify(await call(base, 'PUT', `/api/streams/${needName()}`, definition()), null, 2) + '\n')
+      process.stdout.write(JSON.stringify(await apiCall(base, 'PUT', `/api/streams/${needName()}`, definition()), null, 2) + '\n')
       break
     case 'rm':
-      await call(base, 'DELETE', `/api/streams/${needName()}`)
+      await apiCall(base, 'DELETE', `/api/streams/${needName()}`)
       break
     case 'view': {
       const q = new URLSearchParams()
@@ -117,7 +117,7 @@ export async function stream(argv: string[]): Promise<number> {
       break
     }
     case 'purge':
-      process.stdout.write(JSON.stringify(await call(base, 'POST', `/api/streams/${needName()}/purge`), null, 2) + '\n')
+      process.stdout.write(JSON.stringify(await apiCall(base, 'POST', `/api/streams/${needName()}/purge`), null, 2) + '\n')
       break
     default:
       throw new EdgebusError('EUSAGE', `unknown stream command ${JSON.stringify(command)} (see edgebus stream --help)`)
@@ -157,7 +157,7 @@ async function view(base: string, path: string, json: boolean, follow: boolean):
 }
 
 /** One API call; the server's error code and message become ours. */
-async function call(base: string, method: string, path: string, body?: unknown): Promise<unknown> {
+export async function apiCall(base: string, method: string, path: string, body?: unknown, as: 'json' | 'text' = 'json'): Promise<unknown> {
   let res: Response
   try {
     res = await fetch(base + path, {
@@ -169,6 +169,7 @@ async function call(base: string, method: string, path: string, body?: unknown):
     throw new EdgebusError('ECONNECT', `cannot reach ${base}: ${((err as Error).cause as Error | undefined)?.message ?? (err as Error).message}`)
   }
   if (res.status === 204) return null
+  if (as === 'text' && res.ok) return res.text()
   const answer = await res.json().catch(() => ({})) as { error?: { code: string; message: string } }
   if (!res.ok) {
     const e = answer.error
@@ -178,7 +179,7 @@ async function call(base: string, method: string, path: string, body?: unknown):
   return answer
 }
 
-function printTable(rows: string[][]): void {
+export function printTable(rows: string[][]): void {
   const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
   for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd() + '\n')
 }

@@ -2,7 +2,7 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
+import { BUNDLE, run, startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
 import { connectClient, endAllClients, sleep } from '../support/mqtt.ts'
 
 let servers: StartedEdgebus[] = []
@@ -88,5 +88,23 @@ describe('durable consumers over HTTP', () => {
     expect((await call(srv, 'POST', '/api/streams/jobs/consumers', { name: 'x', filter: ['other.>'] })).json).toMatchObject({ error: { code: 'ECONSUMER_INVALID' } })
     expect((await call(srv, 'DELETE', '/api/streams/jobs/consumers/new-only')).status).toBe(204)
     expect(((await call(srv, 'GET', '/api/streams/jobs/consumers')).json?.consumers as unknown[]).length).toBe(0)
+  })
+
+  it('edgebus consumer add | ls | next --ack | info | rm', async () => {
+    const srv = await start(mkdtempSync(join(tmpdir(), 'edgebus-consumers-')))
+    const cli = (...args: string[]) => run(process.execPath, [BUNDLE, 'consumer', ...args, '--server', srv.httpUrl])
+    const add = await cli('add', 'jobs', 'cli-workers', '--filter', 'jobs.a.>', '--ack-wait', '10s', '--max-deliver', '3', '--backoff', '1s,5s')
+    expect(add.code, add.stderr).toBe(0)
+    const pub = await connectClient(srv.mqttUrl)
+    for (const t of ['jobs/a/1', 'jobs/b/1', 'jobs/a/2']) await pub.client.publishAsync(t, t, { qos: 1 })
+    const next = await cli('next', 'jobs', 'cli-workers', '--batch', '5', '--ack')
+    expect(next.code, next.stderr).toBe(0)
+    expect(next.stdout.trim().split('\n')).toEqual(['1 jobs/a/1 jobs/a/1', '3 jobs/a/2 jobs/a/2'])
+    expect((await cli('ls', 'jobs')).stdout).toMatch(/cli-workers\s+3\s+0/) // ack floor 3, nothing pending
+    expect(JSON.parse((await cli('info', 'jobs', 'cli-workers')).stdout)).toMatchObject({ config: { filter: ['jobs/a/#'], maxDeliver: 3 } })
+    expect((await cli('rm', 'jobs', 'cli-workers')).code).toBe(0)
+    const gone = await cli('info', 'jobs', 'cli-workers')
+    expect(gone.code).toBe(1)
+    expect(gone.stderr).toContain('ECONSUMER_NOT_FOUND')
   })
 })
