@@ -103,7 +103,9 @@ function readStreams(raw: unknown, file: string): StreamDefinition[] {
     try {
       return parseStreamDefinition(d, `config "streams[${i}]" in ${file}`)
     } catch (err) {
-      throw new EdgebusError('ECONFIG_INVALID', (err as Error).message, { key: `streams[${i}]` })
+      const where = `config "streams[${i}]" in ${file}`
+      const message = (err as Error).message
+      throw new EdgebusError('ECONFIG_INVALID', message.includes(where) ? message : `${where}: ${message}`, { key: `streams[${i}]` })
     }
   })
   for (const def of defs) {

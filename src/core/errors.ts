@@ -42,6 +42,7 @@ export const ErrorCodes = {
   ECONSUMER_CORRUPT: 'a consumer state file failed its integrity check (the damaged part is skipped or set aside)',
   ECONSUMER_CLOSED: 'a consumer was used after it was closed',
   ECONSUMER_NOT_FOUND: 'a stream has no consumer of that name',
+  ECONSUMER_CONFIGURED: 'a consumer declared with its stream cannot be removed at run time',
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

@@ -84,7 +84,7 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
 /** The HTTP status for an error code: 404 for what is not there, 409 for conflicts, 400 for bad input. */
 export function statusOf(code: ErrorCode): number {
   if (code.endsWith('_NOT_FOUND')) return 404
-  if (code === 'ESTREAM_EXISTS' || code === 'ESTREAM_CONFIGURED' || code === 'ESTREAM_OVERLAP' || code === 'ECONSUMER_IN_USE') return 409
+  if (code === 'ESTREAM_EXISTS' || code === 'ESTREAM_CONFIGURED' || code === 'ESTREAM_OVERLAP' || code === 'ECONSUMER_IN_USE' || code === 'ECONSUMER_CONFIGURED') return 409
   if (code.startsWith('EJOURNAL') || code === 'ECONSUMER_IO') return 503
   if (code === 'EPACKET_TOO_LARGE') return 413
   if (code === 'EHTTP_METHOD') return 405

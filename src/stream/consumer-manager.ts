@@ -27,6 +27,7 @@ export class StreamConsumers {
   readonly #log: Logger
   readonly #publish: ServerPublish
   readonly #open = new Map<string, Open>()
+  readonly #configured = new Set<string>()
 
   private constructor(stream: Stream, log: Logger, publish: ServerPublish) {
     this.#stream = stream
@@ -37,6 +38,11 @@ export class StreamConsumers {
 
   static async open(stream: Stream, log: Logger, publish: ServerPublish): Promise<StreamConsumers> {
     const c = new StreamConsumers(stream, log, publish)
+    // declared with the stream (config file): fixed, changed there
+    for (const def of stream.definition.consumers) {
+      await c.#start(def)
+      c.#configured.add(def.name as string)
+    }
     let files: string[] = []
     try {
       files = (await readdir(c.#dir)).filter((f) => f.endsWith('.json'))
@@ -44,6 +50,7 @@ export class StreamConsumers {
       return c
     }
     for (const f of files) {
+      if (c.#configured.has(f.slice(0, -'.json'.length))) continue // the declaration wins
       try {
         const def = parseConsumerDefinition(JSON.parse(await readFile(join(c.#dir, f), 'utf8')), stream.name, `consumer file ${f}`)
         await c.#start(def)
@@ -67,7 +74,7 @@ export class StreamConsumers {
 
   describe(name: string): Record<string, unknown> {
     const o = this.get(name)
-    return { config: describeConsumerDefinition(o.def), state: o.consumer.info() }
+    return { config: describeConsumerDefinition(o.def), source: this.#configured.has(name) ? 'config' : 'api', state: o.consumer.info() }
   }
 
   async add(raw: unknown): Promise<Record<string, unknown>> {
@@ -86,6 +93,9 @@ export class StreamConsumers {
 
   async remove(name: string): Promise<void> {
     const o = this.get(name)
+    if (this.#configured.has(name)) {
+      throw new EdgebusError('ECONSUMER_CONFIGURED', `consumer "${name}" is declared with stream "${this.#stream.name}": remove it there`, { consumer: name })
+    }
     await this.#stop(name, o)
     await rm(join(this.#dir, `${name}.json`), { force: true })
     await Consumer.remove(this.#stream.journal.dir, name)

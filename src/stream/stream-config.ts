@@ -3,6 +3,7 @@ import { parseDuration, parseSize } from '../config/units.ts'
 import { toMqttFilter } from '../subjects/mqtt-map.ts'
 import { FsyncPolicies, type FsyncPolicy } from './journal.ts'
 import { DiscardPolicies, type RetentionLimits } from './retention.ts'
+import { checkConsumerFilter, describeConsumerDefinition, parseConsumerDefinition, type ConsumerDefinition } from './consumer-config.ts'
 
 /**
  * A stream's definition, as written in the config file (`streams: [...]`), sent to
@@ -17,6 +18,8 @@ export interface StreamDefinition {
   /** Largest message accepted, in bytes (0 = only the server's maxPacketSize). */
   maxMsgSize: number
   fsync: FsyncPolicy
+  /** Durable consumers declared with the stream (`consumers: [...]`). */
+  consumers: ConsumerDefinition[]
 }
 
 /** Defaults a demanding user expects: group commit, keep everything, a 2-minute dedupe window. */
@@ -80,7 +83,7 @@ export function parseStreamDefinition(raw: unknown, where = 'stream'): StreamDef
   if (!(DiscardPolicies as readonly unknown[]).includes(discard)) bad('discard', discard, `use one of ${DiscardPolicies.join(', ')}`)
   const fsync = def.fsync ?? STREAM_DEFAULTS.fsync
   if (!(FsyncPolicies as readonly unknown[]).includes(fsync)) bad('fsync', fsync, `use one of ${FsyncPolicies.join(', ')}`)
-  return {
+  const parsed: StreamDefinition = {
     name: name as string,
     subjects: filters,
     limits: {
@@ -93,7 +96,22 @@ export function parseStreamDefinition(raw: unknown, where = 'stream'): StreamDef
     },
     maxMsgSize: size('maxMsgSize'),
     fsync: fsync as FsyncPolicy,
+    consumers: [],
   }
+  const consumers = def.consumers
+  if (consumers !== undefined) {
+    if (!Array.isArray(consumers)) bad('consumers', consumers, 'use a list of consumers, like [{"name": "workers"}]')
+    parsed.consumers = (consumers as unknown[]).map((c, i) => {
+      const cdef = parseConsumerDefinition(c, parsed.name, `${where}: consumers[${i}]`)
+      if (cdef.name === null) bad(`consumers[${i}].name`, undefined, 'a consumer declared with its stream is durable: give it a name')
+      checkConsumerFilter(cdef, parsed)
+      return cdef
+    })
+    const names = parsed.consumers.map((c) => c.name)
+    const twice = names.find((n, i) => names.indexOf(n) !== i)
+    if (twice !== undefined) bad('consumers', twice, 'give each consumer its own name')
+  }
+  return parsed
 }
 
 /** Whether some topic matches both MQTT filters. */
@@ -143,5 +161,6 @@ export function describeStreamDefinition(def: StreamDefinition): Record<string, 
     ...def.limits,
     maxMsgSize: def.maxMsgSize,
     fsync: def.fsync,
+    ...(def.consumers.length > 0 ? { consumers: def.consumers.map(describeConsumerDefinition) } : {}),
   }
 }
