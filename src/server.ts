@@ -9,6 +9,7 @@ import { MqttBroker } from './mqtt/broker.ts'
 import { createMqttTcpServer } from './mqtt/tcp.ts'
 import { FilePersistence } from './persistence/file-persistence.ts'
 import { MqttWebSocketEndpoint } from './ws/mqtt-ws.ts'
+import { JsonWebSocketEndpoint } from './ws/json-endpoint.ts'
 import { VERSION } from './version.ts'
 import { StreamManager } from './stream/stream-manager.ts'
 import { mountStreamsApi } from './http/streams-api.ts'
@@ -64,6 +65,8 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   mountPublishApi(http, broker)
   const ws = new MqttWebSocketEndpoint(broker)
   http.upgrade('/mqtt', ws)
+  const json = new JsonWebSocketEndpoint(broker, log)
+  http.upgrade('/ws', json)
   http.route('GET', '/healthz', (_req, res) => {
     sendJson(res, 200, { status: 'ok', version: VERSION, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), connections: broker.connections.size, ...broker.stats, ...(persistence ? { persistence: persistence.stats } : {}) })
   })
@@ -97,6 +100,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
         tcp.close()
         http.server.close()
         ws.close()
+        json.close()
         await broker.close()
         await streams.close() // every acknowledged message is on disk once this returns
         await persistence?.close() // issue 5: after aedes, which records the sessions' disconnects

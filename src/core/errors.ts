@@ -43,6 +43,12 @@ export const ErrorCodes = {
   ECONSUMER_CLOSED: 'a consumer was used after it was closed',
   ECONSUMER_NOT_FOUND: 'a stream has no consumer of that name',
   ECONSUMER_CONFIGURED: 'a consumer declared with its stream cannot be removed at run time',
+  EWS_FRAME: 'a /ws frame was binary; the JSON protocol uses text frames',
+  EWS_JSON: 'a /ws frame is not one JSON object',
+  EWS_OP: 'a /ws frame has an unknown op',
+  EWS_FIELD: 'a /ws frame has a missing or invalid field',
+  EWS_NO_SUB: 'a /ws unsub names no subscription of the connection',
+  EWS_LIMIT: 'a /ws connection reached its subscription limit',
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

@@ -1,0 +1,134 @@
+import { isUtf8 } from 'node:buffer'
+import type { IncomingMessage } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { WebSocketServer, type WebSocket } from 'ws'
+import type { Logger } from '../core/log.ts'
+import type { MqttBroker } from '../mqtt/broker.ts'
+import type { Listener, RoutedPacket } from '../router/router.ts'
+import { detectSyntax, mqttToNats } from '../subjects/mqtt-map.ts'
+import { VERSION } from '../version.ts'
+import { errorFrame, MAX_FRAME_BYTES, parseClientFrame, type ClientRequest } from './json-protocol.ts'
+
+/** Over this many bytes waiting in a browser's socket, its messages are dropped (and counted). */
+const MAX_BUFFERED = 1024 * 1024
+/** Subscriptions one connection may hold. */
+const MAX_SUBSCRIPTIONS = 1000
+
+interface JsonSubscription {
+  filter: string
+  nats: boolean
+  fn: Listener
+}
+
+/** One browser connection on /ws. */
+class JsonSession {
+  readonly #ws: WebSocket
+  readonly #broker: MqttBroker
+  readonly #subs = new Map<string, JsonSubscription>()
+  #nextSub = 1
+  dropped = 0
+
+  constructor(ws: WebSocket, broker: MqttBroker) {
+    this.#ws = ws
+    this.#broker = broker
+    ws.on('message', (data: Buffer, isBinary: boolean) => { this.#onFrame(data, isBinary) })
+    ws.on('close', () => this.#close())
+    ws.on('error', () => {})
+  }
+
+  #send(frame: object): void {
+    if (this.#ws.readyState === this.#ws.OPEN) this.#ws.send(JSON.stringify(frame))
+  }
+
+  #onFrame(data: Buffer, isBinary: boolean): void {
+    const req = parseClientFrame(data, isBinary)
+    if (req.op === 'error') { this.#send(req); return }
+    this.#handle(req).catch((e: unknown) => this.#send(errorFrame(req.id, e)))
+  }
+
+  async #handle(req: ClientRequest): Promise<void> {
+    switch (req.op) {
+      case 'hello':
+        // the seam for authentication: the security milestone checks req.token here
+        this.#send({ op: 'hello', id: req.id, server: 'edgebus', version: VERSION })
+        return
+      case 'ping':
+        this.#send({ op: 'pong', id: req.id })
+        return
+      case 'sub': {
+        if (this.#subs.size >= MAX_SUBSCRIPTIONS) {
+          this.#send({ op: 'error', id: req.id, code: 'EWS_LIMIT', message: `at most ${MAX_SUBSCRIPTIONS} subscriptions per connection` })
+          return
+        }
+        const sub = String(this.#nextSub++)
+        const nats = detectSyntax(req.input).syntax === 'nats'
+        const fn: Listener = (packet, cb) => { this.#deliver(sub, nats, packet); cb() }
+        this.#subs.set(sub, { filter: req.filter, nats, fn })
+        this.#broker.router.on(req.filter, fn)
+        this.#send({ op: 'ok', id: req.id, sub, filter: nats ? mqttToNats(req.filter) : req.filter })
+        return
+      }
+      case 'unsub': {
+        const s = this.#subs.get(req.sub)
+        if (!s) {
+          this.#send({ op: 'error', id: req.id, code: 'EWS_NO_SUB', message: `no subscription "${req.sub}" on this connection` })
+          return
+        }
+        this.#subs.delete(req.sub)
+        this.#broker.router.removeListener(s.filter, s.fn)
+        this.#send({ op: 'ok', id: req.id })
+        return
+      }
+      case 'pub': {
+        const results = await this.#broker.publish(req.subject, req.payload, { qos: req.qos, retain: req.retain })
+        const stored = results.map(({ stream, result }) => (result.status === 'fulfilled'
+          ? { stream, seq: (result.value as { seq: number }).seq }
+          : { stream, error: (({ code, message }) => ({ code, message }))(errorFrame(null, result.reason)) }))
+        const refused = stored.find((s) => 'error' in s) as { error: { code: string; message: string } } | undefined
+        if (refused) this.#send({ op: 'error', id: req.id, code: refused.error.code, message: refused.error.message, stored })
+        else this.#send({ op: 'ok', id: req.id, stored })
+      }
+    }
+  }
+
+  #deliver(sub: string, nats: boolean, packet: RoutedPacket): void {
+    const ws = this.#ws
+    if (ws.readyState !== ws.OPEN) return
+    // a browser that stopped reading loses messages, not the server's memory
+    if (ws.bufferedAmount > MAX_BUFFERED) { this.dropped++; this.#broker.stats.dropped++; return }
+    const p = packet.payload
+    const body = isUtf8(p) ? { payload: p.toString('utf8') } : { payload_base64: p.toString('base64') }
+    ws.send(JSON.stringify({ op: 'msg', sub, subject: nats ? mqttToNats(packet.topic) : packet.topic, ...body, retain: packet.retain, qos: packet.qos }))
+    this.#broker.stats.messagesOut++
+  }
+
+  #close(): void {
+    for (const s of this.#subs.values()) this.#broker.router.removeListener(s.filter, s.fn)
+    this.#subs.clear()
+  }
+}
+
+/** The JSON-over-WebSocket endpoint on /ws (docs/ws-protocol.md). */
+export class JsonWebSocketEndpoint {
+  readonly #wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false })
+  readonly #broker: MqttBroker
+  readonly #log: Logger
+
+  constructor(broker: MqttBroker, log: Logger) {
+    this.#broker = broker
+    this.#log = log
+  }
+
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    this.#wss.handleUpgrade(req, socket, head, (ws) => {
+      req.socket.setNoDelay(true)
+      new JsonSession(ws, this.#broker)
+      this.#log.debug({ remote: req.socket.remoteAddress }, 'json websocket connected')
+    })
+  }
+
+  close(): void {
+    for (const ws of this.#wss.clients) ws.terminate()
+    this.#wss.close()
+  }
+}

@@ -1,0 +1,87 @@
+import { EdgebusError, isEdgebusError } from '../core/errors.ts'
+import { toMqttFilter, toMqttTopic } from '../subjects/mqtt-map.ts'
+
+/**
+ * The JSON-over-WebSocket protocol for browsers (docs/ws-protocol.md): one JSON object per text
+ * frame. Parsing is pure: a frame becomes a typed request or a typed error, never a throw that
+ * could close the connection.
+ */
+
+export type ClientRequest =
+  | { op: 'hello'; id: string | null; token: string | null }
+  | { op: 'sub'; id: string | null; filter: string; input: string; qos: 0 | 1 }
+  | { op: 'unsub'; id: string | null; sub: string }
+  | { op: 'pub'; id: string | null; subject: string; payload: Buffer; retain: boolean; qos: 0 | 1 | 2 }
+  | { op: 'ping'; id: string | null }
+
+export interface ProtocolError {
+  op: 'error'
+  id: string | null
+  code: string
+  message: string
+}
+
+/** Largest text frame accepted; a publish's payload is bounded by the server's maxPacketSize as well. */
+export const MAX_FRAME_BYTES = 1024 * 1024
+
+function err(id: string | null, code: string, message: string): ProtocolError {
+  return { op: 'error', id, code, message }
+}
+
+/** Parses one frame; returns the request, or the error to send back. */
+export function parseClientFrame(data: Buffer | string, isBinary: boolean): ClientRequest | ProtocolError {
+  if (isBinary) return err(null, 'EWS_FRAME', 'send JSON in text frames (binary frames are for MQTT on /mqtt)')
+  const text = typeof data === 'string' ? data : data.toString('utf8')
+  let msg: unknown
+  try {
+    msg = JSON.parse(text)
+  } catch (e) {
+    return err(null, 'EWS_JSON', `the frame is not JSON: ${(e as Error).message}`)
+  }
+  if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) return err(null, 'EWS_JSON', 'a frame is one JSON object, like {"op": "ping"}')
+  const m = msg as Record<string, unknown>
+  const id = typeof m.id === 'string' || typeof m.id === 'number' ? String(m.id) : null
+  if (m.id !== undefined && id === null) return err(null, 'EWS_FIELD', '"id" is a string or a number that the answer repeats')
+  const field = (name: string, why: string): ProtocolError => err(id, 'EWS_FIELD', `"${name}" ${why}`)
+  try {
+    switch (m.op) {
+      case 'hello':
+        if (m.token !== undefined && typeof m.token !== 'string') return field('token', 'is a string')
+        return { op: 'hello', id, token: (m.token as string | undefined) ?? null }
+      case 'ping':
+        return { op: 'ping', id }
+      case 'sub': {
+        if (typeof m.filter !== 'string') return field('filter', 'is a subject filter, like "sensors.>" or "sensors/#"')
+        const qos = m.qos ?? 0
+        if (qos !== 0 && qos !== 1) return field('qos', 'is 0 or 1')
+        return { op: 'sub', id, filter: toMqttFilter(m.filter), input: m.filter, qos }
+      }
+      case 'unsub':
+        if (typeof m.sub !== 'string') return field('sub', 'is the subscription id the "sub" answer gave')
+        return { op: 'unsub', id, sub: m.sub }
+      case 'pub': {
+        if (typeof m.subject !== 'string') return field('subject', 'is a subject, like "sensors.kitchen.temp"')
+        let payload: Buffer
+        if (typeof m.payload === 'string') payload = Buffer.from(m.payload, 'utf8')
+        else if (typeof m.payload_base64 === 'string') payload = Buffer.from(m.payload_base64, 'base64')
+        else if (m.payload !== undefined && m.payload !== null) payload = Buffer.from(JSON.stringify(m.payload), 'utf8')
+        else return field('payload', 'is a string (or "payload_base64" for bytes; any other JSON value is sent as its JSON text)')
+        const qos = m.qos ?? 0
+        if (qos !== 0 && qos !== 1 && qos !== 2) return field('qos', 'is 0, 1 or 2')
+        if (m.retain !== undefined && typeof m.retain !== 'boolean') return field('retain', 'is true or false')
+        return { op: 'pub', id, subject: toMqttTopic(m.subject), payload, retain: m.retain === true, qos }
+      }
+      default:
+        return err(id, 'EWS_OP', `unknown op ${JSON.stringify(m.op)}: use hello, sub, unsub, pub or ping`)
+    }
+  } catch (e) {
+    if (isEdgebusError(e)) return err(id, e.code, e.message)
+    throw e
+  }
+}
+
+/** A thrown error as a protocol answer. */
+export function errorFrame(id: string | null, e: unknown): ProtocolError {
+  if (e instanceof EdgebusError) return err(id, e.code, e.message)
+  return err(id, 'EINTERNAL', 'internal error')
+}

@@ -1,0 +1,66 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { WebSocket } from 'ws'
+import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
+import { connectClient, endAllClients } from '../support/mqtt.ts'
+
+let srv: StartedEdgebus
+beforeAll(async () => { srv = await startEdgebus({ config: { streams: [{ name: 'ui', subjects: ['ui.>'], maxMsgs: 1, discard: 'new' }] } }) })
+afterAll(async () => {
+  await endAllClients()
+  await srv.stop()
+})
+
+/** A /ws client that records every frame and answers requests by id. */
+async function jsonClient() {
+  const ws = new WebSocket(`ws://127.0.0.1:${srv.httpPort}/ws`)
+  const frames: Array<Record<string, unknown>> = []
+  const waiters: Array<() => void> = []
+  ws.on('message', (d) => { frames.push(JSON.parse(String(d)) as Record<string, unknown>); for (const w of waiters) w() })
+  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
+  const waitFor = (pred: (f: Record<string, unknown>) => boolean, ms = 5000) => new Promise<Record<string, unknown>>((resolve, reject) => {
+    const check = (): void => { const f = frames.find(pred); if (f) { clearTimeout(t); resolve(f) } }
+    const t = setTimeout(() => reject(new Error(`no such frame; got ${JSON.stringify(frames)}`)), ms)
+    waiters.push(check)
+    check()
+  })
+  let n = 0
+  const request = (req: Record<string, unknown>) => {
+    const id = String(++n)
+    ws.send(JSON.stringify({ ...req, id }))
+    return waitFor((f) => f.id === id)
+  }
+  return { ws, frames, waitFor, request }
+}
+
+describe('JSON over WebSocket (/ws)', () => {
+  it('a NATS-style subscription receives an MQTT publish; a /ws publish reaches MQTT', async () => {
+    const c = await jsonClient()
+    expect(await c.request({ op: 'hello' })).toMatchObject({ op: 'hello', server: 'edgebus' })
+    const ok = await c.request({ op: 'sub', filter: 'farm.*.temp' })
+    expect(ok).toMatchObject({ op: 'ok', filter: 'farm.*.temp' })
+    const mqtt = await connectClient(srv.mqttUrl)
+    await mqtt.client.subscribeAsync('ui/#')
+    await mqtt.client.publishAsync('farm/barn/temp', '21.5')
+    expect(await c.waitFor((f) => f.op === 'msg')).toEqual({ op: 'msg', sub: ok.sub, subject: 'farm.barn.temp', payload: '21.5', retain: false, qos: 0 })
+    expect(await c.request({ op: 'pub', subject: 'ui.button', payload: 'pressed' })).toEqual({ op: 'ok', id: expect.any(String), stored: [{ stream: 'ui', seq: 1 }] })
+    expect((await mqtt.waitFor(1))[0]).toMatchObject({ topic: 'ui/button', payload: 'pressed' })
+    // the stream is full (maxMsgs 1, discard new): the answer says so
+    expect(await c.request({ op: 'pub', subject: 'ui.button', payload: 'again' })).toMatchObject({ op: 'error', code: 'ESTREAM_LIMIT' })
+    expect(await c.request({ op: 'unsub', sub: ok.sub })).toMatchObject({ op: 'ok' })
+    expect(await c.request({ op: 'ping' })).toMatchObject({ op: 'pong' })
+    c.ws.close()
+  })
+
+  it('malformed frames get error codes and the connection stays up', async () => {
+    const c = await jsonClient()
+    c.ws.send('{oops')
+    expect(await c.waitFor((f) => f.code === 'EWS_JSON')).toMatchObject({ op: 'error' })
+    c.ws.send(Buffer.from([1, 2, 3]), { binary: true })
+    await c.waitFor((f) => f.code === 'EWS_FRAME')
+    expect(await c.request({ op: 'sub', filter: 'a.>.b' })).toMatchObject({ code: 'ESUBJECT_INVALID' })
+    expect(await c.request({ op: 'unsub', sub: '999' })).toMatchObject({ code: 'EWS_NO_SUB' })
+    expect(await c.request({ op: 'dance' })).toMatchObject({ code: 'EWS_OP' })
+    expect(await c.request({ op: 'ping' })).toMatchObject({ op: 'pong' }) // still up
+    c.ws.close()
+  })
+})
