@@ -2,7 +2,7 @@
 // It runs with no node_modules beside it. CommonJS dependencies (aedes' helpers, ws, pino) need
 // `require`, which an ESM file lacks: the banner creates one.
 import { build } from 'esbuild'
-import { readFileSync, statSync } from 'node:fs'
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -18,8 +18,26 @@ const absentOptionalNatives = {
   },
 }
 
+/** The browser client, minified, served by the server at /client.js (and written to dist/client.js). */
+export async function bundleClient() {
+  const out = await build({
+    entryPoints: [`${root}src/client/edgebus-client.ts`],
+    bundle: true,
+    format: 'esm',
+    target: 'es2020',
+    minify: true,
+    write: false,
+    logLevel: 'warning',
+  })
+  const code = out.outputFiles[0].text
+  mkdirSync(`${root}dist`, { recursive: true })
+  writeFileSync(`${root}dist/client.js`, code)
+  return code
+}
+
 export async function bundle({ outfile = `${root}dist/edgebus.mjs`, format = 'esm' } = {}) {
   const esm = format === 'esm'
+  const client = await bundleClient()
   await build({
     entryPoints: [`${root}src/cli/main.ts`],
     outfile,
@@ -30,7 +48,7 @@ export async function bundle({ outfile = `${root}dist/edgebus.mjs`, format = 'es
     minify: true,
     sourcemap: true,
     legalComments: 'linked',
-    define: { __EDGEBUS_VERSION__: JSON.stringify(pkg.version) },
+    define: { __EDGEBUS_VERSION__: JSON.stringify(pkg.version), __EDGEBUS_CLIENT_JS__: JSON.stringify(client) },
     plugins: [absentOptionalNatives],
     banner: esm
       ? { js: "import { createRequire as __edgebusCreateRequire } from 'node:module'; const require = __edgebusCreateRequire(import.meta.url);" }

@@ -10,7 +10,7 @@ import { createMqttTcpServer } from './mqtt/tcp.ts'
 import { FilePersistence } from './persistence/file-persistence.ts'
 import { MqttWebSocketEndpoint } from './ws/mqtt-ws.ts'
 import { JsonWebSocketEndpoint } from './ws/json-endpoint.ts'
-import { VERSION } from './version.ts'
+import { CLIENT_JS, VERSION } from './version.ts'
 import { StreamManager } from './stream/stream-manager.ts'
 import { mountStreamsApi } from './http/streams-api.ts'
 import { mountPublishApi } from './http/publish-api.ts'
@@ -67,6 +67,11 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   http.upgrade('/mqtt', ws)
   const json = new JsonWebSocketEndpoint(broker, log)
   http.upgrade('/ws', json)
+  http.route('GET', '/client.js', (_req, res) => {
+    if (CLIENT_JS === null) return sendJson(res, 404, { error: { code: 'ENOTFOUND', message: 'the browser client is part of the built bundle (npm run build)' } })
+    res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'public, max-age=300', 'access-control-allow-origin': '*' })
+    res.end(CLIENT_JS)
+  })
   http.route('GET', '/healthz', (_req, res) => {
     sendJson(res, 200, { status: 'ok', version: VERSION, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), connections: broker.connections.size, ...broker.stats, ...(persistence ? { persistence: persistence.stats } : {}) })
   })
