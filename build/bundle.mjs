@@ -35,9 +35,26 @@ export async function bundleClient() {
   return code
 }
 
+/** The dashboard: dashboard/index.html with its CSS and its script (the client inside) inlined. */
+export async function bundleDashboard() {
+  const out = await build({
+    entryPoints: [`${root}dashboard/dashboard.ts`],
+    bundle: true,
+    format: 'esm',
+    target: 'es2020',
+    minify: true,
+    write: false,
+    logLevel: 'warning',
+  })
+  const js = out.outputFiles[0].text.replace(/<\/script/gi, '<\\/script')
+  const css = readFileSync(`${root}dashboard/dashboard.css`, 'utf8')
+  return readFileSync(`${root}dashboard/index.html`, 'utf8').replace('/*CSS*/', () => css).replace('/*JS*/', () => js)
+}
+
 export async function bundle({ outfile = `${root}dist/edgebus.mjs`, format = 'esm' } = {}) {
   const esm = format === 'esm'
   const client = await bundleClient()
+  const dashboard = await bundleDashboard()
   await build({
     entryPoints: [`${root}src/cli/main.ts`],
     outfile,
@@ -48,7 +65,7 @@ export async function bundle({ outfile = `${root}dist/edgebus.mjs`, format = 'es
     minify: true,
     sourcemap: true,
     legalComments: 'linked',
-    define: { __EDGEBUS_VERSION__: JSON.stringify(pkg.version), __EDGEBUS_CLIENT_JS__: JSON.stringify(client) },
+    define: { __EDGEBUS_VERSION__: JSON.stringify(pkg.version), __EDGEBUS_CLIENT_JS__: JSON.stringify(client), __EDGEBUS_DASHBOARD_HTML__: JSON.stringify(dashboard) },
     plugins: [absentOptionalNatives],
     banner: esm
       ? { js: "import { createRequire as __edgebusCreateRequire } from 'node:module'; const require = __edgebusCreateRequire(import.meta.url);" }

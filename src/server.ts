@@ -14,6 +14,7 @@ import { CLIENT_JS, VERSION } from './version.ts'
 import { StreamManager } from './stream/stream-manager.ts'
 import { mountStreamsApi } from './http/streams-api.ts'
 import { mountPublishApi } from './http/publish-api.ts'
+import { mountDashboard } from './http/dashboard-api.ts'
 
 export interface EdgebusServer {
   readonly config: EdgebusConfig
@@ -63,6 +64,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   const http = new HttpFront(log)
   mountStreamsApi(http, streams)
   mountPublishApi(http, broker)
+  mountDashboard(http, broker, startedAt)
   const ws = new MqttWebSocketEndpoint(broker)
   http.upgrade('/mqtt', ws)
   const json = new JsonWebSocketEndpoint(broker, log)

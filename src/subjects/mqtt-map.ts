@@ -75,12 +75,13 @@ export type SubjectSyntax = 'mqtt' | 'nats'
 
 /**
  * Which syntax a user-typed subject is in: an explicit 'mqtt:' or 'nats:' prefix wins; otherwise
- * a '/' means MQTT, and anything else is read as NATS-style (a single level is the same in both).
+ * a '/' means MQTT, so does a lone '#' or '+' (MQTT's wildcards), and anything else is read as
+ * NATS-style (a single level is the same in both).
  */
 export function detectSyntax(input: string): { syntax: SubjectSyntax; text: string } {
   if (input.startsWith('mqtt:')) return { syntax: 'mqtt', text: input.slice(5) }
   if (input.startsWith('nats:')) return { syntax: 'nats', text: input.slice(5) }
-  if (input.includes('/')) return { syntax: 'mqtt', text: input }
+  if (input.includes('/') || input === '#' || input === '+') return { syntax: 'mqtt', text: input }
   return { syntax: 'nats', text: input }
 }
 

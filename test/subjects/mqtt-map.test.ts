@@ -78,6 +78,9 @@ describe('subject mapping MQTT <-> NATS-style', () => {
   it('detects the syntax of user input, with explicit prefixes winning', () => {
     expect(detectSyntax('a/b.c')).toEqual({ syntax: 'mqtt', text: 'a/b.c' })
     expect(detectSyntax('a.b')).toEqual({ syntax: 'nats', text: 'a.b' })
+    expect(toMqttFilter('#')).toBe('#') // MQTT's 'everything', typed alone
+    expect(toMqttFilter('+')).toBe('+')
+    expect(toMqttFilter('>')).toBe('#') // NATS' 'everything'
     expect(detectSyntax('mqtt:v1.2')).toEqual({ syntax: 'mqtt', text: 'v1.2' })
     expect(toMqttFilter('sensors.>')).toBe('sensors/#')
     expect(toMqttFilter('sensors/#')).toBe('sensors/#')

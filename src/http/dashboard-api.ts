@@ -1,0 +1,41 @@
+import type { MqttBroker } from '../mqtt/broker.ts'
+import { DASHBOARD_HTML, VERSION } from '../version.ts'
+import { sendJson, type HttpFront } from './server.ts'
+
+/**
+ * What the dashboard reads: GET / (the page, built into the bundle), GET /api/stats and
+ * GET /api/connections. Plain JSON, also useful to scripts.
+ */
+export function mountDashboard(http: HttpFront, broker: MqttBroker, startedAt: number): void {
+  http.route('GET', '/', (_req, res) => {
+    if (DASHBOARD_HTML === null) return sendJson(res, 404, { error: { code: 'ENOTFOUND', message: 'the dashboard is part of the built bundle (npm run build)' } })
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-cache' })
+    res.end(DASHBOARD_HTML)
+  })
+  http.route('GET', '/api/stats', (_req, res) => {
+    const mem = process.memoryUsage()
+    sendJson(res, 200, {
+      version: VERSION,
+      uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
+      connections: broker.connections.size,
+      subscriptions: broker.router.subscriptionCount,
+      ...broker.stats,
+      memory: { rss: mem.rss, heapUsed: mem.heapUsed },
+    })
+  })
+  http.route('GET', '/api/connections', (_req, res) => {
+    const list = [...broker.connections].map((c) => ({
+      id: c.id,
+      clientId: c.client?.id ?? null,
+      protocol: `mqtt-${c.transport.kind}`,
+      version: c.client?.version ?? null,
+      remote: c.transport.remoteAddress,
+      subscriptions: c.client ? Object.keys(c.client.subscriptions) : [],
+      queuedBytes: c.queuedBytes,
+      messagesIn: c.messagesIn,
+      messagesOut: c.messagesOut,
+      dropped: c.droppedQos0,
+    }))
+    sendJson(res, 200, { connections: list })
+  })
+}
