@@ -67,7 +67,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   mountDashboard(http, broker, startedAt)
   const ws = new MqttWebSocketEndpoint(broker)
   http.upgrade('/mqtt', ws)
-  const json = new JsonWebSocketEndpoint(broker, log)
+  const json = new JsonWebSocketEndpoint(broker, streams, log)
   http.upgrade('/ws', json)
   http.route('GET', '/client.js', (_req, res) => {
     if (CLIENT_JS === null) return sendJson(res, 404, { error: { code: 'ENOTFOUND', message: 'the browser client is part of the built bundle (npm run build)' } })

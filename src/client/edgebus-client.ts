@@ -151,6 +151,20 @@ export class EdgebusClient {
     })
   }
 
+  /** Takes up to `batch` messages of a stream's durable consumer, waiting up to `wait` ms for the first. */
+  async next(stream: string, consumer: string, opts: { batch?: number; wait?: number } = {}): Promise<Array<StoredMessage & { deliveryCount: number }>> {
+    const ok = await this.#request({ op: 'next', stream, consumer, batch: opts.batch ?? 1, wait: opts.wait ?? 0 })
+    return (ok.messages as Array<Record<string, unknown>>).map((m) => ({
+      seq: Number(m.seq), time: String(m.time), subject: String(m.subject), payload: m.payload as string | undefined,
+      payloadBase64: m.payload_base64 as string | undefined, retain: false, qos: 1, deliveryCount: Number(m.deliveryCount),
+    }))
+  }
+
+  /** Acknowledges (or nak's, or terminates) messages taken with next(). */
+  async ack(stream: string, consumer: string, seqs: { ack?: number[]; nak?: number[]; term?: number[] }): Promise<void> {
+    await this.#request({ op: 'ack', stream, consumer, ack: seqs.ack ?? [], nak: seqs.nak ?? [], term: seqs.term ?? [] })
+  }
+
   close(): void {
     this.#closed = true
     this.#ws?.close()

@@ -119,6 +119,11 @@ export class StreamConsumers {
     return got
   }
 
+  /** A client went away: each consumer gives its unacknowledged messages to others now. */
+  release(client: string): void {
+    for (const o of this.#open.values()) o.consumer.release(client)
+  }
+
   async close(): Promise<void> {
     for (const [name, o] of [...this.#open]) await this.#stop(name, o)
   }

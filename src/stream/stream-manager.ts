@@ -65,6 +65,11 @@ export class StreamManager {
     return this.#consumers.get(name) as StreamConsumers
   }
 
+  /** A client went away: its unacknowledged consumer messages become deliverable to others. */
+  releaseClient(client: string): void {
+    for (const c of this.#consumers.values()) c.release(client)
+  }
+
   describe(name: string): Record<string, unknown> {
     const s = this.get(name)
     return { config: describeStreamDefinition(s.definition), source: this.#fromConfig.has(name) ? 'config' : 'api', state: s.info() }

@@ -6,6 +6,7 @@ import type { Logger } from '../core/log.ts'
 import type { MqttBroker } from '../mqtt/broker.ts'
 import type { Listener, RoutedPacket } from '../router/router.ts'
 import { detectSyntax, mqttToNats } from '../subjects/mqtt-map.ts'
+import type { StreamManager } from '../stream/stream-manager.ts'
 import { VERSION } from '../version.ts'
 import { errorFrame, MAX_FRAME_BYTES, parseClientFrame, type ClientRequest } from './json-protocol.ts'
 
@@ -24,13 +25,17 @@ interface JsonSubscription {
 class JsonSession {
   readonly #ws: WebSocket
   readonly #broker: MqttBroker
+  readonly #streams: StreamManager
+  readonly #client: string
   readonly #subs = new Map<string, JsonSubscription>()
   #nextSub = 1
   dropped = 0
 
-  constructor(ws: WebSocket, broker: MqttBroker) {
+  constructor(ws: WebSocket, broker: MqttBroker, streams: StreamManager, client: string) {
     this.#ws = ws
     this.#broker = broker
+    this.#streams = streams
+    this.#client = client
     ws.on('message', (data: Buffer, isBinary: boolean) => { this.#onFrame(data, isBinary) })
     ws.on('close', () => this.#close())
     ws.on('error', () => {})
@@ -79,6 +84,28 @@ class JsonSession {
         this.#send({ op: 'ok', id: req.id })
         return
       }
+      case 'next': {
+        // a durable consumer's messages; several connections pulling from one share them
+        const got = await this.#streams.consumers(req.stream).next(req.consumer, req.batch, req.wait, this.#client)
+        this.#send({
+          op: 'ok', id: req.id,
+          messages: got.map((d) => ({
+            seq: d.seq, subject: d.subject, time: new Date(d.timestamp).toISOString(), deliveryCount: d.deliveryCount,
+            ...(isUtf8(d.payload) ? { payload: d.payload.toString('utf8') } : { payload_base64: d.payload.toString('base64') }),
+          })),
+        })
+        return
+      }
+      case 'ack': {
+        const { consumer } = this.#streams.consumers(req.stream).get(req.consumer)
+        this.#send({
+          op: 'ok', id: req.id,
+          acked: req.ack.filter((s) => consumer.ack(s)).length,
+          naked: req.nak.filter((s) => consumer.nak(s)).length,
+          termed: req.term.filter((s) => consumer.term(s)).length,
+        })
+        return
+      }
       case 'pub': {
         const results = await this.#broker.publish(req.subject, req.payload, { qos: req.qos, retain: req.retain })
         const stored = results.map(({ stream, result }) => (result.status === 'fulfilled'
@@ -105,6 +132,7 @@ class JsonSession {
   #close(): void {
     for (const s of this.#subs.values()) this.#broker.router.removeListener(s.filter, s.fn)
     this.#subs.clear()
+    this.#streams.releaseClient(this.#client) // its unacked consumer messages go to others now
   }
 }
 
@@ -112,17 +140,20 @@ class JsonSession {
 export class JsonWebSocketEndpoint {
   readonly #wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false })
   readonly #broker: MqttBroker
+  readonly #streams: StreamManager
   readonly #log: Logger
+  #sessions = 0
 
-  constructor(broker: MqttBroker, log: Logger) {
+  constructor(broker: MqttBroker, streams: StreamManager, log: Logger) {
     this.#broker = broker
+    this.#streams = streams
     this.#log = log
   }
 
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
       req.socket.setNoDelay(true)
-      new JsonSession(ws, this.#broker)
+      new JsonSession(ws, this.#broker, this.#streams, `ws-${++this.#sessions}`)
       this.#log.debug({ remote: req.socket.remoteAddress }, 'json websocket connected')
     })
   }

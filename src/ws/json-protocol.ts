@@ -13,6 +13,8 @@ export type ClientRequest =
   | { op: 'unsub'; id: string | null; sub: string }
   | { op: 'pub'; id: string | null; subject: string; payload: Buffer; retain: boolean; qos: 0 | 1 | 2 }
   | { op: 'ping'; id: string | null }
+  | { op: 'next'; id: string | null; stream: string; consumer: string; batch: number; wait: number }
+  | { op: 'ack'; id: string | null; stream: string; consumer: string; ack: number[]; nak: number[]; term: number[] }
 
 export interface ProtocolError {
   op: 'error'
@@ -71,8 +73,31 @@ export function parseClientFrame(data: Buffer | string, isBinary: boolean): Clie
         if (m.retain !== undefined && typeof m.retain !== 'boolean') return field('retain', 'is true or false')
         return { op: 'pub', id, subject: toMqttTopic(m.subject), payload, retain: m.retain === true, qos }
       }
+      case 'next':
+      case 'ack': {
+        if (typeof m.stream !== 'string') return field('stream', 'is the name of a stream')
+        if (typeof m.consumer !== 'string') return field('consumer', 'is the name of one of its durable consumers')
+        if (m.op === 'next') {
+          const batch = m.batch ?? 1
+          const wait = m.wait ?? 0
+          if (typeof batch !== 'number' || !Number.isInteger(batch) || batch < 1 || batch > 10_000) return field('batch', 'is a whole number from 1 to 10000')
+          if (typeof wait !== 'number' || wait < 0 || wait > 60_000) return field('wait', 'is milliseconds from 0 to 60000')
+          return { op: 'next', id, stream: m.stream, consumer: m.consumer, batch, wait }
+        }
+        const seqs = (name: string): number[] | null => {
+          const v = m[name] ?? []
+          return Array.isArray(v) && v.every((x) => Number.isSafeInteger(x) && (x as number) > 0) ? (v as number[]) : null
+        }
+        const ack = seqs('ack')
+        const nak = seqs('nak')
+        const term = seqs('term')
+        if (ack === null) return field('ack', 'is a list of sequence numbers')
+        if (nak === null) return field('nak', 'is a list of sequence numbers')
+        if (term === null) return field('term', 'is a list of sequence numbers')
+        return { op: 'ack', id, stream: m.stream, consumer: m.consumer, ack, nak, term }
+      }
       default:
-        return err(id, 'EWS_OP', `unknown op ${JSON.stringify(m.op)}: use hello, sub, unsub, pub or ping`)
+        return err(id, 'EWS_OP', `unknown op ${JSON.stringify(m.op)}: use hello, sub, unsub, pub, next, ack or ping`)
     }
   } catch (e) {
     if (isEdgebusError(e)) return err(id, e.code, e.message)

@@ -61,6 +61,12 @@ describe('edgebus-client', () => {
     expect(got).toEqual(['sensors.kitchen.temp 21'])
     expect(await client.publish('events.door', 'open')).toEqual([{ stream: 'events', seq: 1 }])
     expect((await client.replay('events', { last: 1 })).map((m) => [m.seq, m.subject, m.payload])).toEqual([[1, 'events/door', 'open']])
+    // consume: a durable consumer's messages, then ack
+    expect((await fetch(`${srv.httpUrl}/api/streams/events/consumers`, { method: 'POST', body: '{"name":"c"}' })).status).toBe(201)
+    const taken = await client.next('events', 'c', { batch: 5, wait: 1000 })
+    expect(taken.map((m) => [m.seq, m.payload, m.deliveryCount])).toEqual([[1, 'open', 1]])
+    await client.ack('events', 'c', { ack: [1] })
+    expect(await client.next('events', 'c', { batch: 5 })).toEqual([])
 
     // the server goes away and comes back on the same port: the client reconnects and resubscribes
     await endAllClients()

@@ -51,6 +51,24 @@ describe('JSON over WebSocket (/ws)', () => {
     c.ws.close()
   })
 
+  it('workers share a durable consumer over /ws: next and ack; a closed connection\'s messages go to the others', async () => {
+    const made = await fetch(`${srv.httpUrl}/api/streams/ui/consumers`, { method: 'POST', body: JSON.stringify({ name: 'ws-workers', deliver: 'all' }) })
+    expect(made.status).toBe(201)
+    const a = await jsonClient()
+    const b = await jsonClient()
+    type Msgs = { messages: Array<{ seq: number; payload: string; deliveryCount: number }> }
+    const first = await a.request({ op: 'next', stream: 'ui', consumer: 'ws-workers', batch: 10, wait: 1000 }) as unknown as Msgs
+    expect(first.messages.map((m) => [m.seq, m.payload])).toEqual([[1, 'pressed']]) // the one message the earlier test stored
+    expect((await b.request({ op: 'next', stream: 'ui', consumer: 'ws-workers', batch: 10 }) as unknown as Msgs).messages).toEqual([]) // a holds it
+    a.ws.close() // a goes away without acking: b gets it, as a redelivery
+    await new Promise((r) => setTimeout(r, 200))
+    const again = await b.request({ op: 'next', stream: 'ui', consumer: 'ws-workers', batch: 10, wait: 1000 }) as unknown as Msgs
+    expect(again.messages.map((m) => [m.seq, m.deliveryCount])).toEqual([[1, 2]])
+    expect(await b.request({ op: 'ack', stream: 'ui', consumer: 'ws-workers', ack: [1] })).toMatchObject({ op: 'ok', acked: 1 })
+    expect(await b.request({ op: 'next', stream: 'ui', consumer: 'nope' })).toMatchObject({ op: 'error', code: 'ECONSUMER_NOT_FOUND' })
+    b.ws.close()
+  })
+
   it('malformed frames get error codes and the connection stays up', async () => {
     const c = await jsonClient()
     c.ws.send('{oops')

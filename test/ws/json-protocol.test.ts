@@ -16,6 +16,8 @@ describe('JSON protocol frames', () => {
     expect((pub as { payload: Buffer }).payload.toString()).toBe('x')
     expect((parse({ op: 'pub', subject: 'a', payload_base64: '/wD+' }) as { payload: Buffer }).payload).toEqual(Buffer.from([0xff, 0, 0xfe]))
     expect((parse({ op: 'pub', subject: 'a', payload: { t: 21.5 } }) as { payload: Buffer }).payload.toString()).toBe('{"t":21.5}')
+    expect(parse({ op: 'next', stream: 's', consumer: 'c', batch: 5, wait: 100 })).toEqual({ op: 'next', id: null, stream: 's', consumer: 'c', batch: 5, wait: 100 })
+    expect(parse({ op: 'ack', stream: 's', consumer: 'c', ack: [1, 2], nak: [3] })).toEqual({ op: 'ack', id: null, stream: 's', consumer: 'c', ack: [1, 2], nak: [3], term: [] })
   })
 
   it('answers every malformed frame with a code', () => {
@@ -36,6 +38,9 @@ describe('JSON protocol frames', () => {
     expect(code({ op: 'pub', subject: 'a', payload: 'x', retain: 'yes' })).toBe('EWS_FIELD')
     expect(code({ op: 'pub', subject: 'a', payload: 'x', qos: 3 })).toBe('EWS_FIELD')
     expect(code({ op: 'hello', token: 5 })).toBe('EWS_FIELD')
+    expect(code({ op: 'next', consumer: 'c' })).toBe('EWS_FIELD')
+    expect(code({ op: 'next', stream: 's', consumer: 'c', batch: 0 })).toBe('EWS_FIELD')
+    expect(code({ op: 'ack', stream: 's', consumer: 'c', ack: ['x'] })).toBe('EWS_FIELD')
   })
 
   it('never throws on random input', () => {
