@@ -18,18 +18,15 @@ const absentOptionalNatives = {
   },
 }
 
+/** A browser module (ES2020), bundled and minified in memory. */
+async function browserModule(entry) {
+  const out = await build({ entryPoints: [`${root}${entry}`], bundle: true, format: 'esm', target: 'es2020', minify: true, write: false, logLevel: 'warning' })
+  return out.outputFiles[0].text
+}
+
 /** The browser client, minified, served by the server at /client.js (and written to dist/client.js). */
 export async function bundleClient() {
-  const out = await build({
-    entryPoints: [`${root}src/client/edgebus-client.ts`],
-    bundle: true,
-    format: 'esm',
-    target: 'es2020',
-    minify: true,
-    write: false,
-    logLevel: 'warning',
-  })
-  const code = out.outputFiles[0].text
+  const code = await browserModule('src/client/edgebus-client.ts')
   mkdirSync(`${root}dist`, { recursive: true })
   writeFileSync(`${root}dist/client.js`, code)
   return code
@@ -37,16 +34,7 @@ export async function bundleClient() {
 
 /** The dashboard: dashboard/index.html with its CSS and its script (the client inside) inlined. */
 export async function bundleDashboard() {
-  const out = await build({
-    entryPoints: [`${root}dashboard/dashboard.ts`],
-    bundle: true,
-    format: 'esm',
-    target: 'es2020',
-    minify: true,
-    write: false,
-    logLevel: 'warning',
-  })
-  const js = out.outputFiles[0].text.replace(/<\/script/gi, '<\\/script')
+  const js = (await browserModule('dashboard/dashboard.ts')).replace(/<\/script/gi, '<\\/script')
   const css = readFileSync(`${root}dashboard/dashboard.css`, 'utf8')
   return readFileSync(`${root}dashboard/index.html`, 'utf8').replace('/*CSS*/', () => css).replace('/*JS*/', () => js)
 }

@@ -5,6 +5,7 @@ import { ByteSink } from './codec.ts'
 import { beginFrame, endFrame, FILE_HEADER, scanFrames } from './frame.ts'
 import { readRecord, writeRecord, type StateRecord } from './records.ts'
 import type { MqttState } from './state.ts'
+import { syncDirSync } from '../core/fsync.ts'
 
 /**
  * The MQTT state on disk: one append-only log of CRC-framed records (FORMAT.md) in a directory,
@@ -511,14 +512,6 @@ function fdatasyncAsync(ops: StateFileOps, fd: number): Promise<void> {
   return new Promise((resolve, reject) => ops.fdatasync(fd, (err) => (err ? reject(err) : resolve())))
 }
 
-function syncDirSync(dir: string): void {
-  const fd = fs.openSync(dir, 'r')
-  try {
-    fs.fsyncSync(fd)
-  } finally {
-    fs.closeSync(fd)
-  }
-}
 
 async function syncDirAsync(dir: string): Promise<void> {
   const h = await fs.promises.open(dir, 'r')

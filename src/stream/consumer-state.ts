@@ -3,6 +3,7 @@ import { dirname } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
 import { crc32c } from './crc32c.ts'
 import type { JournalLog } from './journal.ts'
+import { syncDirSync } from '../core/fsync.ts'
 
 /**
  * A durable consumer's state on disk: `<streamDir>/consumers/<name>.state`, one small append-only
@@ -123,14 +124,6 @@ function ioError(err: unknown, op: string, path: string): EdgebusError {
   return new EdgebusError('ECONSUMER_IO', `consumer state ${op} failed for ${path}: ${e.message ?? String(err)}`, { op, path, errno: e.code })
 }
 
-function syncDirSync(dir: string): void {
-  const fd = fs.openSync(dir, 'r')
-  try {
-    fs.fsyncSync(fd)
-  } finally {
-    fs.closeSync(fd)
-  }
-}
 
 function writeAllSync(fd: number, buf: Buffer, len: number, position: number, ops: StateFileOps = nodeOps): void {
   let done = 0
