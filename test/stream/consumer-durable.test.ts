@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -9,35 +8,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { isEdgebusError } from '../../src/core/errors.ts'
 import { parseConsumerDefinition } from '../../src/stream/consumer-config.ts'
 import { consumerStatePath } from '../../src/stream/consumer-state.ts'
-import { Consumer, type ConsumerOptions, type ConsumerTimers, type DeadLetter } from '../../src/stream/consumer.ts'
+import { Consumer, type ConsumerOptions, type DeadLetter } from '../../src/stream/consumer.ts'
 import { Journal } from '../../src/stream/journal.ts'
-import { recordingLog, tempDir } from './support.ts'
+import { ManualTime, recordingLog, runUntilKilled, tempDir } from './support.ts'
 
-/** A clock and timers the test moves by hand. */
-class ManualTime implements ConsumerTimers {
-  now: number
-  #q: Array<{ at: number; fn: () => void; live: boolean }> = []
-  constructor(now = 1_700_000_000_000) { this.now = now }
-  readonly clock = (): number => this.now
-  setTimeout(fn: () => void, ms: number): unknown {
-    const t = { at: this.now + ms, fn, live: true }
-    this.#q.push(t)
-    return t
-  }
-  clearTimeout(h: unknown): void { (h as { live: boolean }).live = false }
-  advance(ms: number): void {
-    const end = this.now + ms
-    for (let guard = 0; guard < 100_000; guard++) {
-      const due = this.#q.filter((t) => t.live && t.at <= end).sort((a, b) => a.at - b.at)[0]
-      if (due === undefined) break
-      due.live = false
-      this.now = Math.max(this.now, due.at)
-      due.fn()
-    }
-    this.#q = this.#q.filter((t) => t.live)
-    this.now = end
-  }
-}
 
 const open: Array<Consumer | Journal> = []
 afterEach(async () => {
@@ -307,30 +281,11 @@ afterAll(() => {
 interface Run { written: number[]; window: number[]; stderr: string }
 
 /** Runs the child until `ms` after it opened, then SIGKILL; splits its acks at the last "w". */
-function runAndKill(dir: string, ms: number): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bundle, dir], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    let stderr = ''
-    let timer: NodeJS.Timeout | null = null
-    const guard = setTimeout(() => child.kill('SIGKILL'), 8000)
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d
-      if (timer === null && out.startsWith('open\n')) timer = setTimeout(() => child.kill('SIGKILL'), ms)
-    })
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-    child.on('error', reject)
-    child.on('close', (code, signal) => {
-      clearTimeout(guard)
-      if (timer !== null) clearTimeout(timer)
-      if (signal !== 'SIGKILL') return reject(new Error(`child ended by itself (code ${code}): ${stderr}`))
-      const lines = out.split('\n')
-      lines.pop() // cut by the kill
-      const lastW = lines.lastIndexOf('w')
-      const acks = (from: number, to: number): number[] => lines.slice(from, to).filter((l) => l.startsWith('a ')).map((l) => Number(l.slice(2)))
-      resolve({ written: acks(0, lastW + 1), window: acks(lastW + 1, lines.length), stderr })
-    })
-  })
+async function runAndKill(dir: string, ms: number): Promise<Run> {
+  const { lines, stderr } = await runUntilKilled([bundle, dir], { ms, ready: (out) => out.startsWith('open\n') })
+  const lastW = lines.lastIndexOf('w')
+  const acks = (from: number, to: number): number[] => lines.slice(from, to).filter((l) => l.startsWith('a ')).map((l) => Number(l.slice(2)))
+  return { written: acks(0, lastW + 1), window: acks(lastW + 1, lines.length), stderr }
 }
 
 describe('durable consumer crash safety (a real process killed with SIGKILL)', () => {

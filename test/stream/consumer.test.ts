@@ -1,37 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { parseConsumerDefinition } from '../../src/stream/consumer-config.ts'
-import { Consumer, type ConsumerOptions, type ConsumerTimers, type DeadLetter, type Delivery } from '../../src/stream/consumer.ts'
+import { Consumer, type ConsumerOptions, type DeadLetter, type Delivery } from '../../src/stream/consumer.ts'
 import { Journal } from '../../src/stream/journal.ts'
-import { tempDir } from './support.ts'
+import { ManualTime, tempDir } from './support.ts'
 
-/** A clock and timers the test moves by hand: advance() fires what falls due, in order. */
-class ManualTime implements ConsumerTimers {
-  now = 1_700_000_000_000
-  #q: Array<{ at: number; fn: () => void; live: boolean; n: number }> = []
-  #n = 0
-  readonly clock = (): number => this.now
-  setTimeout(fn: () => void, ms: number): unknown {
-    const t = { at: this.now + ms, fn, live: true, n: this.#n++ }
-    this.#q.push(t)
-    return t
-  }
-  clearTimeout(h: unknown): void {
-    (h as { live: boolean }).live = false
-  }
-  advance(ms: number): void {
-    const end = this.now + ms
-    for (let guard = 0; ; guard++) {
-      if (guard > 100_000) throw new Error('timers keep firing at the same time')
-      const due = this.#q.filter((t) => t.live && t.at <= end).sort((a, b) => a.at - b.at || a.n - b.n)[0]
-      if (due === undefined) break
-      due.live = false
-      this.now = Math.max(this.now, due.at)
-      due.fn()
-    }
-    this.#q = this.#q.filter((t) => t.live)
-    this.now = end
-  }
-}
 
 const journals: Journal[] = []
 const consumers: Consumer[] = []

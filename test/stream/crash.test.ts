@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -7,7 +6,7 @@ import { build } from 'esbuild'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Journal } from '../../src/stream/journal.ts'
 import { crashPayload, crashSubject } from './crash-child.ts'
-import { tempDir } from './support.ts'
+import { runUntilKilled, tempDir } from './support.ts'
 
 let bundleDir = ''
 let bundle = ''
@@ -33,31 +32,12 @@ afterAll(() => {
 interface Run { opened: number; acked: Array<[number, number]>; stderr: string }
 
 /** Starts the child, lets it append for `ms` after it opened, kills it with SIGKILL. */
-function runAndKill(dir: string, fsync: string, ms: number): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bundle, dir, fsync], { env: { ...process.env, EDGEBUS_CRASH_CHILD: '1' }, stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    let stderr = ''
-    let timer: NodeJS.Timeout | null = null
-    const guard = setTimeout(() => child.kill('SIGKILL'), 8000)
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d
-      if (timer === null && out.includes('\n')) timer = setTimeout(() => child.kill('SIGKILL'), ms)
-    })
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-    child.on('error', reject)
-    child.on('close', (code, signal) => {
-      clearTimeout(guard)
-      if (timer !== null) clearTimeout(timer)
-      if (signal !== 'SIGKILL') return reject(new Error(`child ended by itself (code ${code}): ${stderr}`))
-      const lines = out.split('\n')
-      lines.pop() // a line cut by the kill is not an acknowledgement
-      const first = lines.shift() ?? ''
-      const opened = Number(/^open (\d+)$/.exec(first)?.[1] ?? NaN)
-      const acked = lines.map((l) => l.split(' ').map(Number) as [number, number])
-      resolve({ opened, acked, stderr })
-    })
-  })
+async function runAndKill(dir: string, fsync: string, ms: number): Promise<Run> {
+  const { lines, stderr } = await runUntilKilled([bundle, dir, fsync], { ms, ready: (out) => out.includes('\n'), env: { ...process.env, EDGEBUS_CRASH_CHILD: '1' } })
+  const first = lines.shift() ?? ''
+  const opened = Number(/^open (\d+)$/.exec(first)?.[1] ?? NaN)
+  const acked = lines.map((l) => l.split(' ').map(Number) as [number, number])
+  return { opened, acked, stderr }
 }
 
 describe('Journal crash safety (a real process killed with SIGKILL)', () => {
