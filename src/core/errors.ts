@@ -49,6 +49,20 @@ export const ErrorCodes = {
   EWS_FIELD: 'a /ws frame has a missing or invalid field',
   EWS_NO_SUB: 'a /ws unsub names no subscription of the connection',
   EWS_LIMIT: 'a /ws connection reached its subscription limit',
+  // issue 8: security and limits (src/auth, src/mqtt, src/http)
+  EAUTH_BAD_CREDENTIALS: 'a client gave an unknown user name or a wrong password',
+  EAUTH_ANONYMOUS: 'a client gave no credentials and anonymous access is off (users exist; set auth.allowAnonymous to allow it)',
+  EAUTH_TOKEN_INVALID: 'an access token is malformed or its signature does not verify',
+  EAUTH_TOKEN_EXPIRED: 'an access token is past its expiry',
+  EAUTH_PASSWD_FILE: 'the password file cannot be read, parsed or written',
+  EAUTH_CERT: 'a client certificate was missing, not trusted or carries no usable common name',
+  EACL_INVALID: 'an ACL rule in the configuration is malformed',
+  EACL_DENIED: 'an ACL rule denied a publish, subscribe or delivery',
+  ETLS_CONFIG: 'a TLS certificate, key or CA file cannot be read or does not match',
+  ELIMIT_CONNECTIONS: 'the server or one source address reached its connection limit',
+  ELIMIT_CONNECT_RATE: 'one source address opened connections faster than limits.connectRate allows',
+  ELIMIT_SUBSCRIPTIONS: 'a client reached limits.maxSubscriptions',
+  ELIMIT_TOPIC: 'a topic is longer or has more levels than limits.maxTopicLength / limits.maxTopicLevels allow',
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes
