@@ -59,6 +59,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     await persistence?.close()
     throw err
   })
+  broker.attachStreams(streams)
   const startedAt = Date.now()
 
   const http = new HttpFront(log)

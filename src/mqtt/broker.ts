@@ -6,6 +6,8 @@ import { SubjectTrie } from '../subjects/trie.ts'
 import { ClientConnection } from './connection.ts'
 import { FlushScheduler } from './flush-scheduler.ts'
 import { SharedSubscriptions } from './shared-subscriptions.ts'
+import { streamControlListener } from './stream-subscriptions.ts'
+import type { StreamManager } from '../stream/stream-manager.ts'
 import type { Transport } from './transport.ts'
 
 /** The parts of an aedes client edgebus reads (aedes ships no types for these internals). */
@@ -61,6 +63,8 @@ export class MqttBroker {
   readonly stats: BrokerStats = { messagesIn: 0, messagesOut: 0, dropped: 0, slowConsumerDisconnects: 0 }
   readonly connections = new Set<ClientConnection>()
   readonly shared: SharedSubscriptions
+  /** The streams, once the server opened them: `$stream/` and `$replay/` subscriptions read them. */
+  streams: StreamManager | null = null
   /** Publishes made by the server itself (HTTP), by their marker client id: the stores they reached. */
   readonly #publishWaits = new Map<string, Array<{ stream: string; stored: Promise<unknown> }>>()
   #publishCount = 0
@@ -241,6 +245,13 @@ export class MqttBroker {
     }
     const results = await Promise.allSettled(stores.map((s) => s.stored))
     return stores.map((s, i) => ({ stream: s.stream, result: results[i] as PromiseSettledResult<unknown> }))
+  }
+
+  /** Serves `$stream/...` and `$replay/...` subscriptions and `$stream/.../$ack|$nak|$term|$wip/<seq>` from these streams. */
+  attachStreams(streams: StreamManager): void {
+    this.streams = streams
+    const control = streamControlListener(streams, this.log)
+    this.router.on(control.filter, control.fn)
   }
 
   accept(transport: Transport, req?: IncomingMessage): ClientConnection {

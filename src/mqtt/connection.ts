@@ -6,6 +6,7 @@ import { EdgebusError } from '../core/errors.ts'
 import { decodePublishProperties, encodePublishQos0, findProperty, findPropertyOffset, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult, writeVarint, type PublishProperties } from './codec.ts'
 import { PacketAssembler } from './packet-assembler.ts'
 import { parseSharedFilter, SHARE_PREFIX } from './shared-subscriptions.ts'
+import { ConnectionStreams, parseStreamFilter, type StreamSubscriber } from './stream-subscriptions.ts'
 import type { Transport, TransportSink } from './transport.ts'
 import type { MqttBroker, AedesClient } from './broker.ts'
 
@@ -15,7 +16,16 @@ type StateValue = (typeof State)[keyof typeof State]
 const EMPTY = Buffer.alloc(0)
 const noop = (): void => {}
 const vi = new VarintResult()
-const SHARE_BYTES = Buffer.from(SHARE_PREFIX)
+/** Filters we serve ourselves: $share/, $stream/, $replay/ (after the '$'). */
+const RESERVED = [Buffer.from(SHARE_PREFIX.slice(1)), Buffer.from('stream/'), Buffer.from('replay/')]
+
+/** Whether a SUBSCRIBE/UNSUBSCRIBE in buf[start, end) may name a filter we serve ourselves. */
+function hasReservedFilter(buf: Buffer, start: number, end: number): boolean {
+  for (let at = buf.indexOf(0x24, start); at !== -1 && at < end; at = buf.indexOf(0x24, at + 1)) {
+    for (const r of RESERVED) if (at + 1 + r.length <= end && buf.compare(r, 0, r.length, at + 1, at + 1 + r.length) === 0) return true
+  }
+  return false
+}
 
 let nextConnectionId = 1
 
@@ -50,7 +60,7 @@ export function refusalCode(err: unknown): number {
  * - writes: everything for the client (fast-path frames and aedes' packets) goes through one
  *   queue that is written once per event-loop turn, bounded by the slow-consumer limits.
  */
-export class ClientConnection implements TransportSink, LinkOwner {
+export class ClientConnection implements TransportSink, LinkOwner, StreamSubscriber {
   readonly id = nextConnectionId++
   readonly transport: Transport
   readonly link: AedesLink
@@ -95,7 +105,9 @@ export class ClientConnection implements TransportSink, LinkOwner {
   #inInflight = 0
   /** QoS 2 packet ids we discarded as too large: aedes' PUBREL for them is answered here. */
   #discardedQos2: Set<number> | null = null
-  /** SUBSCRIBE/UNSUBSCRIBE ids whose shared entries we answered: our reason codes, null where aedes answers. */
+  /** Its `$stream/` and `$replay/` subscriptions (stream-subscriptions.ts). */
+  #streamSubs: ConnectionStreams | null = null
+  /** SUBSCRIBE/UNSUBSCRIBE ids whose reserved entries we answered: our reason codes, null where aedes answers. */
   #ackMerges: Map<number, Array<number | null>> | null = null
 
   // fast path topic cache: publishers usually repeat their topic
@@ -202,10 +214,16 @@ export class ClientConnection implements TransportSink, LinkOwner {
           if (runStart !== -1) this.#toAedes(chunk.subarray(runStart, o))
           return
         }
-        if ((type === PacketType.SUBSCRIBE || type === PacketType.UNSUBSCRIBE) && chunk.indexOf(SHARE_BYTES, o) !== -1 &&
-          chunk.indexOf(SHARE_BYTES, o) < o + total) {
+        if (type === PacketType.PUBACK && this.#streamSubs !== null && total >= headerLen + 2 &&
+          this.#streamSubs.onPuback(chunk.readUInt16BE(o + headerLen), total > headerLen + 2 ? chunk[o + headerLen + 2] as number : 0)) {
+          // the ack of a stream delivery: ours, aedes never sent that packet id
           if (runStart !== -1) { this.#toAedes(chunk.subarray(runStart, o)); runStart = -1 }
-          const forAedes = this.#interceptShared(chunk.subarray(o, o + total), type)
+          o += total
+          continue
+        }
+        if ((type === PacketType.SUBSCRIBE || type === PacketType.UNSUBSCRIBE) && hasReservedFilter(chunk, o, o + total)) {
+          if (runStart !== -1) { this.#toAedes(chunk.subarray(runStart, o)); runStart = -1 }
+          const forAedes = this.#interceptReserved(chunk.subarray(o, o + total), type)
           if (forAedes !== null) this.#toAedes(forAedes)
           o += total
           continue
@@ -427,6 +445,39 @@ export class ClientConnection implements TransportSink, LinkOwner {
     return packet
   }
 
+  // --- stream deliveries (StreamSubscriber) ----------------------------------------------------
+
+  get clientId(): string {
+    return this.client?.id ?? ''
+  }
+
+  /** The next id of aedes' own sequence for this client, so the two never hand out the same id. */
+  nextPacketId(): number {
+    const c = this.client as unknown as { _nextId: number }
+    const id = c._nextId
+    c._nextId = id >= 65_535 ? 1 : id + 1
+    return id
+  }
+
+  get outRoom(): number {
+    return (this.#peer?.receiveMaximum ?? 65_535) - this.#outInflight
+  }
+
+  get outBacklog(): number {
+    return this.#outBytes + this.#outHeldBytes + this.transport.bufferedAmount
+  }
+
+  get maxOutgoingPacket(): number {
+    return this.#maxOutgoingPacket
+  }
+
+  sendStreamPublish(frame: Buffer, qos: 0 | 1): void {
+    if (qos === 1) this.#outInflight++
+    this.messagesOut++
+    this.#broker.stats.messagesOut++
+    this.#enqueue(frame)
+  }
+
   // --- write side ---------------------------------------------------------------------------
 
   /** A fast-path QoS 0 frame: dropped (and counted) when the client is over its soft bound. */
@@ -471,20 +522,24 @@ export class ClientConnection implements TransportSink, LinkOwner {
   }
 
   /**
-   * Takes the `$share/...` entries out of a SUBSCRIBE or UNSUBSCRIBE and serves them with
-   * SharedSubscriptions; returns the packet aedes should still see (null: nothing left for it).
+   * Takes the entries we serve ourselves out of a SUBSCRIBE or UNSUBSCRIBE: `$share/...` (shared
+   * subscriptions), `$stream/...` and `$replay/...` (stream-subscriptions.ts); returns the packet
+   * aedes should still see (null: nothing left for it).
    */
-  #interceptShared(packet: Buffer, type: number): Buffer | null {
+  #interceptReserved(packet: Buffer, type: number): Buffer | null {
     const v5 = this.version === 5
     readVarint(packet, 1, packet.length, vi)
     const bodyStart = 1 + vi.length
     if (bodyStart + 2 > packet.length) return packet // malformed: aedes decides
     const id = packet.readUInt16BE(bodyStart)
     let o = bodyStart + 2
+    let si = 0
     if (v5) {
       readVarint(packet, o, packet.length, vi)
       if (vi.length <= 0) return packet
+      const at = findPropertyOffset(packet, o + vi.length, o + vi.length + vi.value, Prop.SUBSCRIPTION_IDENTIFIER)
       o += vi.length + vi.value
+      if (at !== -1) si = readVarint(packet, at + 1, o, vi).length > 0 ? vi.value : 0
     }
     const headEnd = o
     const kept: Buffer[] = []
@@ -497,8 +552,28 @@ export class ClientConnection implements TransportSink, LinkOwner {
       o += 2 + len + (type === PacketType.SUBSCRIBE ? 1 : 0)
       if (o > packet.length) return packet
       if (!topic.startsWith(SHARE_PREFIX)) {
-        kept.push(packet.subarray(start, o))
-        codes.push(null)
+        let parsed
+        try {
+          parsed = parseStreamFilter(topic)
+        } catch (err) {
+          this.#broker.log.info({ client: this.client?.id, filter: topic, code: 'ESUBJECT_INVALID' }, (err as Error).message)
+          shared++
+          codes.push(v5 ? 0x8f : 0x80) // Topic Filter invalid
+          continue
+        }
+        if (parsed === null) {
+          kept.push(packet.subarray(start, o))
+          codes.push(null)
+          continue
+        }
+        shared++
+        const streams = this.#broker.streams
+        if (type === PacketType.SUBSCRIBE) {
+          codes.push(streams === null ? 0x80
+            : (this.#streamSubs ??= new ConnectionStreams(this, streams, this.#broker.log)).subscribe(topic, parsed, ((packet[o - 1] as number) & 0x03) as 0 | 1 | 2, si))
+        } else {
+          codes.push(this.#streamSubs?.unsubscribe(topic) === true ? 0x00 : 0x11)
+        }
         continue
       }
       shared++
@@ -740,7 +815,10 @@ export class ClientConnection implements TransportSink, LinkOwner {
     this.#out = []
     this.#outBytes = 0
     if (!this.transport.write(data)) this.#waitingDrain = true
-    else this.link.release()
+    else {
+      this.link.release()
+      this.#streamSubs?.pump() // stream deliveries wait for the backlog to go
+    }
   }
 
   onDrain(): void {
@@ -771,6 +849,8 @@ export class ClientConnection implements TransportSink, LinkOwner {
     this.#out = []
     this.#outBytes = 0
     this.#held = []
+    this.#streamSubs?.close()
+    this.#streamSubs = null
     if (!this.link.destroyed) this.link.destroy()
     this.#broker.onConnectionClosed(this)
   }

@@ -13,8 +13,16 @@ interface Open {
   consumer: Consumer
   def: ConsumerDefinition
   unfollow: () => void
-  /** Pulls waiting for a message (HTTP long-poll). */
+  /** Pulls waiting for a message (HTTP long-poll): called once. */
   waiters: Set<() => void>
+  /** Push deliveries (MQTT subscriptions) bound to the consumer: called on every onReady. */
+  watchers: Set<() => void>
+}
+
+/** An ephemeral consumer opened for one client (MQTT `$replay/...`), fed by the stream until closed. */
+export interface EphemeralConsumer {
+  readonly consumer: Consumer
+  close(): Promise<void>
 }
 
 /**
@@ -28,6 +36,7 @@ export class StreamConsumers {
   readonly #publish: ServerPublish
   readonly #open = new Map<string, Open>()
   readonly #configured = new Set<string>()
+  readonly #ephemeral = new Set<Consumer>()
 
   private constructor(stream: Stream, log: Logger, publish: ServerPublish) {
     this.#stream = stream
@@ -119,6 +128,37 @@ export class StreamConsumers {
     return got
   }
 
+  /** Calls `fn` whenever consumer `name` may have messages to deliver; returns the unwatch function. */
+  watch(name: string, fn: () => void): () => void {
+    const o = this.get(name)
+    o.watchers.add(fn)
+    return () => { o.watchers.delete(fn) }
+  }
+
+  /**
+   * Opens an ephemeral consumer (no name, no state on disk) that reads the stream from its deliver
+   * policy and then follows it; `onReady` as for durable consumers. The caller closes it.
+   */
+  async openEphemeral(raw: unknown, onReady: () => void): Promise<EphemeralConsumer> {
+    const def = parseConsumerDefinition(raw, this.#stream.name, 'ephemeral consumer')
+    checkConsumerFilter(def, this.#stream.definition)
+    const consumer = await Consumer.open(this.#stream.journal, { ...def, name: null }, {
+      log: this.#log,
+      onReady,
+      onDeadLetter: (dl) => this.#deadLetter(dl),
+    })
+    const unfollow = this.#stream.follow((rec) => consumer.notify(rec))
+    this.#ephemeral.add(consumer)
+    return {
+      consumer,
+      close: async () => {
+        unfollow()
+        if (!this.#ephemeral.delete(consumer)) return
+        await consumer.close()
+      },
+    }
+  }
+
   /** A client went away: each consumer gives its unacknowledged messages to others now. */
   release(client: string): void {
     for (const o of this.#open.values()) o.consumer.release(client)
@@ -126,17 +166,27 @@ export class StreamConsumers {
 
   async close(): Promise<void> {
     for (const [name, o] of [...this.#open]) await this.#stop(name, o)
+    for (const c of [...this.#ephemeral]) await c.close()
+    this.#ephemeral.clear()
   }
 
   async #start(def: ConsumerDefinition): Promise<Open> {
     const waiters = new Set<() => void>()
+    const watchers = new Set<() => void>()
+    let turn = 0
     const consumer = await Consumer.open(this.#stream.journal, def, {
       log: this.#log,
-      onReady: () => { for (const w of [...waiters]) w() },
+      onReady: () => {
+        for (const w of [...waiters]) w()
+        // bound subscriptions take turns at going first, so competing clients share the messages
+        const list = [...watchers]
+        const first = list.length > 1 ? turn++ % list.length : 0
+        for (let i = 0; i < list.length; i++) (list[(first + i) % list.length] as () => void)()
+      },
       onDeadLetter: (dl) => this.#deadLetter(dl),
     })
     const unfollow = this.#stream.follow((rec) => consumer.notify(rec))
-    const o: Open = { consumer, def, unfollow, waiters }
+    const o: Open = { consumer, def, unfollow, waiters, watchers }
     this.#open.set(def.name as string, o)
     return o
   }
@@ -145,6 +195,7 @@ export class StreamConsumers {
     o.unfollow()
     this.#open.delete(name)
     for (const w of [...o.waiters]) w()
+    for (const w of [...o.watchers]) w() // bound subscriptions find it closed and let go
     await o.consumer.close()
   }
 
