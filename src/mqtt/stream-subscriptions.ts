@@ -3,7 +3,7 @@ import type { Logger } from '../core/log.ts'
 import { parseDuration } from '../config/units.ts'
 import type { Listener } from '../router/router.ts'
 import type { Consumer, Delivery } from '../stream/consumer.ts'
-import type { DeliverPolicy } from '../stream/consumer-config.ts'
+import { parseStartPosition, START_POSITIONS, type DeliverPolicy } from '../stream/consumer-config.ts'
 import type { RecordHeaders } from '../stream/record.ts'
 import type { StreamConsumers } from '../stream/consumer-manager.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
@@ -84,28 +84,9 @@ export function parseStreamFilter(filter: string, now = Date.now()): StreamFilte
   } catch (err) {
     invalid(filter, (err as Error).message)
   }
-  return { kind: 'replay', stream, deliver: parseStart(filter, parts[2] as string, now), filter: inner }
-}
-
-/** all | new | last | last-per-subject | seq=N | time=ISO-8601 or ms | since=DURATION */
-function parseStart(filter: string, start: string, now: number): DeliverPolicy {
-  switch (start) {
-    case 'all': case 'new': case 'last': return start
-    case 'last-per-subject': case 'lastPerSubject': return 'lastPerSubject'
-  }
-  const eq = start.indexOf('=')
-  const key = start.slice(0, eq)
-  const value = start.slice(eq + 1)
-  if (key === 'seq' && /^[1-9]\d{0,15}$/.test(value)) return { startSeq: Number(value) }
-  if (key === 'time') {
-    const ms = /^\d+$/.test(value) ? Number(value) : Date.parse(value)
-    if (Number.isSafeInteger(ms) && ms >= 0) return { startTime: ms }
-  }
-  if (key === 'since') {
-    const d = parseDuration(value)
-    if (d !== null && d >= 0) return { startTime: Math.max(0, now - d) }
-  }
-  return invalid(filter, `start "${start}" is not one of all, new, last, last-per-subject, seq=<N>, time=<ISO 8601 UTC or ms>, since=<duration like 10m>`)
+  const deliver = parseStartPosition(parts[2] as string, now)
+  if (deliver === null) invalid(filter, `start "${parts[2]}" is not one of ${START_POSITIONS}`)
+  return { kind: 'replay', stream, deliver, filter: inner }
 }
 
 /** What a connection offers the subscriptions bound to it (implemented by ClientConnection). */

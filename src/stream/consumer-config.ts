@@ -185,6 +185,32 @@ function parseDeliver(v: unknown, bad: (key: string, value: unknown, fix: string
   return bad('deliver', v, fix)
 }
 
+export const START_POSITIONS = 'all, new, last, last-per-subject, seq=<N>, time=<ISO 8601 UTC or ms>, since=<duration like 10m>'
+
+/**
+ * A start position written as one word (MQTT `$replay/<stream>/<start>/...`, /ws `replay`):
+ * all | new | last | last-per-subject | seq=N | time=ISO-8601 or ms | since=DURATION. Null if none.
+ */
+export function parseStartPosition(start: string, now = Date.now()): DeliverPolicy | null {
+  switch (start) {
+    case 'all': case 'new': case 'last': return start
+    case 'last-per-subject': case 'lastPerSubject': return 'lastPerSubject'
+  }
+  const eq = start.indexOf('=')
+  const key = start.slice(0, eq)
+  const value = start.slice(eq + 1)
+  if (key === 'seq' && /^[1-9]\d{0,15}$/.test(value)) return { startSeq: Number(value) }
+  if (key === 'time') {
+    const ms = /^\d+$/.test(value) ? Number(value) : Date.parse(value)
+    if (Number.isSafeInteger(ms) && ms >= 0) return { startTime: ms }
+  }
+  if (key === 'since') {
+    const d = parseDuration(value)
+    if (d !== null && d >= 0) return { startTime: Math.max(0, now - d) }
+  }
+  return null
+}
+
 /** The deliver policy as people write it (startTime in ISO 8601). */
 export function describeDeliver(d: DeliverPolicy): string | Record<string, unknown> {
   if (typeof d === 'string') return d

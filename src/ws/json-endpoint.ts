@@ -6,12 +6,15 @@ import type { Logger } from '../core/log.ts'
 import type { MqttBroker } from '../mqtt/broker.ts'
 import type { Listener, RoutedPacket } from '../router/router.ts'
 import { detectSyntax, mqttToNats } from '../subjects/mqtt-map.ts'
+import type { EphemeralConsumer } from '../stream/consumer-manager.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
 import { VERSION } from '../version.ts'
 import { errorFrame, MAX_FRAME_BYTES, parseClientFrame, type ClientRequest } from './json-protocol.ts'
 
 /** Over this many bytes waiting in a browser's socket, its messages are dropped (and counted). */
 const MAX_BUFFERED = 1024 * 1024
+/** Bytes waiting in a browser's socket over which a replay waits for it to drain. */
+const REPLAY_BUFFER = 256 * 1024
 /** Subscriptions one connection may hold. */
 const MAX_SUBSCRIPTIONS = 1000
 
@@ -21,6 +24,14 @@ interface JsonSubscription {
   fn: Listener
 }
 
+/** A replay subscription: an ephemeral consumer (no acks) read as fast as the browser takes it. */
+interface JsonReplay {
+  eph: EphemeralConsumer | null
+  closed: boolean
+  nats: boolean
+  waiting: boolean
+}
+
 /** One browser connection on /ws. */
 class JsonSession {
   readonly #ws: WebSocket
@@ -28,6 +39,7 @@ class JsonSession {
   readonly #streams: StreamManager
   readonly #client: string
   readonly #subs = new Map<string, JsonSubscription>()
+  readonly #replays = new Map<string, JsonReplay>()
   #nextSub = 1
   dropped = 0
 
@@ -60,8 +72,22 @@ class JsonSession {
       case 'ping':
         this.#send({ op: 'pong', id: req.id })
         return
+      case 'replay': {
+        if (this.#subs.size + this.#replays.size >= MAX_SUBSCRIPTIONS) {
+          this.#send({ op: 'error', id: req.id, code: 'EWS_LIMIT', message: `at most ${MAX_SUBSCRIPTIONS} subscriptions per connection` })
+          return
+        }
+        const sub = String(this.#nextSub++)
+        const r: JsonReplay = { eph: null, closed: false, nats: req.nats, waiting: false }
+        const def = { deliver: req.start, ack: 'none', ...(req.filter !== null ? { filter: [req.filter] } : {}) }
+        r.eph = await this.#streams.consumers(req.stream).openEphemeral(def, () => this.#pumpReplay(sub))
+        this.#replays.set(sub, r)
+        this.#send({ op: 'ok', id: req.id, sub })
+        this.#pumpReplay(sub)
+        return
+      }
       case 'sub': {
-        if (this.#subs.size >= MAX_SUBSCRIPTIONS) {
+        if (this.#subs.size + this.#replays.size >= MAX_SUBSCRIPTIONS) {
           this.#send({ op: 'error', id: req.id, code: 'EWS_LIMIT', message: `at most ${MAX_SUBSCRIPTIONS} subscriptions per connection` })
           return
         }
@@ -74,6 +100,12 @@ class JsonSession {
         return
       }
       case 'unsub': {
+        const r = this.#replays.get(req.sub)
+        if (r) {
+          this.#endReplay(req.sub, r)
+          this.#send({ op: 'ok', id: req.id })
+          return
+        }
         const s = this.#subs.get(req.sub)
         if (!s) {
           this.#send({ op: 'error', id: req.id, code: 'EWS_NO_SUB', message: `no subscription "${req.sub}" on this connection` })
@@ -101,7 +133,7 @@ class JsonSession {
         this.#send({
           op: 'ok', id: req.id,
           acked: req.ack.filter((s) => consumer.ack(s)).length,
-          naked: req.nak.filter((s) => consumer.nak(s)).length,
+          naked: req.nak.filter((s) => consumer.nak(s, req.nakDelay)).length,
           termed: req.term.filter((s) => consumer.term(s)).length,
         })
         return
@@ -129,7 +161,40 @@ class JsonSession {
     this.#broker.stats.messagesOut++
   }
 
+  /** Sends replayed messages while the socket takes them; resumes when it has drained. */
+  #pumpReplay(sub: string): void {
+    const r = this.#replays.get(sub)
+    const c = r?.eph?.consumer
+    if (r === undefined || c === undefined || r.closed) return
+    const ws = this.#ws
+    while (ws.readyState === ws.OPEN && ws.bufferedAmount < REPLAY_BUFFER) {
+      if (c.closed) { this.#endReplay(sub, r); return }
+      const got = c.next(64)
+      if (got.length === 0) return
+      for (const d of got) {
+        const p = d.payload
+        ws.send(JSON.stringify({
+          op: 'msg', sub, subject: r.nats ? mqttToNats(d.subject) : d.subject, seq: d.seq, time: new Date(d.timestamp).toISOString(),
+          ...(isUtf8(p) ? { payload: p.toString('utf8') } : { payload_base64: p.toString('base64') }),
+        }))
+        this.#broker.stats.messagesOut++
+      }
+    }
+    // over the bound: look again shortly (ws has no public drain event)
+    if (ws.readyState === ws.OPEN && !r.waiting) {
+      r.waiting = true
+      setTimeout(() => { r.waiting = false; this.#pumpReplay(sub) }, 10)
+    }
+  }
+
+  #endReplay(sub: string, r: JsonReplay): void {
+    r.closed = true
+    this.#replays.delete(sub)
+    void r.eph?.close()
+  }
+
   #close(): void {
+    for (const [sub, r] of [...this.#replays]) this.#endReplay(sub, r)
     for (const s of this.#subs.values()) this.#broker.router.removeListener(s.filter, s.fn)
     this.#subs.clear()
     this.#streams.releaseClient(this.#client) // its unacked consumer messages go to others now

@@ -1,5 +1,7 @@
 import { EdgebusError, isEdgebusError } from '../core/errors.ts'
-import { toMqttFilter, toMqttTopic } from '../subjects/mqtt-map.ts'
+import { parseDuration } from '../config/units.ts'
+import { parseStartPosition, START_POSITIONS, type DeliverPolicy } from '../stream/consumer-config.ts'
+import { detectSyntax, toMqttFilter, toMqttTopic } from '../subjects/mqtt-map.ts'
 
 /**
  * The JSON-over-WebSocket protocol for browsers (docs/ws-protocol.md): one JSON object per text
@@ -14,7 +16,8 @@ export type ClientRequest =
   | { op: 'pub'; id: string | null; subject: string; payload: Buffer; retain: boolean; qos: 0 | 1 | 2 }
   | { op: 'ping'; id: string | null }
   | { op: 'next'; id: string | null; stream: string; consumer: string; batch: number; wait: number }
-  | { op: 'ack'; id: string | null; stream: string; consumer: string; ack: number[]; nak: number[]; term: number[] }
+  | { op: 'ack'; id: string | null; stream: string; consumer: string; ack: number[]; nak: number[]; term: number[]; nakDelay: number }
+  | { op: 'replay'; id: string | null; stream: string; start: DeliverPolicy; filter: string | null; nats: boolean }
 
 export interface ProtocolError {
   op: 'error'
@@ -73,6 +76,16 @@ export function parseClientFrame(data: Buffer | string, isBinary: boolean): Clie
         if (m.retain !== undefined && typeof m.retain !== 'boolean') return field('retain', 'is true or false')
         return { op: 'pub', id, subject: toMqttTopic(m.subject), payload, retain: m.retain === true, qos }
       }
+      case 'replay': {
+        if (typeof m.stream !== 'string') return field('stream', 'is the name of a stream')
+        const startText = m.start ?? 'all'
+        const start = typeof startText === 'string' ? parseStartPosition(startText) : null
+        if (start === null) return field('start', `is one of ${START_POSITIONS}`)
+        if (m.filter !== undefined && typeof m.filter !== 'string') return field('filter', 'is a subject filter, like "sensors.>" or "sensors/#"')
+        const filter = typeof m.filter === 'string' ? toMqttFilter(m.filter) : null
+        const nats = typeof m.filter === 'string' ? detectSyntax(m.filter).syntax === 'nats' : true
+        return { op: 'replay', id, stream: m.stream, start, filter, nats }
+      }
       case 'next':
       case 'ack': {
         if (typeof m.stream !== 'string') return field('stream', 'is the name of a stream')
@@ -94,10 +107,12 @@ export function parseClientFrame(data: Buffer | string, isBinary: boolean): Clie
         if (ack === null) return field('ack', 'is a list of sequence numbers')
         if (nak === null) return field('nak', 'is a list of sequence numbers')
         if (term === null) return field('term', 'is a list of sequence numbers')
-        return { op: 'ack', id, stream: m.stream, consumer: m.consumer, ack, nak, term }
+        const nakDelay = m.nakDelay === undefined ? 0 : parseDuration(m.nakDelay)
+        if (nakDelay === null) return field('nakDelay', 'is a delay before the nak\'d messages come again: milliseconds or a duration like "5s"')
+        return { op: 'ack', id, stream: m.stream, consumer: m.consumer, ack, nak, term, nakDelay }
       }
       default:
-        return err(id, 'EWS_OP', `unknown op ${JSON.stringify(m.op)}: use hello, sub, unsub, pub, next, ack or ping`)
+        return err(id, 'EWS_OP', `unknown op ${JSON.stringify(m.op)}: use hello, sub, unsub, pub, next, ack, replay or ping`)
     }
   } catch (e) {
     if (isEdgebusError(e)) return err(id, e.code, e.message)

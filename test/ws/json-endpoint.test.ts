@@ -4,7 +4,7 @@ import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
 import { connectClient, endAllClients } from '../support/mqtt.ts'
 
 let srv: StartedEdgebus
-beforeAll(async () => { srv = await startEdgebus({ config: { streams: [{ name: 'ui', subjects: ['ui.>'], maxMsgs: 1, discard: 'new' }] } }) })
+beforeAll(async () => { srv = await startEdgebus({ config: { streams: [{ name: 'ui', subjects: ['ui.>'], maxMsgs: 1, discard: 'new' }, { name: 'log', subjects: ['log.>'], consumers: [{ name: 'w', ackWait: '10s' }] }] } }) })
 afterAll(async () => {
   await endAllClients()
   await srv.stop()
@@ -67,6 +67,46 @@ describe('JSON over WebSocket (/ws)', () => {
     expect(await b.request({ op: 'ack', stream: 'ui', consumer: 'ws-workers', ack: [1] })).toMatchObject({ op: 'ok', acked: 1 })
     expect(await b.request({ op: 'next', stream: 'ui', consumer: 'nope' })).toMatchObject({ op: 'error', code: 'ECONSUMER_NOT_FOUND' })
     b.ws.close()
+  })
+
+  it('replays a stream from a position, filtered, then live; unsub ends it', async () => {
+    const mqtt = await connectClient(srv.mqttUrl)
+    for (let i = 1; i <= 6; i++) await mqtt.client.publishAsync(i % 2 ? 'log/a' : 'log/b', `line ${i}`, { qos: 1 })
+    const c = await jsonClient()
+    const ok = await c.request({ op: 'replay', stream: 'log', start: 'seq=2', filter: 'log.a' })
+    expect(ok).toMatchObject({ op: 'ok', sub: expect.any(String) })
+    const msgs = () => c.frames.filter((f) => f.op === 'msg' && f.sub === ok.sub)
+    await c.waitFor(() => msgs().length >= 2)
+    expect(msgs().map((m) => [m.seq, m.subject, m.payload])).toEqual([[3, 'log.a', 'line 3'], [5, 'log.a', 'line 5']])
+    expect(Date.parse(String(msgs()[0]?.time))).toBeGreaterThan(Date.now() - 60_000)
+    await mqtt.client.publishAsync('log/a', 'line 7', { qos: 1 })
+    await c.waitFor(() => msgs().length >= 3)
+    expect(msgs()[2]).toMatchObject({ seq: 7, payload: 'line 7' })
+    expect(await c.request({ op: 'unsub', sub: ok.sub })).toMatchObject({ op: 'ok' })
+    await mqtt.client.publishAsync('log/a', 'line 8', { qos: 1 })
+    await new Promise((r) => setTimeout(r, 200))
+    expect(msgs().length).toBe(3)
+    expect(await c.request({ op: 'replay', stream: 'log', start: 'yesterday' })).toMatchObject({ op: 'error', code: 'EWS_FIELD' })
+    expect(await c.request({ op: 'replay', stream: 'nope' })).toMatchObject({ op: 'error', code: 'ESTREAM_NOT_FOUND' })
+    c.ws.close()
+  })
+
+  it('nak with a delay: the message comes again only after it', async () => {
+    const c = await jsonClient()
+    type Msgs = { messages: Array<{ seq: number; deliveryCount: number }> }
+    const first = await c.request({ op: 'next', stream: 'log', consumer: 'w', batch: 1, wait: 1000 }) as unknown as Msgs
+    const seq = first.messages[0]?.seq as number
+    expect(await c.request({ op: 'ack', stream: 'log', consumer: 'w', nak: [seq], nakDelay: '400ms' })).toMatchObject({ naked: 1 })
+    const t0 = Date.now()
+    let again: Msgs['messages'] = []
+    while (!again.some((m) => m.seq === seq) && Date.now() - t0 < 3000) {
+      again = (await c.request({ op: 'next', stream: 'log', consumer: 'w', batch: 100, wait: 100 }) as unknown as Msgs).messages
+      if (!again.some((m) => m.seq === seq)) await c.request({ op: 'ack', stream: 'log', consumer: 'w', ack: again.map((m) => m.seq) })
+    }
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(350)
+    expect(again.find((m) => m.seq === seq)?.deliveryCount).toBe(2)
+    expect(await c.request({ op: 'ack', stream: 'log', consumer: 'w', nakDelay: 'soon' })).toMatchObject({ op: 'error', code: 'EWS_FIELD' })
+    c.ws.close()
   })
 
   it('malformed frames get error codes and the connection stays up', async () => {

@@ -17,7 +17,10 @@ describe('JSON protocol frames', () => {
     expect((parse({ op: 'pub', subject: 'a', payload_base64: '/wD+' }) as { payload: Buffer }).payload).toEqual(Buffer.from([0xff, 0, 0xfe]))
     expect((parse({ op: 'pub', subject: 'a', payload: { t: 21.5 } }) as { payload: Buffer }).payload.toString()).toBe('{"t":21.5}')
     expect(parse({ op: 'next', stream: 's', consumer: 'c', batch: 5, wait: 100 })).toEqual({ op: 'next', id: null, stream: 's', consumer: 'c', batch: 5, wait: 100 })
-    expect(parse({ op: 'ack', stream: 's', consumer: 'c', ack: [1, 2], nak: [3] })).toEqual({ op: 'ack', id: null, stream: 's', consumer: 'c', ack: [1, 2], nak: [3], term: [] })
+    expect(parse({ op: 'ack', stream: 's', consumer: 'c', ack: [1, 2], nak: [3] })).toEqual({ op: 'ack', id: null, stream: 's', consumer: 'c', ack: [1, 2], nak: [3], term: [], nakDelay: 0 })
+    expect(parse({ op: 'ack', stream: 's', consumer: 'c', nak: [3], nakDelay: '5s' })).toMatchObject({ nak: [3], nakDelay: 5000 })
+    expect(parse({ op: 'replay', stream: 's', start: 'since=1m', filter: 'a.*' })).toMatchObject({ op: 'replay', stream: 's', start: { startTime: expect.any(Number) }, filter: 'a/+', nats: true })
+    expect(parse({ op: 'replay', stream: 's' })).toMatchObject({ start: 'all', filter: null })
   })
 
   it('answers every malformed frame with a code', () => {
