@@ -1,13 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { EdgebusError } from '../core/errors.ts'
 import type { FollowedRecord, Stream } from '../stream/stream.ts'
-import type { StoredRecord } from '../stream/record.ts'
 import { toMqttFilter } from '../subjects/mqtt-map.ts'
 import { topicMatchesFilter } from '../subjects/topic.ts'
-import { isUtf8 } from 'node:buffer'
+import { RecordLines } from './record-lines.ts'
 
 /** Lines are gathered into chunks of about this size: one write per chunk, not per message. */
-const CHUNK_BYTES = 64 * 1024
+const CHUNK_BYTES = 256 * 1024
 const DEFAULT_LIMIT = 1000
 const SSE_HEARTBEAT_MS = 15_000
 
@@ -57,25 +56,6 @@ export function parseReplayQuery(url: URL, stream: Stream, lastEventId: string |
   return { fromSeq, filter, limit, follow }
 }
 
-let lastTime = -1
-let lastIso = ''
-let lastSubject = ''
-let lastSubjectJson = '""'
-
-/** One message as a JSON line, built by hand: replay writes millions of them. */
-function recordJson(seq: number, timestamp: number, subject: string, payload: Buffer, rec: StoredRecord | null): string {
-  if (timestamp !== lastTime) { lastTime = timestamp; lastIso = new Date(timestamp).toISOString() }
-  const body = isUtf8(payload) ? `"payload":${JSON.stringify(payload.toString('utf8'))}` : `"payload_base64":"${payload.toString('base64')}"`
-  if (subject !== lastSubject) { lastSubject = subject; lastSubjectJson = JSON.stringify(subject) }
-  let line = `{"seq":${seq},"time":"${lastIso}","subject":${lastSubjectJson},${body}`
-  const h = rec?.headers
-  if (h) {
-    if (h.contentType !== undefined) line += `,"contentType":${JSON.stringify(h.contentType)}`
-    if (h.userProperties !== undefined) line += `,"userProperties":${JSON.stringify(h.userProperties)}`
-  }
-  return line + '}'
-}
-
 /**
  * GET /api/streams/<name>/messages: the stream's messages as NDJSON (one JSON object per line),
  * or with follow=1 as Server-Sent Events that go on with new messages as they are stored.
@@ -94,7 +74,7 @@ export async function replay(req: IncomingMessage, res: ServerResponse, url: URL
   res.flushHeaders()
   let closed = false
   req.once('close', () => { closed = true })
-  const frame = (seq: number, json: string): string => (sse ? `id: ${seq}\ndata: ${json}\n\n` : json + '\n')
+  const lines = new RecordLines(sse)
 
   // follow: listen before reading history, so nothing stored meanwhile is missed
   const live: FollowedRecord[] = []
@@ -103,23 +83,21 @@ export async function replay(req: IncomingMessage, res: ServerResponse, url: URL
 
   let sent = 0
   let lastSeq = q.fromSeq - 1
-  let chunk = ''
   const flush = async (): Promise<void> => {
-    if (chunk === '') return
-    const ok = res.write(chunk)
-    chunk = ''
+    if (lines.length === 0) return
+    const ok = res.write(lines.take())
     if (!ok) await new Promise<void>((resolve) => { res.once('drain', resolve); res.once('close', resolve) })
   }
   try {
     // synchronous reads in 1 MiB chunks (twice the speed of iterateAsync), yielding to the event
-    // loop after every 64 KiB written so other clients are served meanwhile
+    // loop after every 256 KiB written so other clients are served meanwhile
     for (const rec of stream.journal.iterate(q.fromSeq)) {
       if (closed) return
       lastSeq = rec.seq
       if (q.filter !== null && !topicMatchesFilter(rec.subject, q.filter)) continue
-      chunk += frame(rec.seq, recordJson(rec.seq, rec.timestamp, rec.subject, rec.payload, rec))
+      lines.add(rec.seq, rec.timestamp, rec.subject, rec.payload, rec.headers)
       if (++sent === q.limit) break
-      if (chunk.length >= CHUNK_BYTES) {
+      if (lines.length >= CHUNK_BYTES) {
         await flush()
         await new Promise<void>((resolve) => setImmediate(resolve))
       }
@@ -135,7 +113,8 @@ export async function replay(req: IncomingMessage, res: ServerResponse, url: URL
       if (r.seq <= lastSeq || closed || res.writableEnded) return
       lastSeq = r.seq
       if (q.filter !== null && !topicMatchesFilter(r.subject, q.filter)) return
-      res.write(frame(r.seq, recordJson(r.seq, r.timestamp, r.subject, r.payload, null)))
+      lines.add(r.seq, r.timestamp, r.subject, r.payload, null)
+      res.write(lines.take())
       if (q.limit > 0 && ++sent >= q.limit) { unfollow?.(); res.end() }
     }
     const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), SSE_HEARTBEAT_MS)

@@ -806,13 +806,9 @@ export class Journal {
    * committed while iterating), reading `readChunkBytes` at a time. Synchronous reads: for long
    * replays in a server prefer iterateAsync.
    */
-  *iterate(fromSeq = 0, toSeq = Infinity): Generator<StoredRecord, void, undefined> {
-    const walk = this.#walk(fromSeq, toSeq)
-    for (let r = walk.next(); r.done !== true; r = walk.next()) {
-      const v = r.value
-      if (v instanceof FrameCursor) v.fill()
-      else yield v
-    }
+  iterate(fromSeq = 0, toSeq = Infinity): Generator<StoredRecord, void, undefined> {
+    // the walk reads for itself: one generator between the reader and the records, not two
+    return this.#walk(fromSeq, toSeq, true) as Generator<StoredRecord, void, undefined>
   }
 
   /** The same, with reads on the thread pool. */
@@ -825,8 +821,8 @@ export class Journal {
     }
   }
 
-  /** The replay walk; yields a cursor when it needs a read (the caller reads, sync or async). */
-  *#walk(fromSeq: number, toSeq: number): Generator<StoredRecord | FrameCursor, void, undefined> {
+  /** The replay walk; yields a cursor when it needs a read (the caller reads), or reads itself when `sync`. */
+  *#walk(fromSeq: number, toSeq: number, sync = false): Generator<StoredRecord | FrameCursor, void, undefined> {
     let seq = fromSeq
     let entry: SegmentEntry | null = null
     let cur: FrameCursor | null = null
@@ -853,6 +849,7 @@ export class Journal {
         if (this.#isLive(rec)) yield rec
       } else if (step === Step.need) {
         if (cur.segment.closed) cur = null // removed or compacted meanwhile: find our place again
+        else if (sync) cur.fill()
         else yield cur
       } else if (step === Step.corrupt || step === Step.torn) {
         this.#noteCorrupt(entry, cur)

@@ -280,7 +280,7 @@ export function decodeRecord(buf: Buffer, off: number, len: number): StoredRecor
   const end = off + len - 4
   const flags = readU16(buf, off + OFF_FLAGS)
   dpos = off + OFF_SUBJECT
-  const subject = readStr(buf)
+  const subject = readSubject(buf)
   let headers: RecordHeaders | null = null
   if ((flags & ~RecordFlags.msgId) !== 0) {
     headers = {}
@@ -311,6 +311,29 @@ export function decodeRecord(buf: Buffer, off: number, len: number): StoredRecor
 
 /** Decoder position shared by decodeRecord and readStr (single-threaded, so no closure per decode). */
 let dpos = 0
+
+/** The last subject decoded, as bytes and string: replays meet the same few subjects again and again. */
+const lastSubjectBytes = Buffer.alloc(256)
+let lastSubjectLen = -1
+let lastSubject = ''
+
+function readSubject(buf: Buffer): string {
+  const n = readU16(buf, dpos)
+  const at = dpos + 2
+  dpos = at + n
+  if (n === lastSubjectLen) {
+    let i = 0
+    while (i < n && buf[at + i] === lastSubjectBytes[i]) i++
+    if (i === n) return lastSubject
+  }
+  const s = n === 0 ? '' : buf.toString('utf8', at, at + n)
+  if (n <= lastSubjectBytes.length) {
+    buf.copy(lastSubjectBytes, 0, at, at + n)
+    lastSubjectLen = n
+    lastSubject = s
+  }
+  return s
+}
 
 function readStr(buf: Buffer): string {
   const n = readU16(buf, dpos)

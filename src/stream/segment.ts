@@ -64,6 +64,12 @@ export class JournalSegment {
    * under its fsync policy, synced). During recovery it is the file size.
    */
   readableEnd: number
+  /**
+   * Bytes from the start known to hold good records: written by this process (it computed their
+   * CRCs) or checked by a read since the file was opened. Readers skip the CRC below it, so
+   * replaying a warm journal does not checksum every record again.
+   */
+  checkedEnd = 0
   #fd: number
   #closed = false
 
@@ -143,6 +149,7 @@ export class JournalSegment {
       throw journalIoError(err, 'write', this.path, { bytes: len, written: done, cutBack })
     }
     this.size = start + len
+    if (this.checkedEnd === start) this.checkedEnd = start + len
   }
 
   /** fdatasync: the data written so far (and the file size) survive a power loss. */
@@ -165,6 +172,7 @@ export class JournalSegment {
     }
     this.size = size
     if (this.readableEnd > size) this.readableEnd = size
+    if (this.checkedEnd > size) this.checkedEnd = size
   }
 
   /** Reads into buf at a file position; returns the bytes read (fewer at the end of the file). */
@@ -351,7 +359,8 @@ export class FrameCursor {
             this.#need = len
             return Step.need
           }
-          if (frameCrcMatches(buf, off, len)) {
+          const segment = this.segment
+          if (pos + len <= segment.checkedEnd || frameCrcMatches(buf, off, len)) {
             if (!frameIsSupported(buf, off)) {
               this.framePos = pos
               return Step.unsupported
@@ -365,6 +374,7 @@ export class FrameCursor {
               this.frameSeq = seq
               this.lastSeq = seq
               this.pos = pos + len
+              if (segment.checkedEnd === pos) segment.checkedEnd = pos + len
               return Step.frame
             }
           }
