@@ -12,6 +12,7 @@ Commands:
   sub FILTER...      print messages on matching subjects
   stream COMMAND     manage streams: ls, info, add, edit, rm, purge, view
   consumer COMMAND   manage durable consumers: ls, info, add, rm, next
+  passwd FILE USER   set or (-D) remove a user in a password file
 
 Run edgebus COMMAND --help for a command's options. edgebus --version prints the version.
 Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
@@ -25,6 +26,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   sub: async (argv) => (await import('./sub.ts')).sub(argv),
   stream: async (argv) => (await import('./stream.ts')).stream(argv),
   consumer: async (argv) => (await import('./consumer.ts')).consumer(argv),
+  passwd: async (argv) => (await import('./passwd.ts')).passwd(argv),
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -47,7 +49,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (isEdgebusError(err)) {
       process.stderr.write(`edgebus: ${err.code}: ${err.message}\n`)
-      const usage = err.code === 'EUSAGE' || err.code.startsWith('ECONFIG') || err.code.startsWith('ESUBJECT') ||
+      const usage = err.code === 'EUSAGE' || err.code.startsWith('ECONFIG') || err.code === 'EACL_INVALID' || err.code === 'ETLS_CONFIG' || err.code.startsWith('ESUBJECT') ||
         err.code === 'ESTREAM_INVALID' || err.code === 'ESTREAM_OVERLAP'
       return usage ? ExitCode.USAGE : ExitCode.FAILURE
     }
