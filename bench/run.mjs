@@ -41,7 +41,7 @@ const HELP = `usage: node bench/run.mjs [options]       (npm run bench -- [optio
   --edgebus-args "..." extra arguments for 'edgebus serve'
   --mosquitto-autosave S  autosave_interval for the persistent Mosquitto of 'retained' and
                        'offline-queue' (default: Mosquitto's own, 1800 s)
-  --max-minutes M      stop starting new runs after M minutes (default 14, quick 3;
+  --max-minutes M      stop starting new runs after M minutes (default 17, quick 3;
                        a plan estimated longer than that: its estimate + 20 %)
   --out DIR            results directory (default bench/results)
   --dry-run            print the plan and the time estimate, run nothing`;
@@ -100,7 +100,7 @@ const ctx = {
   loadgenCpu: ncpu >= 2 ? numOpt('loadgen-cpu', 1) : null,
   edgebusArgs: opts['edgebus-args'] ? String(opts['edgebus-args']).split(/\s+/).filter(Boolean) : [],
   mosquittoAutosave: opts['mosquitto-autosave'] === undefined ? null : Math.max(1, Math.round(numOpt('mosquitto-autosave', 0))),
-  maxMinutes: numOpt('max-minutes', quick ? 3 : 14),
+  maxMinutes: numOpt('max-minutes', quick ? 3 : 17),
   outDir: opts.out ? path.resolve(opts.out) : path.join(benchDir, 'results'),
 };
 if (ctx.payload < 20) { console.error('bench: --payload must be at least 20 bytes (sequence number + timestamp)'); process.exit(1); }
@@ -174,7 +174,7 @@ const estimate = variants.reduce((s, v) => s + applicable(v.scenario).reduce((t,
   const rate = ['mosquitto', 'nats'].includes(b.name) ? 5000 : 1000;
   return t + 4 + ctx.conns / rate + (quick ? 2.2 : 3);
 }, 0) * ctx.reps, 0);
-// --max-minutes is a safety net for the default plan (about 13 min); a bigger plan (--nats,
+// --max-minutes is a safety net for the default plan (estimated 15 min); a bigger plan (--nats,
 // more --reps, longer --duration) gets 20 % over its estimate unless --max-minutes is given
 if (opts['max-minutes'] === undefined && estimate / 60 > ctx.maxMinutes) {
   ctx.maxMinutes = Math.ceil((estimate / 60) * 1.2);
@@ -204,7 +204,7 @@ async function startBroker(def, options) {
   };
   child.stdout.on('data', keep); // always drained: a full pipe would stall the broker
   child.stderr.on('data', keep);
-  const handle = { name: def.name, pid: child.pid, port: prep.mqttPort, natsPort: prep.natsPort, child, tmpDir, tail };
+  const handle = { name: def.name, pid: child.pid, port: prep.mqttPort, natsPort: prep.natsPort, httpPort: prep.httpPort, child, tmpDir, tail };
   try {
     await waitForPort('127.0.0.1', prep.mqttPort, child, 20000);
   } catch (err) {
@@ -306,7 +306,7 @@ for (const v of variants) {
   const suffix = (sc.batches || []).length > 1 ? `, B=${v.batch}` : '';
   for (const m of sc.metrics) {
     const label = sc.name === 'conns' ? `${m.label} (${ctx.conns.toLocaleString('en-US')} conns)` : `${m.label}${suffix}`;
-    const row = { scenario: sc.name, row: v.key, metric: m.id, label, unit: m.unit, better: m.better, group: m.group, cells: {} };
+    const row = { scenario: sc.name, row: v.key, metric: m.id, label, unit: m.unit, better: m.better, group: m.group, ref: sc.reference, cells: {} };
     for (const b of applicable(sc)) {
       const mine = runs.filter((r) => r.row === v.key && r.broker === b.name);
       const vals = mine.filter((r) => r.ok).map((r) => m.value(r.result)).filter((x) => x !== null);

@@ -1,13 +1,15 @@
 // Broker registry for `npm run bench`.
 //
 // Each broker: { name, label, available(ctx) -> null | reason, version(ctx) -> string,
-//                prepare(ctx, { port, tmpDir, options }) -> { cmd, args, cwd?, env?, mqttPort, natsPort? } }
+//                prepare(ctx, { port, tmpDir, options }) -> { cmd, args, cwd?, env?, mqttPort, natsPort?, httpPort? } }
 // The harness pins the command to the broker CPU, waits until mqttPort accepts TCP,
 // and stops it with SIGTERM (SIGKILL after a grace period). natsPort (nats only) ends up
-// on the broker handle a scenario's run() gets, for the JetStream API.
+// on the broker handle a scenario's run() gets, for the JetStream API; so does httpPort (edgebus
+// started with options.httpPort, for its HTTP API).
 //
 // `options` comes from a scenario's brokerOptions(brokerName, ctx):
 //   edgebus    { config: FILE }                  -> --config FILE (streams, session queue bound)
+//              { httpPort: N }                   -> --http-port N (default 0: any free port, unknown to us)
 //   mosquitto  { persistence: true }             -> persistence true, persistence_location in its temp dir
 //              { maxQueuedMessages: N }          -> max_queued_messages N (0 = no limit)
 import { execFileSync } from 'node:child_process';
@@ -55,7 +57,7 @@ export const BROKERS = [
         '--log-level', 'warn', '--data-dir', path.join(tmpDir, 'data')];
       if (options.config) args.push('--config', options.config);
       args.push(...ctx.edgebusArgs);
-      return { cmd: process.execPath, args, cwd: tmpDir, mqttPort: port };
+      return { cmd: process.execPath, args, cwd: tmpDir, mqttPort: port, httpPort: options.httpPort };
     },
   },
   {

@@ -152,6 +152,19 @@ export function cpuSeconds(pid) {
   }
 }
 
+/**
+ * CPU-seconds the whole machine spent in tasks (user + nice + system, all CPUs) since boot, from
+ * /proc/stat, or null: like loadgen's, for the share of "other processes" in a measured window.
+ */
+export function machineBusySeconds() {
+  try {
+    const v = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/).slice(1).map(Number);
+    return (v[0] + v[1] + v[2]) / 100; // USER_HZ; irq/softirq time is not charged to tasks
+  } catch {
+    return null;
+  }
+}
+
 /** Soft RLIMIT_NOFILE of a process, from /proc/PID/limits, or null. */
 export function nofileLimit(pid) {
   try {

@@ -11,6 +11,7 @@ export function fmt(v, unit) {
   if (v === null || v === undefined || !Number.isFinite(v)) return '—';
   if (unit === 'bytes') return `${Math.round(v).toLocaleString('en-US')}`;
   if (unit === 'MB') return v.toFixed(1);
+  if (unit === 'MB/s') return v < 100 ? v.toFixed(1) : Math.round(v).toLocaleString('en-US');
   if (unit === 'µs') return v < 100 ? v.toFixed(1) : Math.round(v).toLocaleString('en-US');
   if (unit.startsWith('CPU-s')) return v.toFixed(2);
   if (unit === '%') return v.toFixed(0);
@@ -23,15 +24,21 @@ export function fmt(v, unit) {
 export const fmtRatio = (r) => (r === null || !Number.isFinite(r) ? '—' : `${r.toFixed(2)}×`);
 
 /**
- * rows: [{ label, unit, better, group, cells: { broker: { median, min, max, n, errors } } }]
- * brokers: ordered broker names that ran; 'mosquitto' is the reference column.
+ * rows: [{ label, unit, better, group, ref?, cells: { broker: { median, min, max, n, errors } } }]
+ * brokers: ordered broker names that ran; 'mosquitto' is the reference column, except in rows
+ * with a `ref` broker (the scenario's `reference`, for rows mosquitto cannot run, e.g. replay vs
+ * nats-server): their ratio cells divide by that broker and say so ("0.85× vs nats-server").
  */
 export function markdown({ rows, brokers, labels, meta, notes, saturation }) {
-  const others = brokers.filter((b) => b !== 'mosquitto');
+  const L = (b) => labels[b] || b;
   const hasRef = brokers.includes('mosquitto');
-  const ratioCols = hasRef ? others : [];
-  const head = ['scenario', 'unit', ...brokers.map((b) => labels[b] || b), ...ratioCols.map((b) => `${labels[b] || b}/mosquitto`),
-    `spread min–max (${brokers.map((b) => labels[b] || b).join(' / ')})`];
+  const refOf = (r) => (r.ref && r.cells[r.ref] ? r.ref : hasRef ? 'mosquitto' : null);
+  const refs = [...new Set(rows.map(refOf).filter(Boolean))];
+  const headRef = hasRef ? 'mosquitto' : refs.length === 1 ? refs[0] : null;
+  // a ratio column for every broker that has a ratio in some row
+  const ratioCols = brokers.filter((b) => rows.some((r) => { const ref = refOf(r); return ref && ref !== b && r.cells[b]; }));
+  const head = ['scenario', 'unit', ...brokers.map(L), ...ratioCols.map((b) => (headRef ? `${L(b)}/${L(headRef)}` : `${L(b)} ratio`)),
+    `spread min–max (${brokers.map(L).join(' / ')})`];
   const align = ['---', '---', ...brokers.map(() => '---:'), ...ratioCols.map(() => '---:'), '---'];
   const line = (cells) => `| ${cells.join(' | ')} |`;
   const out = [];
@@ -51,9 +58,11 @@ export function markdown({ rows, brokers, labels, meta, notes, saturation }) {
         return fmt(c.median, r.unit) + (c.errors ? ` (${c.errors} failed)` : '');
       };
       const ratio = (b) => {
+        const refName = refOf(r);
         const c = r.cells[b];
-        const ref = r.cells.mosquitto;
-        return c && ref && c.median !== null && ref.median ? fmtRatio(c.median / ref.median) : '—';
+        const ref = refName && refName !== b ? r.cells[refName] : null;
+        if (!(c && ref && c.median !== null && ref.median)) return '—';
+        return fmtRatio(c.median / ref.median) + (refName !== headRef ? ` vs ${L(refName)}` : '');
       };
       const spread = brokers.map((b) => {
         const c = r.cells[b];
@@ -78,7 +87,9 @@ export function markdown({ rows, brokers, labels, meta, notes, saturation }) {
     for (const n of notes) out.push(`- ${n}`);
     out.push('');
   }
-  out.push('↑ higher is better, ↓ lower is better. Ratios are broker median / mosquitto median for every row, so read them',
-    'against the arrow: for ↑ rows above 1.00× beats mosquitto, for ↓ rows below 1.00× does.', '');
+  const other = [...new Set(rows.map(refOf).filter((x) => x && x !== headRef))];
+  out.push(`↑ higher is better, ↓ lower is better. Ratios are broker median / ${headRef ? `${L(headRef)} median` : 'the median of the broker named in the cell'} for every row` +
+    (headRef && other.length ? ` (cells marked "vs ${other.map(L).join('"/"vs ')}" divide by that broker instead: rows ${L(headRef)} does not run)` : '') +
+    ', so read them', 'against the arrow: for ↑ rows above 1.00× beats the reference, for ↓ rows below 1.00× does.', '');
   return out.join('\n');
 }

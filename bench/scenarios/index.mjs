@@ -16,6 +16,8 @@
 //   notes        optional (ctx, brokerNames) => [string]: caveats added to the table's notes
 //                when the scenario ran (what each broker keeps, what its ack means)
 //   extraSeconds optional: seconds per run on top of warmup + duration, for the time estimate
+//   reference    optional broker name the ratio column divides by instead of mosquitto (for rows
+//                mosquitto cannot run, e.g. replay: nats-server)
 //
 // A run() result may carry notes: [string]; they are added to the table's notes, prefixed
 // with the row, repetition and broker.
@@ -24,10 +26,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { runLoadgen } from '../lib/loadgen.mjs';
 import { createOfflineSession } from '../lib/mqtt-session.mjs';
 import { createStream, streamInfo } from '../lib/nats-js.mjs';
-import { freePort, rssKb, sleep } from '../lib/proc.mjs';
+import { freePort, pinnedCommand, rssKb, runCapture, sleep } from '../lib/proc.mjs';
 
 const num = (v) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : null);
 
@@ -124,20 +127,57 @@ export const SCENARIOS = [
       ].filter(Boolean).join('; '),
     ],
   },
-  // Replay over HTTP (issue 4): fill a stream with the qos1 load (fsync none), then read it all
-  // back as NDJSON from /api/streams/bench/messages, counting lines and bytes as they arrive.
+  // Replay (issue 4): fill a stream with the qos1 load (edgebus: fsync none; nats: the JetStream
+  // stream of the stream-* rows), then time ONE reader over everything stored, in its own process
+  // pinned like loadgen (bench/lib/replay-reader.mjs). The reader knows how many messages the
+  // stream holds and fails the run unless exactly that many arrive. nats has no HTTP replay: its
+  // comparison is a JetStream push consumer over the NATS protocol, in the replay-mqtt rows.
   {
     name: 'replay-http',
-    title: 'Replay to one HTTP reader: a stream filled by the QoS 1 load, read back as NDJSON (warm journal)',
+    title: 'Replay to one HTTP reader: a stream filled by the QoS 1 load (fsync none), read back as NDJSON from a warm journal ' +
+      '(edgebus only: nats has no HTTP replay, its JetStream read is in the replay-mqtt rows)',
     brokers: ['edgebus'],
     loadgen: () => ['qos1', '-n', '8', '-W', '64'],
-    brokerOptions: async () => ({ config: streamConfig('none'), httpPort: (lastReplayPort = await freePort()) }),
-    run: runReplay,
+    brokerOptions: replayBrokerOptions,
+    run: (ctx, broker, o) => runReplay(ctx, broker, o, { kind: 'http', url: `http://127.0.0.1:${broker.httpPort}/api/streams/bench/messages?limit=0` }),
+    extraSeconds: 2,
     metrics: [
       { id: 'rate', label: 'replay over HTTP', unit: 'msg/s', better: 'higher', value: (r) => num(r.replay_msgs_per_s) },
-      { id: 'mbps', label: 'replay over HTTP', unit: 'MB/s', better: 'higher', value: (r) => num(r.replay_mb_per_s) },
+      { id: 'mbps', label: 'replay over HTTP (NDJSON bytes)', unit: 'MB/s', better: 'higher', value: (r) => num(r.replay_mb_per_s) },
     ],
+    notes: (ctx, on, runs) => [`one HTTP reader, GET /api/streams/bench/messages?limit=0; a message is one NDJSON line, MB/s counts the NDJSON body (JSON and base64 included). nats has no HTTP replay: compare with the nats-server cells of the replay-mqtt rows (its JetStream read)${countNote(runs)}`],
   },
+  ...[
+    { name: 'replay-mqtt', qos: 0, ack: 'none', what: 'QoS 0', nats: 'ack none' },
+    { name: 'replay-mqtt-qos1', qos: 1, ack: 'explicit', what: 'QoS 1', nats: 'ack explicit, max_ack_pending 256' },
+  ].map((v) => ({
+    name: v.name,
+    title: `Replay to one MQTT reader, ${v.what}: a stream filled by the QoS 1 load, read back through $replay/bench/all/# from a warm journal ` +
+      `(nats: the JetStream stream of the stream-* rows read by a push consumer over the NATS protocol, ${v.nats})`,
+    brokers: ['edgebus', 'nats'],
+    reference: 'nats', // mosquitto cannot replay: the ratio column divides by nats-server
+    loadgen: () => ['qos1', '-n', '8', '-W', '64'],
+    brokerOptions: replayBrokerOptions,
+    run: (ctx, broker, o) => runReplay(ctx, broker, o, broker.name === 'nats'
+      ? { kind: 'nats', ack: v.ack, maxAckPending: 256 }
+      : { kind: 'mqtt', port: broker.port, qos: v.qos, filter: '$replay/bench/all/#' }),
+    extraSeconds: 2,
+    metrics: [
+      { id: 'rate', label: `replay over MQTT, ${v.what}`, unit: 'msg/s', better: 'higher', value: (r) => num(r.replay_msgs_per_s) },
+      { id: 'mbps', label: `replay over MQTT, ${v.what} (payload bytes)`, unit: 'MB/s', better: 'higher', value: (r) => num(r.replay_mb_per_s) },
+    ],
+    notes: (ctx, on, runs) => [
+      (v.qos === 0
+        ? 'one raw MQTT 3.1.1 reader subscribed to $replay/bench/all/# at QoS 0 (no acks)'
+        : 'one raw MQTT 3.1.1 reader subscribed to $replay/bench/all/# at QoS 1: every PUBLISH PUBACKed, the acks of each read in one write; edgebus keeps at most 256 unacked per subscription') +
+      (on.includes('nats')
+        ? `; nats-server: an ephemeral JetStream push consumer (deliver_policy all, replay_policy instant, ${v.nats}${v.ack === 'explicit' ? ', each message acked by an empty PUB to its reply subject, batched per read' : ''}) delivering to a subject the reader subscribed to on the same NATS connection`
+        : '') +
+      `. A message is one PUBLISH${on.includes('nats') ? ' (nats: MSG/HMSG)' : ''}; MB/s counts application payload only (` +
+      (on.includes('nats') ? 'not topics, MQTT headers, nor the 25-byte NATS header `Nmqtt-Pub:1` nats stores with every message that came in over MQTT' : 'not topics nor MQTT headers') +
+      `). Timed from the SUBSCRIBE${on.includes('nats') ? ' / consumer create request' : ''} to the last message${countNote(runs)}`,
+    ],
+  })),
   {
     name: 'conns',
     title: 'Idle connections: CONNECT (keepalive 0) + CONNACK, held; broker RSS before/after',
@@ -287,30 +327,57 @@ async function runOfflineQueue(ctx, broker, { batch, scenario }) {
   return { ...result, offline_session: session };
 }
 
-/** The HTTP port of the edgebus started for the current replay-http run. */
-let lastReplayPort = 0;
+/** replay-*: edgebus with a stream on bench/# (fsync none) and an HTTP port, to ask how many messages it holds. */
+async function replayBrokerOptions(broker) {
+  return broker === 'edgebus' ? { config: streamConfig('none'), httpPort: await freePort() } : {};
+}
 
-/** replay-http: fill with the qos1 load, then time one HTTP reader over everything stored. */
-async function runReplay(ctx, broker, { batch, scenario }) {
-  const fill = await runLoadgen(ctx, broker, 'qos1', scenario.loadgen(ctx).slice(1), { batch });
-  if (!fill.ok) return fill;
-  const url = `http://127.0.0.1:${lastReplayPort}/api/streams/bench/messages?limit=0`;
-  const started = process.hrtime.bigint();
-  const res = await fetch(url);
-  if (!res.ok) return { ok: false, error: `replay answered ${res.status}` };
-  let lines = 0;
-  let bytes = 0;
-  for await (const chunk of res.body) {
-    bytes += chunk.length;
-    for (let i = 0; i < chunk.length; i++) if (chunk[i] === 10) lines++;
+const READER = fileURLToPath(new URL('../lib/replay-reader.mjs', import.meta.url));
+
+/** How many messages the edgebus stream holds (GET /api/streams/bench: state.messages). */
+async function edgebusStored(broker) {
+  const res = await fetch(`http://127.0.0.1:${broker.httpPort}/api/streams/bench`);
+  if (!res.ok) throw new Error(`GET /api/streams/bench answered ${res.status}`);
+  const n = (await res.json()).state?.messages;
+  if (!Number.isSafeInteger(n)) throw new Error('GET /api/streams/bench: no state.messages');
+  return n;
+}
+
+/**
+ * replay-*: fill with the qos1 load (nats: runStream, which creates the JetStream stream first),
+ * read how many messages the stream holds, then time one reader (bench/lib/replay-reader.mjs,
+ * pinned to the generator's CPU) over all of them. The reader fails unless exactly that many
+ * arrive (within a time bound). The result is the reader's (its CPU figures cover the read, for
+ * the saturation check); the fill's loadgen output is kept under `fill`.
+ */
+async function runReplay(ctx, broker, { batch, scenario }, reader) {
+  const [mode, ...args] = scenario.loadgen(ctx);
+  const fill = broker.name === 'nats'
+    ? await runStream(ctx, broker, { batch, scenario })
+    : await runLoadgen(ctx, broker, mode, args, { batch });
+  if (!fill.ok) return { ...fill, error: `fill: ${fill.error}` };
+  let stored;
+  try {
+    stored = broker.name === 'nats' ? fill.stream_msgs : await edgebusStored(broker);
+  } catch (err) {
+    return { ok: false, error: err.message, fill };
   }
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  return {
-    ...fill,
-    ok: lines > 0,
-    replayed: lines,
-    replay_msgs_per_s: lines / seconds,
-    replay_mb_per_s: bytes / seconds / 1e6,
-    ...(lines > 0 ? {} : { error: 'nothing replayed' }),
-  };
+  if (!Number.isSafeInteger(stored) || stored <= 0) return { ok: false, error: `the stream holds ${stored} messages after the fill`, fill };
+  const spec = { ...reader, port: reader.port ?? broker.natsPort, expect: stored, brokerPid: broker.pid, timeoutMs: 30000 + Math.ceil(stored / 20) };
+  const [cmd, cmdArgs] = pinnedCommand(ctx.loadgenCpu, process.execPath, [READER, JSON.stringify(spec)]);
+  const res = await runCapture(cmd, cmdArgs, { timeoutMs: spec.timeoutMs + 15000 });
+  let read = null;
+  try { read = JSON.parse(res.stdout.trim().split('\n').filter(Boolean).pop() || 'null'); } catch { /* below */ }
+  if (!read) return { ok: false, error: `replay reader ${res.timedOut ? 'timed out' : `exit ${res.code ?? res.signal}`}: ${res.stderr.trim().split('\n').slice(-3).join(' | ')}`, fill };
+  const notes = [...(fill.notes || [])];
+  if (Number.isFinite(fill.total_acked) && stored < fill.total_acked) notes.push(`the stream holds ${stored} messages but ${fill.total_acked} were acknowledged`);
+  return { ...read, ok: !!read.ok && read.received === stored, stored, fill, ...(notes.length ? { notes } : {}) };
+}
+
+/** For a replay row's note: every run read exactly what its stream held (a run that did not failed). */
+function countNote(runs) {
+  const ok = runs.filter((r) => r.ok);
+  if (!ok.length) return '';
+  const per = [...new Set(ok.map((r) => r.broker))].map((b) => `${b} ${ok.filter((r) => r.broker === b).map((r) => r.result.stored.toLocaleString('en-US')).join(', ')}`);
+  return `; each successful run read exactly the number of messages its stream held (${per.join('; ')})`;
 }
