@@ -1,12 +1,16 @@
 import type { Server as NetServer } from 'node:net'
 import type { Server as HttpServer } from 'node:http'
+import type { Server as TlsServer } from 'node:tls'
 import { join } from 'node:path'
 import { EdgebusError } from './core/errors.ts'
 import { createLogger, type Logger } from './core/log.ts'
 import type { EdgebusConfig } from './config/schema.ts'
 import { HttpFront, sendJson } from './http/server.ts'
 import { MqttBroker } from './mqtt/broker.ts'
-import { createMqttTcpServer } from './mqtt/tcp.ts'
+import { createMqttTcpServer, createMqttTlsServer } from './mqtt/tcp.ts'
+import { Security } from './auth/security.ts'
+import { readTlsOptions } from './tls/tls-config.ts'
+import type { Server as HttpsServer } from 'node:https'
 import { FilePersistence } from './persistence/file-persistence.ts'
 import { MqttWebSocketEndpoint } from './ws/mqtt-ws.ts'
 import { JsonWebSocketEndpoint } from './ws/json-endpoint.ts'
@@ -15,6 +19,7 @@ import { StreamManager } from './stream/stream-manager.ts'
 import { mountStreamsApi } from './http/streams-api.ts'
 import { mountPublishApi } from './http/publish-api.ts'
 import { mountDashboard } from './http/dashboard-api.ts'
+import { HttpAuth } from './http/http-auth.ts'
 
 export interface EdgebusServer {
   readonly config: EdgebusConfig
@@ -23,6 +28,11 @@ export interface EdgebusServer {
   readonly mqttPort: number
   readonly httpPort: number
   readonly log: Logger
+  /** The MQTT over TLS port, or null without TLS. */
+  readonly tlsPort: number | null
+  readonly security: Security
+  /** Reads the TLS files and the password file again (SIGHUP); a file that fails keeps the old one in force. */
+  reload(): Promise<void>
   /** Stops accepting, disconnects clients, closes listeners. */
   close(): Promise<void>
 }
@@ -34,17 +44,14 @@ export interface StartOptions {
 /** The only place that knows all the parts: wires listeners, broker and HTTP routes. */
 export async function startServer(config: EdgebusConfig, opts: StartOptions = {}): Promise<EdgebusServer> {
   const log = opts.log ?? createLogger(config.log.level)
+  const security = await Security.open(config.auth, log)
+  const tlsOptions = config.tls.cert !== '' ? readTlsOptions(config.tls) : null
   // issue 5: retained messages and persistent sessions in <dataDir>/mqtt, unless persistence.enabled is false
   const persistence = config.persistence.enabled
     ? await FilePersistence.open(join(config.dataDir, 'mqtt'), { log, maxQueuedMessages: config.sessions.maxQueuedMessages, sessionExpiryMs: config.sessions.expiry })
     : null
-  const broker = await MqttBroker.create(log, {
-    maxPacketSize: config.limits.maxPacketSize,
-    maxQueuedBytes: config.limits.maxQueuedBytes,
-    maxQueuedBytesHard: config.limits.maxQueuedBytesHard,
-    drainTimeoutMs: config.limits.drainTimeout,
-    receiveMaximum: config.limits.receiveMaximum,
-  }, {
+  const broker = await MqttBroker.create(log, { ...config.limits, drainTimeoutMs: config.limits.drainTimeout }, {
+    maxTopicLevels: config.limits.maxTopicLevels,
     // issue 5: sessions.expiry bounds MQTT 5 Session Expiry Intervals (told to the client in CONNACK)
     sessionExpiryIntervalLimit: Math.ceil(config.sessions.expiry / 1000),
     ...(persistence ? { persistence } : {}),
@@ -60,12 +67,14 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     throw err
   })
   broker.attachStreams(streams)
+  broker.security = security.open ? null : security
   const startedAt = Date.now()
 
-  const http = new HttpFront(log)
-  mountStreamsApi(http, streams)
-  mountPublishApi(http, broker)
-  mountDashboard(http, broker, startedAt)
+  const http = new HttpFront(log, config.tls.http ? tlsOptions : null)
+  const httpAuth = new HttpAuth(broker.security)
+  mountStreamsApi(http, streams, httpAuth)
+  mountPublishApi(http, broker, httpAuth)
+  mountDashboard(http, broker, startedAt, httpAuth)
   const ws = new MqttWebSocketEndpoint(broker)
   http.upgrade('/mqtt', ws)
   const json = new JsonWebSocketEndpoint(broker, streams, log)
@@ -79,21 +88,25 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     sendJson(res, 200, { status: 'ok', version: VERSION, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), connections: broker.connections.size, ...broker.stats, ...(persistence ? { persistence: persistence.stats } : {}) })
   })
 
-  const tcp = createMqttTcpServer(broker)
-  let mqttPort: number
+  const tcp = config.mqtt.enabled ? createMqttTcpServer(broker) : null
+  const mqtts = tlsOptions !== null ? createMqttTlsServer(broker, tlsOptions) : null
+  let mqttPort = 0
   let httpPort: number
+  let tlsPort: number | null = null
   try {
-    mqttPort = await listen(tcp, config.host, config.mqtt.port, 'MQTT', 'mqtt.port')
-    httpPort = await listen(http.server, config.host, config.http.port, 'HTTP', 'http.port')
+    if (tcp !== null) mqttPort = await listen(tcp, config.host, config.mqtt.port, 'MQTT', 'mqtt.port')
+    if (mqtts !== null) tlsPort = await listen(mqtts, config.host, config.tls.mqttPort, 'MQTT over TLS', 'tls.mqttPort')
+    httpPort = await listen(http.server, config.host, config.http.port, config.tls.http ? 'HTTPS' : 'HTTP', 'http.port')
   } catch (err) {
-    tcp.close()
+    tcp?.close()
+    mqtts?.close()
     http.server.close()
     await broker.close()
     await streams.close()
     await persistence?.close() // issue 5
     throw err
   }
-  log.info({ host: config.host, mqttPort, httpPort, version: VERSION }, 'edgebus ready')
+  log.info({ host: config.host, mqttPort, httpPort, ...(tlsPort !== null ? { tlsPort } : {}), version: VERSION }, 'edgebus ready')
 
   let closing: Promise<void> | null = null
   return {
@@ -102,10 +115,31 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     streams,
     mqttPort,
     httpPort,
+    tlsPort,
+    security,
     log,
+    async reload() {
+      if (tlsOptions !== null) {
+        try {
+          const fresh = readTlsOptions(config.tls)
+          mqtts?.setSecureContext(fresh)
+          if (config.tls.http) (http.server as HttpsServer).setSecureContext(fresh)
+          log.info({ cert: config.tls.cert }, 'TLS certificate reloaded')
+        } catch (err) {
+          log.error({ code: (err as EdgebusError).code, err: (err as Error).message }, 'TLS files not reloaded: the old certificate stays in use')
+        }
+      }
+      try {
+        await security.authenticator.reload()
+        if (security.authenticator.passwordPath !== null) log.info({ file: security.authenticator.passwordPath, users: security.authenticator.users }, 'password file reloaded')
+      } catch (err) {
+        log.error({ code: (err as EdgebusError).code, err: (err as Error).message }, 'password file not reloaded: the old one stays in force')
+      }
+    },
     close() {
       closing ??= (async () => {
-        tcp.close()
+        tcp?.close()
+        mqtts?.close()
         http.server.close()
         ws.close()
         json.close()
@@ -120,7 +154,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   }
 }
 
-function listen(server: NetServer | HttpServer, host: string, port: number, what: string, key: string): Promise<number> {
+function listen(server: NetServer | HttpServer | TlsServer, host: string, port: number, what: string, key: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       if (err.code === 'EADDRINUSE') {

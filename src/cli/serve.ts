@@ -55,6 +55,9 @@ export async function serve(argv: string[]): Promise<number> {
 
   const server = await startServer(config)
   if (file) server.log.info({ file }, 'config file read')
+  // SIGHUP: renewed TLS certificates and password file changes take effect without a restart
+  const onHup = (): void => { void server.reload() }
+  process.on('SIGHUP', onHup)
   return new Promise<number>((resolve) => {
     let stopping = false
     const stop = (signal: string): void => {

@@ -1,3 +1,4 @@
+import { parseAuthConfig, OPEN_AUTH, type AuthConfig } from '../auth/acl-config.ts'
 import { existsSync, readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
@@ -46,8 +47,10 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
     file = resolve(cwd, DEFAULT_CONFIG_FILE)
   }
   let streams: StreamDefinition[] = []
+  let auth: AuthConfig = OPEN_AUTH
   if (file !== null) {
-    const { streams: rawStreams, ...flat } = readConfigFile(file)
+    const { streams: rawStreams, auth: rawAuth, ...flat } = readConfigFile(file)
+    if (rawAuth !== undefined) auth = parseAuthConfig(rawAuth)
     for (const [key, raw] of Object.entries(flat)) {
       values[key as ConfigKey] = coerceField(key as ConfigKey, raw, 'file', file)
       sources[key as ConfigKey] = 'file'
@@ -69,7 +72,9 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
     sources[key as ConfigKey] = 'flag'
   }
 
-  return { config: { ...toConfig(values), streams }, file, sources }
+  const config = { ...toConfig(values), streams, auth }
+  checkCombinations(config)
+  return { config, file, sources }
 }
 
 /** Parses a JSON config file into dotted keys; unknown keys are errors with a hint. */
@@ -120,7 +125,7 @@ function readStreams(raw: unknown, file: string): StreamDefinition[] {
 function flatten(obj: Record<string, unknown>, prefix: string, out: Record<string, unknown>, file: string): void {
   for (const [k, v] of Object.entries(obj)) {
     const key = prefix + k
-    if (key === 'streams') {
+    if (key === 'streams' || key === 'auth') {
       out[key] = v
     } else if (key in ConfigFields) {
       out[key] = v
@@ -135,11 +140,31 @@ function flatten(obj: Record<string, unknown>, prefix: string, out: Record<strin
   }
 }
 
-function toConfig(v: Record<ConfigKey, ConfigValue>): Omit<EdgebusConfig, 'streams'> {
+/** Keys that only make sense together: say which one is missing. */
+function checkCombinations(c: EdgebusConfig): void {
+  const need = (key: string, what: string): never => {
+    throw new EdgebusError('ECONFIG_INVALID', `config "${key}" is needed ${what}`, { key })
+  }
+  if (c.tls.cert !== '' && c.tls.key === '') need('tls.key', 'with tls.cert: the PEM private key file of the certificate')
+  if (c.tls.key !== '' && c.tls.cert === '') need('tls.cert', 'with tls.key: the PEM certificate chain file')
+  if (c.tls.cert === '' && (c.tls.http || c.tls.ca !== '')) need('tls.cert', `for ${c.tls.http ? 'tls.http' : 'tls.ca'}: the PEM certificate chain file of the server`)
+  if (c.tls.requireClientCert && c.tls.ca === '') need('tls.ca', 'with tls.requireClientCert: the PEM file of the CA that signs client certificates')
+}
+
+function toConfig(v: Record<ConfigKey, ConfigValue>): Omit<EdgebusConfig, 'streams' | 'auth'> {
   return {
     host: v.host as string,
-    mqtt: { port: v['mqtt.port'] as number },
+    mqtt: { port: v['mqtt.port'] as number, enabled: v['mqtt.enabled'] as boolean },
     http: { port: v['http.port'] as number },
+    tls: {
+      cert: v['tls.cert'] as string,
+      key: v['tls.key'] as string,
+      ca: v['tls.ca'] as string,
+      requireClientCert: v['tls.requireClientCert'] as boolean,
+      mqttPort: v['tls.mqttPort'] as number,
+      http: v['tls.http'] as boolean,
+    },
+    sys: { interval: v['sys.interval'] as number },
     log: { level: v['log.level'] as EdgebusConfig['log']['level'] },
     dataDir: v.dataDir as string,
     limits: {
@@ -148,6 +173,13 @@ function toConfig(v: Record<ConfigKey, ConfigValue>): Omit<EdgebusConfig, 'strea
       maxQueuedBytesHard: v['limits.maxQueuedBytesHard'] as number,
       receiveMaximum: v['limits.receiveMaximum'] as number,
       drainTimeout: v['limits.drainTimeout'] as number,
+      maxConnections: v['limits.maxConnections'] as number,
+      maxConnectionsPerAddress: v['limits.maxConnectionsPerAddress'] as number,
+      connectRate: v['limits.connectRate'] as number,
+      maxTopicLength: v['limits.maxTopicLength'] as number,
+      maxTopicLevels: v['limits.maxTopicLevels'] as number,
+      maxSubscriptions: v['limits.maxSubscriptions'] as number,
+      publishRate: v['limits.publishRate'] as number,
     },
     persistence: { enabled: v['persistence.enabled'] as boolean },
     sessions: { maxQueuedMessages: v['sessions.maxQueuedMessages'] as number, expiry: v['sessions.expiry'] as number },
@@ -166,5 +198,10 @@ export function printableConfig(config: EdgebusConfig): Record<string, unknown> 
     node[path[path.length - 1] as string] = formatField(key, value as ConfigValue)
   }
   out.streams = config.streams.map(describeStreamDefinition)
+  if (config.auth !== OPEN_AUTH) {
+    // never print the token secret
+    const a = config.auth
+    out.auth = { passwordFile: a.passwordFile, allowAnonymous: a.allowAnonymous, tokenSecret: a.tokenSecret === null ? null : '(set)', acl: a.acl === null ? null : '(set)' }
+  }
   return out
 }

@@ -1,6 +1,7 @@
 import { EdgebusError } from '../core/errors.ts'
 import { LogLevels, type LogLevel } from '../core/log.ts'
 import type { StreamDefinition } from '../stream/stream-config.ts'
+import type { AuthConfig } from '../auth/acl-config.ts'
 import { formatDuration, formatSize, parseDuration, parseSize } from './units.ts'
 
 /**
@@ -10,7 +11,7 @@ import { formatDuration, formatSize, parseDuration, parseSize } from './units.ts
  * --limits-max-packet-size. docs/configuration.md is generated from it (`edgebus serve --help`).
  */
 
-type Kind = 'string' | 'port' | 'size' | 'duration' | 'level' | 'count' | 'boolean'
+type Kind = 'string' | 'path' | 'port' | 'size' | 'duration' | 'level' | 'count' | 'limit' | 'boolean'
 
 /** A key's value once read: booleans for 'boolean' keys. */
 export type ConfigValue = string | number | boolean
@@ -36,21 +37,45 @@ export const ConfigFields = {
   'persistence.enabled': { kind: 'boolean', default: true, doc: 'keep retained messages and persistent sessions in <dataDir>/mqtt so they survive restarts (false: in memory only)' },
   'sessions.maxQueuedMessages': { kind: 'count', default: 1000, doc: 'messages queued per disconnected persistent session; over it the oldest QoS 0/1 message is dropped (/healthz persistence.queueDropped)' },
   'sessions.expiry': { kind: 'duration', default: '7d', doc: 'how long a disconnected persistent session is kept: MQTT 3.1.1 sessions, and the upper bound of an MQTT 5 Session Expiry Interval (0 = no bound: MQTT 3.1.1 sessions never expire)' },
+  // issue 8: listeners, TLS, limits and observability
+  'mqtt.enabled': { kind: 'boolean', default: true, doc: 'serve plain MQTT on mqtt.port (false: only MQTT over TLS and WebSocket)' },
+  'tls.cert': { kind: 'path', default: '', doc: 'PEM certificate chain file: enables MQTT over TLS on tls.mqttPort (reloaded on SIGHUP)' },
+  'tls.key': { kind: 'path', default: '', doc: 'PEM private key file of tls.cert' },
+  'tls.ca': { kind: 'path', default: '', doc: 'PEM CA file: clients may authenticate with a certificate it signed (mTLS; the certificate CN is the user name)' },
+  'tls.requireClientCert': { kind: 'boolean', default: false, doc: 'refuse TLS clients without a certificate signed by tls.ca' },
+  'tls.mqttPort': { kind: 'port', default: 8883, doc: 'MQTT over TLS port (when tls.cert is set)' },
+  'tls.http': { kind: 'boolean', default: false, doc: 'serve HTTPS and WSS on http.port with tls.cert instead of plain HTTP' },
+  'limits.maxConnections': { kind: 'limit', default: 100_000, doc: 'client connections at most (MQTT, WebSocket and /ws together; 0 = no limit)' },
+  'limits.maxConnectionsPerAddress': { kind: 'limit', default: 0, doc: 'client connections at most from one source address (0 = no limit)' },
+  'limits.connectRate': { kind: 'limit', default: 200, doc: 'new connections per second at most from one source address, bursts up to the same number (0 = no limit)' },
+  'limits.maxTopicLength': { kind: 'limit', default: 65_535, doc: 'longest topic or filter in bytes' },
+  'limits.maxTopicLevels': { kind: 'limit', default: 128, doc: 'most levels in a topic or filter' },
+  'limits.maxSubscriptions': { kind: 'limit', default: 1000, doc: 'subscriptions at most per client (0 = no limit)' },
+  'limits.publishRate': { kind: 'limit', default: 0, doc: 'messages per second at most per client, bursts up to the same number; over it the client is slowed (reading paused), not disconnected (0 = no limit)' },
+  'sys.interval': { kind: 'duration', default: '10s', doc: 'how often the $SYS/broker/... topics are published (0 = never)' },
 } as const satisfies Record<string, Field>
 
 export type ConfigKey = keyof typeof ConfigFields
 
 export interface EdgebusConfig {
   host: string
-  mqtt: { port: number }
+  mqtt: { port: number; enabled: boolean }
   http: { port: number }
+  tls: { cert: string; key: string; ca: string; requireClientCert: boolean; mqttPort: number; http: boolean }
+  sys: { interval: number }
   log: { level: LogLevel }
   dataDir: string
-  limits: { maxPacketSize: number; maxQueuedBytes: number; maxQueuedBytesHard: number; receiveMaximum: number; drainTimeout: number }
+  limits: {
+    maxPacketSize: number; maxQueuedBytes: number; maxQueuedBytesHard: number; receiveMaximum: number; drainTimeout: number
+    maxConnections: number; maxConnectionsPerAddress: number; connectRate: number; maxTopicLength: number; maxTopicLevels: number
+    maxSubscriptions: number; publishRate: number
+  }
   persistence: { enabled: boolean }
   sessions: { maxQueuedMessages: number; expiry: number }
   /** Streams declared in the config file (the file's `streams` list; not settable by env or flags). */
   streams: StreamDefinition[]
+  /** Users, tokens and ACLs: the file's `auth` section (src/auth/ACL.md); open when absent. */
+  auth: AuthConfig
 }
 
 /** Where a value came from, for error messages. */
@@ -84,6 +109,11 @@ export function coerceField(key: ConfigKey, raw: unknown, source: Source, file?:
     case 'string':
       if (typeof raw !== 'string' || raw.length === 0) bad('use a non-empty string')
       return raw as string
+    case 'path':
+      if (typeof raw !== 'string') bad('use a file path (or an empty string for none)')
+      return raw as string
+    case 'limit':
+      return wholeNumber(raw, 0, 2 ** 31 - 1) ?? bad('use a whole number (0 for no limit where the key allows it)')
     case 'port':
       return wholeNumber(raw, 0, 65_535) ?? bad('use a port number from 0 to 65535 (0 picks a free port)')
     case 'size': {

@@ -1,18 +1,20 @@
 import type { MqttBroker } from '../mqtt/broker.ts'
 import { DASHBOARD_HTML, VERSION } from '../version.ts'
 import { sendJson, type HttpFront } from './server.ts'
+import type { HttpAuth } from './http-auth.ts'
 
 /**
  * What the dashboard reads: GET / (the page, built into the bundle), GET /api/stats and
  * GET /api/connections. Plain JSON, also useful to scripts.
  */
-export function mountDashboard(http: HttpFront, broker: MqttBroker, startedAt: number): void {
+export function mountDashboard(http: HttpFront, broker: MqttBroker, startedAt: number, auth: HttpAuth): void {
   http.route('GET', '/', (_req, res) => {
     if (DASHBOARD_HTML === null) return sendJson(res, 404, { error: { code: 'ENOTFOUND', message: 'the dashboard is part of the built bundle (npm run build)' } })
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-cache' })
     res.end(DASHBOARD_HTML)
   })
-  http.route('GET', '/api/stats', (_req, res) => {
+  http.route('GET', '/api/stats', async (req, res, url) => {
+    auth.mayReadInternals(await auth.principal(req, url))
     const mem = process.memoryUsage()
     sendJson(res, 200, {
       version: VERSION,
@@ -23,7 +25,8 @@ export function mountDashboard(http: HttpFront, broker: MqttBroker, startedAt: n
       memory: { rss: mem.rss, heapUsed: mem.heapUsed },
     })
   })
-  http.route('GET', '/api/connections', (_req, res) => {
+  http.route('GET', '/api/connections', async (req, res, url) => {
+    auth.mayReadInternals(await auth.principal(req, url))
     const list = [...broker.connections].map((c) => ({
       id: c.id,
       clientId: c.client?.id ?? null,

@@ -3,6 +3,7 @@ import type { MqttBroker } from '../mqtt/broker.ts'
 import { MSG_ID_PROPERTY } from '../stream/stream.ts'
 import { toMqttTopic } from '../subjects/mqtt-map.ts'
 import { readBody, sendJson, statusOf, type HttpFront } from './server.ts'
+import type { HttpAuth } from './http-auth.ts'
 
 /**
  * POST /api/publish/<subject>: the body is the payload. `?qos=0|1|2` (default 1) and `?retain=1`;
@@ -10,12 +11,15 @@ import { readBody, sendJson, statusOf, type HttpFront } from './server.ts'
  * names every stream that stored the message, with its sequence, once they hold it — so webhooks
  * and scripts get the same promise as a QoS 1 publisher.
  */
-export function mountPublishApi(http: HttpFront, broker: MqttBroker): void {
+export function mountPublishApi(http: HttpFront, broker: MqttBroker, auth: HttpAuth): void {
   http.prefix('/api/publish', async (req, res, url) => {
     if (req.method !== 'POST') throw new EdgebusError('EHTTP_METHOD', `use POST to publish (got ${req.method ?? '?'})`)
     const raw = decodeURIComponent(url.pathname.slice('/api/publish/'.length))
     if (raw === '') throw new EdgebusError('ESUBJECT_INVALID', 'POST /api/publish/<subject>: the subject is missing')
     const subject = toMqttTopic(raw)
+    if (subject.startsWith('$SYS')) throw new EdgebusError('EACL_DENIED', '$SYS topics are published by the server only')
+    if (!broker.topicWithinLimits(subject)) throw new EdgebusError('ELIMIT_TOPIC', 'the subject is over limits.maxTopicLength or limits.maxTopicLevels')
+    auth.mayPublish(await auth.principal(req, url), subject)
     const qos = Number(url.searchParams.get('qos') ?? 1)
     if (qos !== 0 && qos !== 1 && qos !== 2) throw new EdgebusError('EUSAGE', `qos=${url.searchParams.get('qos') ?? ''} is not valid: use 0, 1 or 2`)
     const retain = ['1', 'true'].includes(url.searchParams.get('retain') ?? '')

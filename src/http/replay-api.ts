@@ -4,6 +4,7 @@ import type { FollowedRecord, Stream } from '../stream/stream.ts'
 import { toMqttFilter } from '../subjects/mqtt-map.ts'
 import { topicMatchesFilter } from '../subjects/topic.ts'
 import { RecordLines } from './record-lines.ts'
+import { ALLOW_ALL, type ClientAccess } from '../auth/acl.ts'
 
 /** Lines are gathered into chunks of about this size: one write per chunk, not per message. */
 const CHUNK_BYTES = 256 * 1024
@@ -60,7 +61,8 @@ export function parseReplayQuery(url: URL, stream: Stream, lastEventId: string |
  * GET /api/streams/<name>/messages: the stream's messages as NDJSON (one JSON object per line),
  * or with follow=1 as Server-Sent Events that go on with new messages as they are stored.
  */
-export async function replay(req: IncomingMessage, res: ServerResponse, url: URL, stream: Stream): Promise<void> {
+export async function replay(req: IncomingMessage, res: ServerResponse, url: URL, stream: Stream, access: ClientAccess = ALLOW_ALL): Promise<void> {
+  const readable = (subject: string): boolean => access === ALLOW_ALL || access.canReceive(subject)
   const lastEventId = req.headers['last-event-id']
   const q = parseReplayQuery(url, stream, typeof lastEventId === 'string' ? lastEventId : undefined)
   const sse = q.follow
@@ -94,7 +96,7 @@ export async function replay(req: IncomingMessage, res: ServerResponse, url: URL
     for (const rec of stream.journal.iterate(q.fromSeq)) {
       if (closed) return
       lastSeq = rec.seq
-      if (q.filter !== null && !topicMatchesFilter(rec.subject, q.filter)) continue
+      if ((q.filter !== null && !topicMatchesFilter(rec.subject, q.filter)) || !readable(rec.subject)) continue
       lines.add(rec.seq, rec.timestamp, rec.subject, rec.payload, rec.headers)
       if (++sent === q.limit) break
       if (lines.length >= CHUNK_BYTES) {
@@ -112,7 +114,7 @@ export async function replay(req: IncomingMessage, res: ServerResponse, url: URL
     const send = (r: FollowedRecord): void => {
       if (r.seq <= lastSeq || closed || res.writableEnded) return
       lastSeq = r.seq
-      if (q.filter !== null && !topicMatchesFilter(r.subject, q.filter)) return
+      if ((q.filter !== null && !topicMatchesFilter(r.subject, q.filter)) || !readable(r.subject)) return
       lines.add(r.seq, r.timestamp, r.subject, r.payload, null)
       res.write(lines.take())
       if (q.limit > 0 && ++sent >= q.limit) { unfollow?.(); res.end() }

@@ -1,4 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import type { TlsOptions } from 'node:tls'
 import type { Duplex } from 'node:stream'
 import { EdgebusError, isEdgebusError, type ErrorCode } from '../core/errors.ts'
 import type { Logger } from '../core/log.ts'
@@ -21,9 +23,11 @@ export class HttpFront {
   readonly #upgrades = new Map<string, UpgradeHandler>()
   readonly #log: Logger
 
-  constructor(log: Logger) {
+  /** With `tls`, the listener serves HTTPS (and WSS). */
+  constructor(log: Logger, tls: TlsOptions | null = null) {
     this.#log = log
-    this.server = createServer((req, res) => this.#handle(req, res))
+    const handle = (req: IncomingMessage, res: ServerResponse): void => this.#handle(req, res)
+    this.server = tls === null ? createServer(handle) : createHttpsServer(tls, handle)
     this.server.on('upgrade', (req, socket, head) => this.#upgrade(req, socket, head))
     this.server.on('clientError', (_err, socket) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n')
@@ -55,7 +59,11 @@ export class HttpFront {
       // a request whose body we did not read to the end cannot be followed on this connection
       if (!req.complete) res.setHeader('connection', 'close')
       if (isEdgebusError(err)) {
-        if (!res.headersSent) sendJson(res, statusOf(err.code), { error: { code: err.code, message: err.message } })
+        if (!res.headersSent) {
+          // RFC 9110 §11.6.1: a 401 says which schemes would work
+          if (err.code.startsWith('EAUTH')) res.setHeader('www-authenticate', 'Bearer, Basic realm="edgebus"')
+          sendJson(res, statusOf(err.code), { error: { code: err.code, message: err.message } })
+        }
         return
       }
       this.#log.error({ err: err.message, path: url.pathname }, 'http handler failed')
@@ -84,6 +92,8 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
 /** The HTTP status for an error code: 404 for what is not there, 409 for conflicts, 400 for bad input. */
 export function statusOf(code: ErrorCode): number {
   if (code.endsWith('_NOT_FOUND')) return 404
+  if (code.startsWith('EAUTH')) return 401
+  if (code === 'EACL_DENIED') return 403
   if (code === 'ESTREAM_EXISTS' || code === 'ESTREAM_CONFIGURED' || code === 'ESTREAM_OVERLAP' || code === 'ECONSUMER_IN_USE' || code === 'ECONSUMER_CONFIGURED') return 409
   if (code.startsWith('EJOURNAL') || code === 'ECONSUMER_IO') return 503
   if (code === 'EPACKET_TOO_LARGE') return 413

@@ -5,21 +5,30 @@ import type { StreamConsumers } from '../stream/consumer-manager.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
 import { replay } from './replay-api.ts'
 import { readJsonBody, sendJson, type HttpFront } from './server.ts'
+import type { HttpAuth } from './http-auth.ts'
+import { ALLOW_ALL, type ClientAccess } from '../auth/acl.ts'
+import { toMqttFilter } from '../subjects/mqtt-map.ts'
 
 /**
  * /api/streams: list and create; /api/streams/<name>: info, edit (PUT), delete;
  * /api/streams/<name>/purge (POST); /api/streams/<name>/messages (GET, replay-api.ts). Errors answer {"error": {"code", "message"}}.
  */
-export function mountStreamsApi(http: HttpFront, streams: StreamManager): void {
+export function mountStreamsApi(http: HttpFront, streams: StreamManager, auth: HttpAuth): void {
   http.prefix('/api/streams', async (req: IncomingMessage, res: ServerResponse, url: URL) => {
     const parts = url.pathname.split('/').slice(3).map(decodeURIComponent) // after '', 'api', 'streams'
     const method = req.method ?? 'GET'
+    const who = await auth.principal(req, url)
     if (parts.length === 0) {
       if (method === 'GET') return sendJson(res, 200, { streams: streams.list() })
-      if (method === 'POST') return sendJson(res, 201, { stream: await streams.add(await readJsonBody(req)) })
+      if (method === 'POST') {
+        const body = await readJsonBody(req)
+        auth.mayManage(who, String((body as { name?: unknown } | null)?.name ?? ''))
+        return sendJson(res, 201, { stream: await streams.add(body) })
+      }
       throw notAllowed(method, url.pathname)
     }
     const name = parts[0] as string
+    if (method !== 'GET' && !(parts[1] === 'consumers' && (parts[3] === 'next' || parts[3] === 'ack'))) auth.mayManage(who, name)
     if (parts.length === 1) {
       if (method === 'GET') return sendJson(res, 200, streams.describe(name))
       if (method === 'PUT') return sendJson(res, 200, { stream: await streams.edit(name, await readJsonBody(req)) })
@@ -30,10 +39,16 @@ export function mountStreamsApi(http: HttpFront, streams: StreamManager): void {
       }
       throw notAllowed(method, url.pathname)
     }
-    if (parts[1] === 'consumers') return consumersApi(req, res, url, method, parts.slice(2), streams.consumers(name))
+    if (parts[1] === 'consumers') {
+      // pulling and acking read the stream: the same rule as a subscription to what the consumer covers
+      if (parts[2] !== undefined && (parts[3] === 'next' || parts[3] === 'ack')) auth.mayReadStream(who, streams, name, { consumer: parts[2] })
+      return consumersApi(req, res, url, method, parts.slice(2), streams.consumers(name), who.access)
+    }
     if (parts.length === 2 && parts[1] === 'messages') {
       if (method !== 'GET') throw notAllowed(method, url.pathname)
-      return replay(req, res, url, streams.get(name))
+      const filter = url.searchParams.get('filter')
+      auth.mayReadStream(who, streams, name, { filter: filter === null ? null : toMqttFilter(filter) })
+      return replay(req, res, url, streams.get(name), who.access)
     }
     if (parts.length === 2 && parts[1] === 'purge') {
       if (method !== 'POST') throw notAllowed(method, url.pathname)
@@ -48,7 +63,7 @@ export function mountStreamsApi(http: HttpFront, streams: StreamManager): void {
  * …/<c>/next?batch=N&wait=ms&client=id (POST): messages as NDJSON, waiting up to `wait` for the
  * first; …/<c>/ack (POST) {"ack": [seq…], "nak": [seq…], "term": [seq…]}.
  */
-async function consumersApi(req: IncomingMessage, res: ServerResponse, url: URL, method: string, parts: string[], consumers: StreamConsumers): Promise<void> {
+async function consumersApi(req: IncomingMessage, res: ServerResponse, url: URL, method: string, parts: string[], consumers: StreamConsumers, access: ClientAccess): Promise<void> {
   if (parts.length === 0) {
     if (method === 'GET') return sendJson(res, 200, { consumers: consumers.list() })
     if (method === 'POST') return sendJson(res, 201, { consumer: await consumers.add(await readJsonBody(req)) })
@@ -69,7 +84,10 @@ async function consumersApi(req: IncomingMessage, res: ServerResponse, url: URL,
     const q = url.searchParams
     const batch = Math.min(10_000, Math.max(1, Number(q.get('batch') ?? 1) || 1))
     const wait = Math.min(60_000, Math.max(0, Number(q.get('wait') ?? 0) || 0))
-    const got = await consumers.next(name, batch, wait, q.get('client') ?? 'http')
+    const all = await consumers.next(name, batch, wait, q.get('client') ?? 'http')
+    // a subject a rule carves out for this user: left for others, as if not acked in time
+    const { consumer } = consumers.get(name)
+    const got = access === ALLOW_ALL ? all : all.filter((d) => access.canReceive(d.subject) || (consumer.nak(d.seq, consumer.definition.ackWait), false))
     res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' })
     res.end(got.map((d) => JSON.stringify({
       seq: d.seq, time: new Date(d.timestamp).toISOString(), subject: d.subject,

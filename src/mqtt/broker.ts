@@ -6,8 +6,13 @@ import { SubjectTrie } from '../subjects/trie.ts'
 import { ClientConnection } from './connection.ts'
 import { FlushScheduler } from './flush-scheduler.ts'
 import { SharedSubscriptions } from './shared-subscriptions.ts'
+import { ConnectionGate, type ConnectionLimits } from '../limits/connection-gate.ts'
+import { RateLimitedLog } from '../core/rate-limited-log.ts'
+import { refuseConnection } from './refused-connection.ts'
 import { streamControlListener } from './stream-subscriptions.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
+import type { Security } from '../auth/security.ts'
+import { ALLOW_ALL } from '../auth/acl.ts'
 import type { Transport } from './transport.ts'
 
 /** The parts of an aedes client edgebus reads (aedes ships no types for these internals). */
@@ -27,7 +32,7 @@ export interface AedesClient {
   disconnect?(opts: { reasonCode: number }, done?: () => void): void
 }
 
-export interface MqttLimits {
+export interface MqttLimits extends ConnectionLimits {
   /** Largest packet accepted from a client, in bytes (advertised to MQTT 5 clients). */
   maxPacketSize: number
   /** Per-client queued bytes over which QoS 0 messages are dropped and aedes is held back. */
@@ -38,6 +43,13 @@ export interface MqttLimits {
   drainTimeoutMs: number
   /** QoS 1/2 PUBLISHes a client may have unacknowledged towards us (MQTT 5 Receive Maximum). */
   receiveMaximum: number
+  /** Longest topic or filter in bytes, most levels in one. */
+  maxTopicLength: number
+  maxTopicLevels: number
+  /** Subscriptions per client at most (0 = no limit). */
+  maxSubscriptions: number
+  /** Messages per second per client at most (0 = no limit); over it the client's reading pauses. */
+  publishRate: number
 }
 
 export interface BrokerStats {
@@ -45,6 +57,11 @@ export interface BrokerStats {
   messagesOut: number
   dropped: number
   slowConsumerDisconnects: number
+  /** Times a client went over limits.publishRate and was slowed. */
+  throttled: number
+  /** Topics or filters refused by limits.maxTopicLength/maxTopicLevels, subscriptions by limits.maxSubscriptions. */
+  topicLimitRefusals: number
+  subscriptionLimitRefusals: number
 }
 
 /** Reason code 0x8B: Server shutting down. */
@@ -60,11 +77,17 @@ export class MqttBroker {
   readonly flusher = new FlushScheduler()
   readonly log: Logger
   readonly limits: MqttLimits
-  readonly stats: BrokerStats = { messagesIn: 0, messagesOut: 0, dropped: 0, slowConsumerDisconnects: 0 }
+  readonly stats: BrokerStats = { messagesIn: 0, messagesOut: 0, dropped: 0, slowConsumerDisconnects: 0, throttled: 0, topicLimitRefusals: 0, subscriptionLimitRefusals: 0 }
   readonly connections = new Set<ClientConnection>()
+  /** Connection limits, shared with /ws (server.ts). */
+  readonly gate: ConnectionGate
+  /** Warnings about clients (refusals, denials), at most one line per kind per 10 s. */
+  readonly warnings: RateLimitedLog
   readonly shared: SharedSubscriptions
   /** The streams, once the server opened them: `$stream/` and `$replay/` subscriptions read them. */
   streams: StreamManager | null = null
+  /** Users and ACLs (server.ts sets it before listening); null: everyone may do everything. */
+  security: Security | null = null
   /** Publishes made by the server itself (HTTP), by their marker client id: the stores they reached. */
   readonly #publishWaits = new Map<string, Array<{ stream: string; stored: Promise<unknown> }>>()
   #publishCount = 0
@@ -77,6 +100,8 @@ export class MqttBroker {
     this.router = router
     this.log = log
     this.limits = limits
+    this.gate = new ConnectionGate(limits)
+    this.warnings = new RateLimitedLog(log)
     this.shared = new SharedSubscriptions(router)
     this.#wire()
     this.#trackPersistentSubscriptions()
@@ -97,6 +122,7 @@ export class MqttBroker {
 
   static async create(log: Logger, limits: MqttLimits, extra: Partial<AedesOptions> = {}): Promise<MqttBroker> {
     const router = new Router()
+    let self: MqttBroker | null = null
     const aedes = await Aedes.createBroker({
       mq: router as never,
       drainTimeout: limits.drainTimeoutMs,
@@ -116,11 +142,80 @@ export class MqttBroker {
           cb(err as never, false)
           return
         }
-        cb(null, true)
+        const security = self?.security ?? null
+        const conn = (client as unknown as AedesClient).conn.owner
+        if (security === null || conn === undefined) return cb(null, true)
+        security.identify({ clientId: id, username: _user ?? null, password: _pass ?? null, certCommonName: conn.transport.certUser }, 'mqtt').then((p) => {
+          // the will is published by the server later: its topic is checked now, while the client can be told
+          const will = (client as unknown as { _will?: { topic: string } | null })._will
+          if (will && !p.access.canPublish(will.topic)) {
+            const denied = security.denied(p, 'pub', will.topic, 'mqtt will')
+            cb(Object.assign(new Error(denied.message), { returnCode: 5 }) as never, false)
+            return
+          }
+          conn.principal = p
+          cb(null, true)
+        }, (err: Error & { code?: string }) => {
+          // 3.1.1 return codes 4 (bad user name or password) and 5 (not authorized); MQTT 5: 0x86 and 0x87
+          cb(Object.assign(new Error(err.message), { returnCode: err.code === 'EAUTH_ANONYMOUS' ? 5 : 4 }) as never, false)
+        })
+      },
+      // what comes through aedes' path: the topic limits (the fast path checks them itself)
+      authorizePublish: (client, packet, cb) => {
+        const topic = (packet as { topic: string }).topic
+        if (topic.startsWith('$SYS')) return cb(new Error('$SYS topics are published by the server only'))
+        if (self !== null && !self.topicWithinLimits(topic)) {
+          self.stats.topicLimitRefusals++
+          self.warnings.warn('ELIMIT_TOPIC', { client: client?.id, code: 'ELIMIT_TOPIC', length: topic.length }, 'publish refused: topic over limits.maxTopicLength or limits.maxTopicLevels')
+          return cb(new Error('topic over limits.maxTopicLength or limits.maxTopicLevels'))
+        }
+        const conn = (client as unknown as AedesClient | null)?.conn.owner
+        if (self?.security && conn && !conn.principal.access.canPublish(topic)) {
+          const denied = self.security.denied(conn.principal, 'pub', topic, 'mqtt')
+          // MQTT 5: aedes answers 0x87; MQTT 3.1.1 has no refusal: QoS 0/1 are dropped with a normal
+          // ack [MQTT-3.3.5-2], QoS 2 closes the connection (the other choice the spec leaves)
+          const qos = (packet as { qos: number }).qos
+          if (conn.version === 5 || qos === 2) return cb(denied)
+          ;(packet as { _notAuthorized?: boolean })._notAuthorized = true
+          if (qos === 1) conn.ackDropped((packet as { messageId: number }).messageId)
+          return cb(null)
+        }
+        cb(null)
+      },
+      authorizeForward: (client, packet) => {
+        // every delivery aedes makes (retained, queued for a session, QoS 2, shared) is checked as it goes
+        const conn = (client as unknown as AedesClient | null)?.conn.owner
+        if (conn === undefined || conn.principal.access === ALLOW_ALL || self?.security == null) return packet
+        if (conn.principal.access.canReceive((packet as { topic: string }).topic)) return packet
+        self.security.denied(conn.principal, 'deliver', (packet as { topic: string }).topic, 'mqtt')
+        return null as never
+      },
+      authorizeSubscribe: (client, sub, cb) => {
+        const b = self
+        if (b === null) return cb(null, sub)
+        const c = client as unknown as AedesClient
+        if (!b.topicWithinLimits(sub.topic)) {
+          b.stats.topicLimitRefusals++
+          b.warnings.warn('ELIMIT_TOPIC', { client: c.id, filter: sub.topic.slice(0, 200), code: 'ELIMIT_TOPIC' }, 'subscription refused: filter over limits.maxTopicLength or limits.maxTopicLevels')
+          return cb(null, null as never)
+        }
+        const conn = c.conn.owner
+        if (b.security !== null && conn !== undefined && !conn.principal.access.canSubscribe(sub.topic)) {
+          b.security.denied(conn.principal, 'sub', sub.topic, 'mqtt')
+          return cb(null, null as never)
+        }
+        const max = b.limits.maxSubscriptions
+        if (max > 0 && !(sub.topic in c.subscriptions) && Object.keys(c.subscriptions).length >= max) {
+          b.stats.subscriptionLimitRefusals++
+          b.warnings.warn('ELIMIT_SUBSCRIPTIONS', { client: c.id, code: 'ELIMIT_SUBSCRIPTIONS', max }, 'subscription refused: the client has limits.maxSubscriptions subscriptions')
+          return cb(null, null as never)
+        }
+        cb(null, sub)
       },
       ...extra,
     } as AedesOptions)
-    return new MqttBroker(aedes, router, log, limits)
+    self = new MqttBroker(aedes, router, log, limits)
+    return self
   }
 
   #wire(): void {
@@ -247,6 +342,16 @@ export class MqttBroker {
     return stores.map((s, i) => ({ stream: s.stream, result: results[i] as PromiseSettledResult<unknown> }))
   }
 
+  /** limits.maxTopicLength (bytes) and limits.maxTopicLevels, for a topic or a filter. */
+  topicWithinLimits(topic: string): boolean {
+    const l = this.limits
+    if (topic.length * 3 > l.maxTopicLength && Buffer.byteLength(topic) > l.maxTopicLength) return false
+    if (topic.length < l.maxTopicLevels) return true
+    let levels = 1
+    for (let i = 0; i < topic.length; i++) if (topic.charCodeAt(i) === 0x2f) levels++
+    return levels <= l.maxTopicLevels
+  }
+
   /** Serves `$stream/...` and `$replay/...` subscriptions and `$stream/.../$ack|$nak|$term|$wip/<seq>` from these streams. */
   attachStreams(streams: StreamManager): void {
     this.streams = streams
@@ -254,14 +359,22 @@ export class MqttBroker {
     this.router.on(control.filter, control.fn)
   }
 
-  accept(transport: Transport, req?: IncomingMessage): ClientConnection {
+  /** A new client connection: admitted under the connection limits, or answered with why not and closed. */
+  accept(transport: Transport, req?: IncomingMessage): ClientConnection | null {
+    const refusal = this.gate.admit(transport.remoteIp)
+    if (refusal !== null) {
+      this.warnings.warn(refusal.code, { remote: transport.remoteAddress, code: refusal.code }, `connection refused: ${refusal.message}`)
+      refuseConnection(transport, refusal)
+      return null
+    }
     const conn = new ClientConnection(this, transport, req)
     this.connections.add(conn)
+    transport.attach(conn)
     return conn
   }
 
   onConnectionClosed(conn: ClientConnection): void {
-    this.connections.delete(conn)
+    if (this.connections.delete(conn)) this.gate.release(conn.transport.remoteIp)
     this.shared.removeMember(conn)
   }
 

@@ -5,8 +5,13 @@ import { AedesLink, type LinkOwner } from './aedes-link.ts'
 import { EdgebusError } from '../core/errors.ts'
 import { decodePublishProperties, encodePublishQos0, findProperty, findPropertyOffset, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult, writeVarint, type PublishProperties } from './codec.ts'
 import { PacketAssembler } from './packet-assembler.ts'
+import { TokenBucket } from '../limits/token-bucket.ts'
+import { ALLOW_ALL } from '../auth/acl.ts'
+import { streamReadFilters } from '../auth/stream-access.ts'
+import { OPEN_PRINCIPAL, type Principal } from '../auth/security.ts'
 import { parseSharedFilter, SHARE_PREFIX } from './shared-subscriptions.ts'
-import { ConnectionStreams, parseStreamFilter, type StreamSubscriber } from './stream-subscriptions.ts'
+import { ConnectionStreams, parseStreamFilter, type StreamFilter, type StreamSubscriber } from './stream-subscriptions.ts'
+import type { StreamManager } from '../stream/stream-manager.ts'
 import type { Transport, TransportSink } from './transport.ts'
 import type { MqttBroker, AedesClient } from './broker.ts'
 
@@ -110,9 +115,18 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   /** SUBSCRIBE/UNSUBSCRIBE ids whose reserved entries we answered: our reason codes, null where aedes answers. */
   #ackMerges: Map<number, Array<number | null>> | null = null
 
+  /** limits.publishRate: the client's message budget, and the timer resuming its reads. */
+  readonly #publishBudget: TokenBucket | null
+  #throttleTimer: NodeJS.Timeout | null = null
+
   // fast path topic cache: publishers usually repeat their topic
   #lastTopicBytes: Buffer = EMPTY
   #lastTopic = ''
+
+  /** Who the client is and what it may do (set when aedes authenticates the CONNECT). */
+  principal: Principal = OPEN_PRINCIPAL
+  /** The fast path's cached ACL decision for #lastTopic. */
+  #lastTopicAllowed = true
 
   /** Counters, read by stats and tests. */
   messagesIn = 0
@@ -122,6 +136,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   constructor(broker: MqttBroker, transport: Transport, req?: IncomingMessage) {
     this.#broker = broker
     this.transport = transport
+    const rate = broker.limits.publishRate
+    this.#publishBudget = rate > 0 ? new TokenBucket(rate, rate, Date.now()) : null
     this.link = new AedesLink(this)
     broker.aedes.handle(this.link as never, req as never)
   }
@@ -169,6 +185,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     let o = 0
     let runStart = -1 // start of a run of packets for aedes, pushed in one piece
     let fastSeen = false
+    let publishes = 0
     while (o < len) {
       if (o + 2 > len) break
       readVarint(chunk, o + 1, len, vi)
@@ -190,6 +207,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       if (this.#state === State.CONNECTED) {
         if (type === PacketType.PUBLISH) {
           // counted here, whichever path the message takes
+          publishes++
           this.messagesIn++
           this.#broker.stats.messagesIn++
         }
@@ -245,6 +263,23 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     if (o < len) this.#partial = chunk.subarray(o)
     // packets aedes did not see still count as activity for its keepalive timer
     if (fastSeen) this.client?._keepaliveTimer?.refresh()
+    if (publishes > 0 && this.#publishBudget !== null) this.#throttle(publishes)
+  }
+
+  /**
+   * limits.publishRate: a client over its budget is slowed, not disconnected: its reads pause
+   * until the budget has refilled (TCP pushes back on it), and the event is counted.
+   */
+  #throttle(publishes: number): void {
+    const wait = (this.#publishBudget as TokenBucket).take(Date.now(), publishes)
+    if (wait === 0) return
+    this.#broker.stats.throttled++
+    if (this.#throttleTimer !== null) return
+    this.transport.pause()
+    this.#throttleTimer = setTimeout(() => {
+      this.#throttleTimer = null
+      if (!this.#readPaused && this.#state !== State.CLOSED) this.transport.resume()
+    }, wait)
   }
 
   #toAedes(bytes: Buffer): void {
@@ -257,7 +292,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   resumeReading(): void {
     if (this.#readPaused) {
       this.#readPaused = false
-      this.transport.resume()
+      if (this.#throttleTimer === null) this.transport.resume()
     }
   }
 
@@ -296,6 +331,12 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     }
     const topic = this.#topicString(buf, topicStart, topicEnd)
     if (topic === null) return false
+    if (!this.#lastTopicAllowed) {
+      // denied by the ACL: MQTT 5 hears 0x87 (QoS 1); MQTT 3.1.1 gets its normal ack and the message goes nowhere [MQTT-3.3.5-2]
+      broker.security?.denied(this.principal, 'pub', topic, 'mqtt')
+      if (qos === 1) this.#ack(packetId, null, this.version === 5 ? 0x87 : 0)
+      return true
+    }
     const plan = broker.router.match(topic)
     // a persistent session's QoS 1 messages are queued by aedes' persistence before delivery
     if (qos === 1 && broker.persistentSubscriptionMatches(topic)) return false
@@ -324,6 +365,10 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
         continue
       }
       const target = entry.target as ClientConnection | null
+      if (target !== null && target.principal.access !== ALLOW_ALL && !target.principal.access.canReceive(topic)) {
+        broker.security?.denied(target.principal, 'deliver', topic, 'mqtt')
+        continue
+      }
       if (target === null || (qos === 1 && entry.qos > 0)) {
         // internal listeners, and QoS 1 deliveries (packet ids, retries): through aedes' function
         if (target !== null && ((entry.nl && target === this) || target.#state !== State.CONNECTED)) continue
@@ -360,15 +405,15 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
    * [MQTT-4.6.0-2] PUBACKs go out in the order of the PUBLISHes. An ack that waits for streams
    * queues, and every later ack of this connection queues behind it.
    */
-  #ack(packetId: number, stored: Promise<unknown> | null): void {
+  #ack(packetId: number, stored: Promise<unknown> | null, code = 0): void {
     if (stored === null && this.#acks === null) {
-      this.#enqueue(Buffer.from([0x40, 0x02, packetId >> 8, packetId & 0xff]))
+      this.#sendAck(0x40, packetId, code)
       return
     }
     const slot = new AckSlot(packetId)
     ;(this.#acks ??= []).push(slot)
     if (stored === null) {
-      slot.code = 0
+      slot.code = code
       this.#releaseAcks()
       return
     }
@@ -419,8 +464,11 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     const topic = bytes.toString('utf8')
     // [MQTT-4.7.1-1] no wildcards in a topic name; [MQTT-1.5.3-2] no U+0000
     if (topic.includes('+') || topic.includes('#') || topic.includes('\u0000')) return null
+    // over limits.maxTopicLength/maxTopicLevels: aedes' path refuses it (authorizePublish)
+    if (!this.#broker.topicWithinLimits(topic)) return null
     this.#lastTopicBytes = Buffer.from(bytes)
     this.#lastTopic = topic
+    this.#lastTopicAllowed = this.principal.access === ALLOW_ALL || this.principal.access.canPublish(topic)
     return topic
   }
 
@@ -568,6 +616,10 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
         }
         shared++
         const streams = this.#broker.streams
+        if (type === PacketType.SUBSCRIBE && !this.#mayReadStream(parsed, streams)) {
+          codes.push(v5 ? 0x87 : 0x80) // Not authorized
+          continue
+        }
         if (type === PacketType.SUBSCRIBE) {
           codes.push(streams === null ? 0x80
             : (this.#streamSubs ??= new ConnectionStreams(this, streams, this.#broker.log)).subscribe(topic, parsed, ((packet[o - 1] as number) & 0x03) as 0 | 1 | 2, si))
@@ -585,6 +637,10 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
         continue
       }
       if (parsed === null) continue
+      if (type === PacketType.SUBSCRIBE && !this.#mayRead(parsed.filter)) {
+        codes.push(v5 ? 0x87 : 0x80) // Not authorized
+        continue
+      }
       if (type === PacketType.SUBSCRIBE) {
         const opts = packet[o - 1] as number
         if (v5 && (opts & 0x04) !== 0) {
@@ -605,6 +661,38 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     ;(this.#ackMerges ??= new Map()).set(id, codes)
     const body = Buffer.concat([packet.subarray(bodyStart, headEnd), ...kept])
     return Buffer.concat([Buffer.from([packet[0] as number]), varintBytes(body.length), body])
+  }
+
+  /** The ACL allows subscribing to `filter` (counted and logged when not). */
+  #mayRead(filter: string): boolean {
+    const access = this.principal.access
+    if (access === ALLOW_ALL || access.canSubscribe(filter)) return true
+    this.#broker.security?.denied(this.principal, 'sub', filter, 'mqtt')
+    return false
+  }
+
+  /**
+   * A stream subscription reads what the consumer (or the replay filter) covers: the client must
+   * be allowed to subscribe to all of it, as a subscription to those filters would need. Each
+   * delivery is checked again (canReceive) for rules that carve out parts.
+   */
+  #mayReadStream(parsed: StreamFilter, streams: StreamManager | null): boolean {
+    if (this.principal.access === ALLOW_ALL || streams === null) return true
+    let filters: string[]
+    try {
+      filters = streamReadFilters(streams, parsed.stream, parsed.kind === 'replay' ? { filter: parsed.filter } : { consumer: parsed.consumer })
+    } catch {
+      return true // unknown stream or consumer: the subscription is refused for that reason
+    }
+    return filters.every((f) => this.#mayRead(f))
+  }
+
+  /** Whether this client may receive a message on `topic` (stream deliveries). */
+  canReceive(topic: string): boolean {
+    const access = this.principal.access
+    if (access === ALLOW_ALL || access.canReceive(topic)) return true
+    this.#broker.security?.denied(this.principal, 'deliver', topic, 'mqtt')
+    return false
   }
 
   /** aedes' SUBACK/UNSUBACK for a packet we split: our shared reason codes go back in their places. */
@@ -721,6 +809,19 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     }
     if (topic === '' || this.#broker.router.match(topic).stores === 0) return
     ;(this.#storeWaits ??= []).push(new StoreWait(id, qos))
+  }
+
+  /**
+   * aedes dropped a QoS 1 PUBLISH the ACL denied (MQTT 3.1.1, which cannot be told): the client
+   * still gets its PUBACK, in order, as if aedes had written it.
+   */
+  ackDropped(id: number): void {
+    const wait = this.#storeWaits?.find((w) => w.id === id && w.qos === 1 && w.stored === null)
+    if (wait !== undefined) {
+      wait.stored = Promise.resolve() // no stream will store it
+      wait.code = 0
+    }
+    this.#sendAedesPacket(Buffer.from([0x40, 0x02, id >> 8, id & 0xff]))
   }
 
   /** The router stored a message this client published through aedes (in publish order). */
@@ -849,6 +950,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     this.#out = []
     this.#outBytes = 0
     this.#held = []
+    if (this.#throttleTimer !== null) clearTimeout(this.#throttleTimer)
     this.#streamSubs?.close()
     this.#streamSubs = null
     if (!this.link.destroyed) this.link.destroy()

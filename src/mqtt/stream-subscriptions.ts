@@ -103,6 +103,8 @@ export interface StreamSubscriber {
   /** The client's Maximum Packet Size (0 = none). */
   readonly maxOutgoingPacket: number
   sendStreamPublish(frame: Buffer, qos: 0 | 1): void
+  /** The ACL's delivery check (counted and logged when it says no). */
+  canReceive(topic: string): boolean
 }
 
 class Binding {
@@ -250,6 +252,13 @@ export class ConnectionStreams {
       }
       if (got.length === 0) return
       for (const d of got) {
+        if (!conn.canReceive(d.subject)) {
+          // a rule carves this subject out for this client: others may take it (a durable
+          // consumer's message comes again after ackWait, as for a client that did not ack)
+          if (b.qos === 0 || c.definition.ack === 'none') c.ack(d.seq)
+          else c.nak(d.seq, c.definition.ackWait)
+          continue
+        }
         const packetId = b.qos === 1 ? this.#packetId() : 0
         const frame = encodeDelivery(b, d, packetId, v5)
         if (conn.maxOutgoingPacket !== 0 && frame.length > conn.maxOutgoingPacket) {

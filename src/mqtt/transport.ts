@@ -1,4 +1,6 @@
 import type { Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
+import { certificateUser } from '../tls/tls-config.ts'
 
 /**
  * The byte pipe under one MQTT connection: a TCP socket or a WebSocket. The connection layer
@@ -6,7 +8,14 @@ import type { Socket } from 'node:net'
  */
 export interface Transport {
   readonly kind: 'tcp' | 'ws'
+  /** ip:port of the peer, for logs. */
   readonly remoteAddress: string
+  /** The peer's IP address, for per-address limits. */
+  readonly remoteIp: string
+  /** The user named by a verified TLS client certificate (mTLS), else null. */
+  readonly certUser: string | null
+  /** Starts delivering the transport's events to `sink`. */
+  attach(sink: TransportSink): void
   /** Bytes handed to the transport and not yet sent. */
   readonly bufferedAmount: number
   /** Writes; returns false once the transport wants no more until it drains. */
@@ -31,11 +40,15 @@ const SOCKET_HIGH_WATER = 256 * 1024
 export class TcpTransport implements Transport {
   readonly kind = 'tcp'
   readonly remoteAddress: string
+  readonly remoteIp: string
+  readonly certUser: string | null
   readonly #socket: Socket
 
   constructor(socket: Socket) {
     this.#socket = socket
-    this.remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`
+    this.remoteIp = socket.remoteAddress ?? '?'
+    this.remoteAddress = `${this.remoteIp}:${socket.remotePort ?? 0}`
+    this.certUser = 'encrypted' in socket ? certificateUser(socket as TLSSocket) : null
     // Without TCP_NODELAY, request/ack round trips stall on Nagle plus delayed ACKs.
     socket.setNoDelay(true)
   }

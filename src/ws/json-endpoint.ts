@@ -9,6 +9,10 @@ import { detectSyntax, mqttToNats } from '../subjects/mqtt-map.ts'
 import type { EphemeralConsumer } from '../stream/consumer-manager.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
 import { VERSION } from '../version.ts'
+import { EdgebusError } from '../core/errors.ts'
+import { ALLOW_ALL, type ClientAccess } from '../auth/acl.ts'
+import { OPEN_PRINCIPAL, type Principal, type Security } from '../auth/security.ts'
+import { firstUnreadable, streamReadFilters } from '../auth/stream-access.ts'
 import { errorFrame, MAX_FRAME_BYTES, parseClientFrame, type ClientRequest } from './json-protocol.ts'
 
 /** Over this many bytes waiting in a browser's socket, its messages are dropped (and counted). */
@@ -30,6 +34,7 @@ interface JsonReplay {
   closed: boolean
   nats: boolean
   waiting: boolean
+  access: ClientAccess
 }
 
 /** One browser connection on /ws. */
@@ -38,16 +43,22 @@ class JsonSession {
   readonly #broker: MqttBroker
   readonly #streams: StreamManager
   readonly #client: string
+  /** Who the browser is: settled from the URL's token, anonymous access, or a hello with a token. */
+  #principal: Promise<Principal | null>
   readonly #subs = new Map<string, JsonSubscription>()
   readonly #replays = new Map<string, JsonReplay>()
   #nextSub = 1
   dropped = 0
 
-  constructor(ws: WebSocket, broker: MqttBroker, streams: StreamManager, client: string) {
+  constructor(ws: WebSocket, broker: MqttBroker, streams: StreamManager, client: string, token: string | null) {
     this.#ws = ws
     this.#broker = broker
     this.#streams = streams
     this.#client = client
+    const security = broker.security
+    this.#principal = security === null ? Promise.resolve(OPEN_PRINCIPAL)
+      : token !== null ? security.identify({ clientId: client, token }, 'ws').catch((e: unknown) => { this.#send(errorFrame(null, e)); return null })
+      : security.identify({ clientId: client }, 'ws').catch(() => null) // not anonymous: hello with a token first
     ws.on('message', (data: Buffer, isBinary: boolean) => { this.#onFrame(data, isBinary) })
     ws.on('close', () => this.#close())
     ws.on('error', () => {})
@@ -64,21 +75,37 @@ class JsonSession {
   }
 
   async #handle(req: ClientRequest): Promise<void> {
+    if (req.op === 'hello') {
+      const security = this.#broker.security
+      if (req.token !== null && security !== null) {
+        const p = await security.identify({ clientId: this.#client, token: req.token }, 'ws')
+        this.#principal = Promise.resolve(p)
+      }
+      const p = await this.#principal
+      this.#send({ op: 'hello', id: req.id, server: 'edgebus', version: VERSION, user: p?.identity.user ?? null })
+      return
+    }
+    if (req.op === 'ping') {
+      this.#send({ op: 'pong', id: req.id })
+      return
+    }
+    const who = await this.#principal
+    if (who === null) throw new EdgebusError('EAUTH_ANONYMOUS', 'anonymous access is off: send {"op":"hello","token":"…"} first, or open /ws?token=…')
+    const access = who.access
+    const security = this.#broker.security
+    const deny = (action: 'pub' | 'sub', subject: string): never => { throw (security as Security).denied(who, action, subject, 'ws') }
     switch (req.op) {
-      case 'hello':
-        // the seam for authentication: the security milestone checks req.token here
-        this.#send({ op: 'hello', id: req.id, server: 'edgebus', version: VERSION })
-        return
-      case 'ping':
-        this.#send({ op: 'pong', id: req.id })
-        return
       case 'replay': {
         if (this.#subs.size + this.#replays.size >= MAX_SUBSCRIPTIONS) {
           this.#send({ op: 'error', id: req.id, code: 'EWS_LIMIT', message: `at most ${MAX_SUBSCRIPTIONS} subscriptions per connection` })
           return
         }
+        if (security !== null) {
+          const denied = firstUnreadable(access, streamReadFilters(this.#streams, req.stream, { filter: req.filter }))
+          if (denied !== null) deny('sub', denied)
+        }
         const sub = String(this.#nextSub++)
-        const r: JsonReplay = { eph: null, closed: false, nats: req.nats, waiting: false }
+        const r: JsonReplay = { eph: null, closed: false, nats: req.nats, waiting: false, access }
         const def = { deliver: req.start, ack: 'none', ...(req.filter !== null ? { filter: [req.filter] } : {}) }
         r.eph = await this.#streams.consumers(req.stream).openEphemeral(def, () => this.#pumpReplay(sub))
         this.#replays.set(sub, r)
@@ -91,9 +118,14 @@ class JsonSession {
           this.#send({ op: 'error', id: req.id, code: 'EWS_LIMIT', message: `at most ${MAX_SUBSCRIPTIONS} subscriptions per connection` })
           return
         }
+        if (access !== ALLOW_ALL && !access.canSubscribe(req.filter)) deny('sub', req.filter)
         const sub = String(this.#nextSub++)
         const nats = detectSyntax(req.input).syntax === 'nats'
-        const fn: Listener = (packet, cb) => { this.#deliver(sub, nats, packet); cb() }
+        const fn: Listener = (packet, cb) => {
+          if (access === ALLOW_ALL || access.canReceive(packet.topic)) this.#deliver(sub, nats, packet)
+          else security?.denied(who, 'deliver', packet.topic, 'ws')
+          cb()
+        }
         this.#subs.set(sub, { filter: req.filter, nats, fn })
         this.#broker.router.on(req.filter, fn)
         this.#send({ op: 'ok', id: req.id, sub, filter: nats ? mqttToNats(req.filter) : req.filter })
@@ -118,7 +150,12 @@ class JsonSession {
       }
       case 'next': {
         // a durable consumer's messages; several connections pulling from one share them
-        const got = await this.#streams.consumers(req.stream).next(req.consumer, req.batch, req.wait, this.#client)
+        this.#mayReadConsumer(who, req.stream, req.consumer)
+        const consumers = this.#streams.consumers(req.stream)
+        const all = await consumers.next(req.consumer, req.batch, req.wait, this.#client)
+        const { consumer } = consumers.get(req.consumer)
+        // a subject a rule carves out for this user: left for others, as if not acked in time
+        const got = access === ALLOW_ALL ? all : all.filter((d) => access.canReceive(d.subject) || (consumer.nak(d.seq, consumer.definition.ackWait), false))
         this.#send({
           op: 'ok', id: req.id,
           messages: got.map((d) => ({
@@ -129,6 +166,7 @@ class JsonSession {
         return
       }
       case 'ack': {
+        this.#mayReadConsumer(who, req.stream, req.consumer)
         const { consumer } = this.#streams.consumers(req.stream).get(req.consumer)
         this.#send({
           op: 'ok', id: req.id,
@@ -139,6 +177,8 @@ class JsonSession {
         return
       }
       case 'pub': {
+        if (req.subject.startsWith('$SYS')) throw new EdgebusError('EACL_DENIED', '$SYS topics are published by the server only')
+        if (access !== ALLOW_ALL && !access.canPublish(req.subject)) deny('pub', req.subject)
         const results = await this.#broker.publish(req.subject, req.payload, { qos: req.qos, retain: req.retain })
         const stored = results.map(({ stream, result }) => (result.status === 'fulfilled'
           ? { stream, seq: (result.value as { seq: number }).seq }
@@ -161,6 +201,13 @@ class JsonSession {
     this.#broker.stats.messagesOut++
   }
 
+  #mayReadConsumer(who: Principal, stream: string, consumer: string): void {
+    const security = this.#broker.security
+    if (security === null) return
+    const denied = firstUnreadable(who.access, streamReadFilters(this.#streams, stream, { consumer }))
+    if (denied !== null) throw security.denied(who, 'sub', denied, 'ws')
+  }
+
   /** Sends replayed messages while the socket takes them; resumes when it has drained. */
   #pumpReplay(sub: string): void {
     const r = this.#replays.get(sub)
@@ -172,6 +219,7 @@ class JsonSession {
       const got = c.next(64)
       if (got.length === 0) return
       for (const d of got) {
+        if (r.access !== ALLOW_ALL && !r.access.canReceive(d.subject)) continue
         const p = d.payload
         ws.send(JSON.stringify({
           op: 'msg', sub, subject: r.nats ? mqttToNats(d.subject) : d.subject, seq: d.seq, time: new Date(d.timestamp).toISOString(),
@@ -216,9 +264,20 @@ export class JsonWebSocketEndpoint {
   }
 
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const ip = req.socket.remoteAddress ?? '?'
+    const refusal = this.#broker.gate.admit(ip)
+    if (refusal !== null) {
+      this.#broker.warnings.warn(refusal.code, { remote: ip, code: refusal.code }, `connection refused: ${refusal.message}`)
+      const status = refusal.code === 'ELIMIT_CONNECT_RATE' ? '429 Too Many Requests' : '503 Service Unavailable'
+      const body = JSON.stringify({ error: { code: refusal.code, message: refusal.message } })
+      socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+      return
+    }
+    socket.once('close', () => this.#broker.gate.release(ip))
+    const token = new URL(req.url ?? '/', 'http://localhost').searchParams.get('token')
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
       req.socket.setNoDelay(true)
-      new JsonSession(ws, this.#broker, this.#streams, `ws-${++this.#sessions}`)
+      new JsonSession(ws, this.#broker, this.#streams, `ws-${++this.#sessions}`, token)
       this.#log.debug({ remote: req.socket.remoteAddress }, 'json websocket connected')
     })
   }

@@ -3,6 +3,8 @@ import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket } from 'ws'
 import type { MqttBroker } from '../mqtt/broker.ts'
 import type { Transport, TransportSink } from '../mqtt/transport.ts'
+import type { TLSSocket } from 'node:tls'
+import { certificateUser } from '../tls/tls-config.ts'
 
 /** Above this many bytes buffered in the WebSocket we stop writing and poll for the drain. */
 const WS_HIGH_WATER = 256 * 1024
@@ -14,13 +16,17 @@ const WS_HIGH_WATER = 256 * 1024
 class WsTransport implements Transport {
   readonly kind = 'ws'
   readonly remoteAddress: string
+  readonly remoteIp: string
+  readonly certUser: string | null
   readonly #ws: WebSocket
   #sink: TransportSink | null = null
   #drainTimer: NodeJS.Timeout | null = null
 
   constructor(ws: WebSocket, req: IncomingMessage) {
     this.#ws = ws
-    this.remoteAddress = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? 0}`
+    this.remoteIp = req.socket.remoteAddress ?? '?'
+    this.remoteAddress = `${this.remoteIp}:${req.socket.remotePort ?? 0}`
+    this.certUser = 'encrypted' in req.socket ? certificateUser(req.socket as TLSSocket) : null
     req.socket.setNoDelay(true)
   }
 
@@ -85,9 +91,7 @@ export class MqttWebSocketEndpoint {
 
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
-      const transport = new WsTransport(ws, req)
-      const conn = this.#broker.accept(transport, req)
-      transport.attach(conn)
+      this.#broker.accept(new WsTransport(ws, req), req)
     })
   }
 

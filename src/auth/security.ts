@@ -1,0 +1,81 @@
+import type { Logger } from '../core/log.ts'
+import { EdgebusError, isEdgebusError } from '../core/errors.ts'
+import { RateLimitedLog } from '../core/rate-limited-log.ts'
+import { OPEN_AUTH, type AuthConfig } from './acl-config.ts'
+import { AccessControl, ALLOW_ALL, type ClientAccess } from './acl.ts'
+import { Authenticator, type Credentials, type Identity } from './authenticator.ts'
+
+/** Who a client is and what it may do, as every protocol layer needs it. */
+export interface Principal {
+  identity: Identity
+  access: ClientAccess
+}
+
+export interface SecurityCounters {
+  authFailures: number
+  /** Denials by what was denied. */
+  deniedPublish: number
+  deniedSubscribe: number
+  deniedDelivery: number
+}
+
+/**
+ * The one place MQTT, /ws and HTTP ask "who is this" and "may it": the Authenticator (password
+ * file, tokens, certificates) and the ACLs, with the counters and the rate-limited log of denials.
+ */
+export class Security {
+  readonly authenticator: Authenticator
+  readonly acl: AccessControl
+  readonly counters: SecurityCounters = { authFailures: 0, deniedPublish: 0, deniedSubscribe: 0, deniedDelivery: 0 }
+  readonly #warn: RateLimitedLog
+
+  private constructor(authenticator: Authenticator, acl: AccessControl, log: Logger) {
+    this.authenticator = authenticator
+    this.acl = acl
+    this.#warn = new RateLimitedLog(log)
+  }
+
+  static async open(config: AuthConfig, log: Logger): Promise<Security> {
+    return new Security(await Authenticator.create(config), new AccessControl(config.acl), log)
+  }
+
+  /** Whether clients must prove who they are (some credential is configured and anonymous access is off). */
+  get required(): boolean {
+    return !this.authenticator.config.allowAnonymous
+  }
+
+  /** True when nothing is configured: every client may do everything (the fast paths skip the checks). */
+  get open(): boolean {
+    const c = this.authenticator.config
+    return c === OPEN_AUTH || (c.passwordFile === null && c.tokenSecret === null && c.allowAnonymous && c.acl === null)
+  }
+
+  /** Authenticates; the error (EAUTH_*) is counted and logged (rate-limited) before it is thrown. */
+  async identify(c: Credentials, where: string): Promise<Principal> {
+    try {
+      const identity = await this.authenticator.authenticate(c)
+      return { identity, access: this.acl.forClient(identity.user, c.clientId, identity.restrict) }
+    } catch (err) {
+      this.counters.authFailures++
+      const code = isEdgebusError(err) ? err.code : 'EAUTH_BAD_CREDENTIALS'
+      this.#warn.warn(code, { code, where, clientId: c.clientId }, `authentication failed: ${(err as Error).message}`)
+      throw err
+    }
+  }
+
+  /** Counts and logs (rate-limited) a denial; returns the EACL_DENIED error to answer with. */
+  denied(p: Principal, action: 'pub' | 'sub' | 'deliver', subject: string, where: string): EdgebusError {
+    if (action === 'pub') this.counters.deniedPublish++
+    else if (action === 'sub') this.counters.deniedSubscribe++
+    else this.counters.deniedDelivery++
+    const err = p.access.denied(action === 'deliver' ? 'sub' : action === 'sub' ? 'subscribe' : 'pub', subject)
+    this.#warn.warn(`EACL_DENIED:${action}`, { code: 'EACL_DENIED', where, user: p.identity.user, action, subject: subject.slice(0, 200) }, err.message)
+    return err
+  }
+}
+
+/** The principal of everything inside the server and of clients when security is open. */
+export const OPEN_PRINCIPAL: Principal = Object.freeze({
+  identity: Object.freeze({ user: null, method: 'anonymous', restrict: null, expiresAt: null }) as Identity,
+  access: ALLOW_ALL,
+})
