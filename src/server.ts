@@ -20,6 +20,8 @@ import { mountStreamsApi } from './http/streams-api.ts'
 import { mountPublishApi } from './http/publish-api.ts'
 import { mountDashboard } from './http/dashboard-api.ts'
 import { HttpAuth } from './http/http-auth.ts'
+import { mountMetrics } from './http/metrics-api.ts'
+import { SysTopics } from './mqtt/sys-topics.ts'
 
 export interface EdgebusServer {
   readonly config: EdgebusConfig
@@ -75,6 +77,15 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   mountStreamsApi(http, streams, httpAuth)
   mountPublishApi(http, broker, httpAuth)
   mountDashboard(http, broker, startedAt, httpAuth)
+  mountMetrics(http, broker, streams, broker.security, startedAt)
+  const sys = new SysTopics(broker, startedAt, config.sys.interval)
+  let closing: Promise<void> | null = null
+  http.route('GET', '/readyz', (_req, res) => {
+    // ready: listening, streams open, not shutting down (load balancers stop sending on 503)
+    const ready = closing === null && listening
+    sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : closing !== null ? 'stopping' : 'starting' })
+  })
+  let listening = false
   const ws = new MqttWebSocketEndpoint(broker)
   http.upgrade('/mqtt', ws)
   const json = new JsonWebSocketEndpoint(broker, streams, log)
@@ -106,9 +117,9 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     await persistence?.close() // issue 5
     throw err
   }
+  listening = true
   log.info({ host: config.host, mqttPort, httpPort, ...(tlsPort !== null ? { tlsPort } : {}), version: VERSION }, 'edgebus ready')
 
-  let closing: Promise<void> | null = null
   return {
     config,
     broker,
@@ -138,6 +149,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     },
     close() {
       closing ??= (async () => {
+        sys.close()
         tcp?.close()
         mqtts?.close()
         http.server.close()

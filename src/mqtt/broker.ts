@@ -57,6 +57,9 @@ export interface BrokerStats {
   messagesOut: number
   dropped: number
   slowConsumerDisconnects: number
+  /** Bytes read from and written to MQTT clients. */
+  bytesIn: number
+  bytesOut: number
   /** Times a client went over limits.publishRate and was slowed. */
   throttled: number
   /** Topics or filters refused by limits.maxTopicLength/maxTopicLevels, subscriptions by limits.maxSubscriptions. */
@@ -77,7 +80,7 @@ export class MqttBroker {
   readonly flusher = new FlushScheduler()
   readonly log: Logger
   readonly limits: MqttLimits
-  readonly stats: BrokerStats = { messagesIn: 0, messagesOut: 0, dropped: 0, slowConsumerDisconnects: 0, throttled: 0, topicLimitRefusals: 0, subscriptionLimitRefusals: 0 }
+  readonly stats: BrokerStats = { messagesIn: 0, messagesOut: 0, bytesIn: 0, bytesOut: 0, dropped: 0, slowConsumerDisconnects: 0, throttled: 0, topicLimitRefusals: 0, subscriptionLimitRefusals: 0 }
   readonly connections = new Set<ClientConnection>()
   /** Connection limits, shared with /ws (server.ts). */
   readonly gate: ConnectionGate

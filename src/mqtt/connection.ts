@@ -172,6 +172,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
 
   onData(chunk: Buffer): void {
     if (this.#state === State.CLOSED) return
+    this.#broker.stats.bytesIn += chunk.length
     if (this.#deferred !== null) {
       this.#deferred = Buffer.concat([this.#deferred, chunk])
       return
@@ -915,6 +916,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     const data = out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out, this.#outBytes)
     this.#out = []
     this.#outBytes = 0
+    this.#broker.stats.bytesOut += data.length
     if (!this.transport.write(data)) this.#waitingDrain = true
     else {
       this.link.release()

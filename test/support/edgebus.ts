@@ -11,6 +11,8 @@ export interface StartedEdgebus {
   proc: ChildProcess
   mqttPort: number
   httpPort: number
+  /** MQTT over TLS port (tls.cert configured), else null. */
+  tlsPort: number | null
   mqttUrl: string
   wsUrl: string
   httpUrl: string
@@ -50,25 +52,26 @@ export async function startEdgebus(opts: StartOptions = {}): Promise<StartedEdge
   })
   const output: string[] = []
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
-  const ready = new Promise<{ mqttPort: number; httpPort: number }>((resolve, reject) => {
+  const ready = new Promise<{ mqttPort: number; httpPort: number; tlsPort?: number }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`edgebus did not start in 10 s:\n${output.join('\n')}`)), 10_000)
     const onLine = (line: string): void => {
       output.push(line)
       if (line.includes('"edgebus ready"')) {
-        const msg = JSON.parse(line) as { mqttPort: number; httpPort: number }
+        const msg = JSON.parse(line) as { mqttPort: number; httpPort: number; tlsPort?: number }
         clearTimeout(timer)
-        resolve({ mqttPort: msg.mqttPort, httpPort: msg.httpPort })
+        resolve(msg)
       }
     }
     lines(proc.stdout!, onLine)
     lines(proc.stderr!, onLine)
     exited.then((code) => { clearTimeout(timer); reject(new Error(`edgebus exited with ${code} before it was ready:\n${output.join('\n')}`)) })
   })
-  const { mqttPort, httpPort } = await ready
+  const { mqttPort, httpPort, tlsPort } = await ready
   return {
     proc,
     mqttPort,
     httpPort,
+    tlsPort: tlsPort ?? null,
     mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
     wsUrl: `ws://127.0.0.1:${httpPort}/mqtt`,
     httpUrl: `http://127.0.0.1:${httpPort}`,

@@ -1,0 +1,100 @@
+import type { Security } from '../auth/security.ts'
+import type { MqttBroker } from '../mqtt/broker.ts'
+import type { StreamManager } from '../stream/stream-manager.ts'
+import { VERSION } from '../version.ts'
+import type { HttpFront } from './server.ts'
+
+/** One metric family in the Prometheus text format (version 0.0.4). */
+class Family {
+  readonly lines: string[] = []
+  constructor(readonly name: string, readonly type: 'counter' | 'gauge', readonly help: string) {}
+
+  add(value: number, labels: Record<string, string> = {}): this {
+    const keys = Object.keys(labels)
+    const l = keys.length === 0 ? '' : `{${keys.map((k) => `${k}="${escapeLabel(labels[k] as string)}"`).join(',')}}`
+    this.lines.push(`${this.name}${l} ${Number.isFinite(value) ? value : 0}`)
+    return this
+  }
+
+  text(): string {
+    return `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} ${this.type}\n${this.lines.join('\n')}\n`
+  }
+}
+
+// label values: backslash, double quote and line feed are escaped
+function escapeLabel(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')
+}
+
+/**
+ * GET /metrics: the server's counters for Prometheus, read when scraped (nothing is kept for it):
+ * connections, messages and bytes in and out, drops, refusals and denials, and a gauge set per
+ * stream and per consumer. The names are listed in docs/observability.md.
+ */
+export function mountMetrics(http: HttpFront, broker: MqttBroker, streams: StreamManager, security: Security | null, startedAt: number): void {
+  http.route('GET', '/metrics', (_req, res) => {
+    const s = broker.stats
+    const f = (name: string, type: 'counter' | 'gauge', help: string): Family => new Family(`edgebus_${name}`, type, help)
+    const out: Family[] = [
+      f('info', 'gauge', 'Always 1; the version is a label.').add(1, { version: VERSION }),
+      f('uptime_seconds', 'gauge', 'Seconds since the server started.').add(Math.round((Date.now() - startedAt) / 1000)),
+      f('connections', 'gauge', 'Client connections open now (MQTT, MQTT over WebSocket).').add(broker.connections.size),
+      f('subscriptions', 'gauge', 'Subscriptions held now.').add(broker.router.subscriptionCount),
+      f('messages_received_total', 'counter', 'PUBLISH packets received from clients.').add(s.messagesIn),
+      f('messages_sent_total', 'counter', 'Messages sent to clients.').add(s.messagesOut),
+      f('bytes_received_total', 'counter', 'Bytes received from MQTT clients.').add(s.bytesIn),
+      f('bytes_sent_total', 'counter', 'Bytes sent to MQTT clients.').add(s.bytesOut),
+      f('messages_dropped_total', 'counter', 'QoS 0 messages dropped for slow consumers or over a client\'s Maximum Packet Size.').add(s.dropped),
+      f('slow_consumer_disconnects_total', 'counter', 'Clients disconnected because their queue passed limits.maxQueuedBytesHard.').add(s.slowConsumerDisconnects),
+      f('publish_throttled_total', 'counter', 'Times a client went over limits.publishRate and was slowed.').add(s.throttled),
+      f('connections_refused_total', 'counter', 'Connections refused by a limit.')
+        .add(broker.gate.refused.connections, { reason: 'connections' })
+        .add(broker.gate.refused.connectRate, { reason: 'connect_rate' }),
+      f('limit_refusals_total', 'counter', 'Topics and subscriptions refused by a limit.')
+        .add(s.topicLimitRefusals, { limit: 'topic' })
+        .add(s.subscriptionLimitRefusals, { limit: 'subscriptions' }),
+      f('auth_failures_total', 'counter', 'Failed authentications (MQTT CONNECT, /ws, HTTP).').add(security?.counters.authFailures ?? 0),
+      f('acl_denied_total', 'counter', 'Actions an ACL denied.')
+        .add(security?.counters.deniedPublish ?? 0, { action: 'publish' })
+        .add(security?.counters.deniedSubscribe ?? 0, { action: 'subscribe' })
+        .add(security?.counters.deniedDelivery ?? 0, { action: 'deliver' }),
+    ]
+    const sm = f('stream_messages', 'gauge', 'Messages a stream holds.')
+    const sb = f('stream_bytes', 'gauge', 'Bytes of the messages a stream holds.')
+    const sd = f('stream_disk_bytes', 'gauge', 'Bytes of a stream\'s files on disk.')
+    const sl = f('stream_last_seq', 'gauge', 'Sequence of a stream\'s last message.')
+    const ss = f('stream_stored_total', 'counter', 'Messages a stream stored since the server started.')
+    const sr = f('stream_refused_total', 'counter', 'Messages a stream refused, by reason.')
+    const cp = f('consumer_pending', 'gauge', 'Messages delivered and not acknowledged.')
+    const cl = f('consumer_lag', 'gauge', 'Matching messages not yet delivered (an upper bound while the cursor is behind).')
+    const cf = f('consumer_ack_floor', 'gauge', 'Sequence at and below which every message is done.')
+    const cr = f('consumer_redelivered', 'gauge', 'Pending messages delivered more than once.')
+    const cd = f('consumer_dead_lettered_total', 'counter', 'Messages given up on (maxDeliver or term).')
+    for (const info of streams.list()) {
+      const stream = { stream: info.name }
+      sm.add(info.messages, stream)
+      sb.add(info.bytes, stream)
+      sd.add(info.diskBytes, stream)
+      sl.add(info.lastSeq, stream)
+      ss.add(info.stored, stream)
+      for (const [reason, n] of Object.entries(info.refused)) sr.add(n, { ...stream, reason })
+      for (const c of streams.consumers(info.name).list()) {
+        const labels = { ...stream, consumer: String(c.name) }
+        cp.add(Number(c.pending), labels)
+        cl.add(Number(c.lag), labels)
+        cf.add(Number(c.ackFloor), labels)
+        cr.add(Number(c.redelivered), labels)
+        cd.add(Number(c.dlq), labels)
+      }
+    }
+    out.push(sm, sb, sd, sl, ss, sr, cp, cl, cf, cr, cd)
+    const mem = process.memoryUsage()
+    out.push(
+      new Family('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.').add(mem.rss),
+      new Family('nodejs_heap_used_bytes', 'gauge', 'V8 heap in use, in bytes.').add(mem.heapUsed),
+    )
+    const body = out.filter((fam) => fam.lines.length > 0).map((fam) => fam.text()).join('')
+    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store' })
+    res.end(body)
+  })
+}
