@@ -47,7 +47,7 @@ export class ConnectionGate {
         bucket = new TokenBucket(l.connectRate, l.connectRate, now)
         this.#rates.set(address, bucket)
       }
-      if (bucket.take(now) > 0) {
+      if (!bucket.tryTake(now)) {
         this.refused.connectRate++
         return { code: 'ELIMIT_CONNECT_RATE', message: `${address} opened more than ${l.connectRate} connections per second (limits.connectRate)` }
       }

@@ -22,6 +22,14 @@ export class TokenBucket {
     return this.#tokens >= 0 ? 0 : Math.ceil((-this.#tokens * 1000) / this.rate)
   }
 
+  /** Takes `n` tokens only if they are all there (a refused taker costs nothing). */
+  tryTake(now: number, n = 1): boolean {
+    const t = Math.min(this.burst, this.#tokens + ((now - this.#at) * this.rate) / 1000)
+    this.#at = now
+    this.#tokens = t >= n ? t - n : t
+    return t >= n
+  }
+
   /** Whether it has refilled completely (an idle bucket can be forgotten). */
   full(now: number): boolean {
     return this.#tokens + ((now - this.#at) * this.rate) / 1000 >= this.burst

@@ -118,6 +118,9 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   /** limits.publishRate: the client's message budget, and the timer resuming its reads. */
   readonly #publishBudget: TokenBucket | null
   #throttleTimer: NodeJS.Timeout | null = null
+  /** Input waiting for the publish budget, and whether its first PUBLISH has paid already. */
+  #throttled: Buffer | null = null
+  #prepaid = false
 
   // fast path topic cache: publishers usually repeat their topic
   #lastTopicBytes: Buffer = EMPTY
@@ -172,7 +175,12 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
 
   onData(chunk: Buffer): void {
     if (this.#state === State.CLOSED) return
-    this.#broker.stats.bytesIn += chunk.length
+    if (!this.#prepaid) this.#broker.stats.bytesIn += chunk.length // (a resumed chunk was counted)
+    if (this.#throttled !== null) {
+      // waiting for the publish budget: keep the order
+      this.#throttled = Buffer.concat([this.#throttled, chunk])
+      return
+    }
     if (this.#deferred !== null) {
       this.#deferred = Buffer.concat([this.#deferred, chunk])
       return
@@ -186,7 +194,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     let o = 0
     let runStart = -1 // start of a run of packets for aedes, pushed in one piece
     let fastSeen = false
-    let publishes = 0
+    const budget = this.#publishBudget
+    const now = budget === null ? 0 : Date.now()
     while (o < len) {
       if (o + 2 > len) break
       readVarint(chunk, o + 1, len, vi)
@@ -207,8 +216,17 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       const type = b0 >> 4
       if (this.#state === State.CONNECTED) {
         if (type === PacketType.PUBLISH) {
+          if (budget !== null) {
+            const wait = this.#prepaid ? 0 : budget.take(now)
+            this.#prepaid = false
+            if (wait > 0) {
+              // limits.publishRate: this one and the rest wait for the budget (see #throttle)
+              if (runStart !== -1) this.#toAedes(chunk.subarray(runStart, o))
+              this.#throttle(chunk.subarray(o), wait)
+              return
+            }
+          }
           // counted here, whichever path the message takes
-          publishes++
           this.messagesIn++
           this.#broker.stats.messagesIn++
         }
@@ -264,23 +282,31 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     if (o < len) this.#partial = chunk.subarray(o)
     // packets aedes did not see still count as activity for its keepalive timer
     if (fastSeen) this.client?._keepaliveTimer?.refresh()
-    if (publishes > 0 && this.#publishBudget !== null) this.#throttle(publishes)
   }
 
   /**
-   * limits.publishRate: a client over its budget is slowed, not disconnected: its reads pause
-   * until the budget has refilled (TCP pushes back on it), and the event is counted.
+   * limits.publishRate: a client over its budget is slowed, not disconnected: what it sent from
+   * this PUBLISH on waits, its reads pause until the budget has refilled (TCP pushes back on it),
+   * and the event is counted. The waiting PUBLISH already paid for its token.
    */
-  #throttle(publishes: number): void {
-    const wait = (this.#publishBudget as TokenBucket).take(Date.now(), publishes)
-    if (wait === 0) return
+  #throttle(rest: Buffer, wait: number): void {
     this.#broker.stats.throttled++
-    if (this.#throttleTimer !== null) return
+    this.#throttled = rest
     this.transport.pause()
     this.#throttleTimer = setTimeout(() => {
       this.#throttleTimer = null
-      if (!this.#readPaused && this.#state !== State.CLOSED) this.transport.resume()
+      const held = this.#throttled
+      this.#throttled = null
+      if (this.#state === State.CLOSED) return
+      if (!this.#readPaused) this.transport.resume()
+      if (held !== null) this.#continueThrottled(held)
     }, wait)
+  }
+
+  /** Reads what waited for the publish budget; its first PUBLISH has its token already. */
+  #continueThrottled(held: Buffer): void {
+    this.#prepaid = true
+    this.onData(held)
   }
 
   #toAedes(bytes: Buffer): void {
