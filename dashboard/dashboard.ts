@@ -11,8 +11,11 @@ const fmtBytes = (n: number): string => (n >= 1 << 30 ? `${(n / (1 << 30)).toFix
 const fmtRate = (n: number): string => (n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)}k` : n.toFixed(n < 10 ? 1 : 0))
 const fmtUptime = (s: number): string => (s >= 86400 ? `${Math.floor(s / 86400)}d${s % 86400 >= 3600 ? ` ${Math.floor((s % 86400) / 3600)}h` : ''}` : s >= 3600 ? `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m` : `${Math.floor(s / 60)}m ${s % 60}s`)
 
+// on a server with users, open the dashboard as /?token=<access token> (edgebus' HTTP API and /ws take it)
+const token = new URLSearchParams(location.search).get('token') ?? undefined
+
 async function get<T>(path: string): Promise<T> {
-  const res = await fetch(path)
+  const res = await fetch(path, token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } })
   if (!res.ok) throw new Error(`${path}: ${res.status}`)
   return res.json() as Promise<T>
 }
@@ -96,7 +99,7 @@ async function refreshConnections(): Promise<void> {
 
 // --- live tail and the subject tree ----------------------------------------------------------------
 
-const bus = connect(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`)
+const bus = connect(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`, token === undefined ? {} : { token })
 bus.onopen = () => { $('status').textContent = 'live'; $('status').className = 'badge ok' }
 bus.onclose = () => { $('status').textContent = 'reconnecting…'; $('status').className = 'badge' }
 let unsubscribe: (() => void) | null = null

@@ -23,6 +23,8 @@ export interface ClientOptions {
   WebSocket?: new (url: string) => WebSocket
   /** Reconnect delays in ms: from `min`, doubling up to `max`. */
   reconnect?: { min: number; max: number }
+  /** An access token (servers with users): sent on connecting and with replay requests. */
+  token?: string
 }
 
 type Handler = (msg: Message) => void
@@ -59,7 +61,8 @@ export class EdgebusClient {
 
   #open(): void {
     const WS = this.#opts.WebSocket ?? globalThis.WebSocket
-    const ws = new WS(this.url)
+    const token = this.#opts.token
+    const ws = new WS(token === undefined ? this.url : `${this.url}${this.url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`)
     this.#ws = ws
     ws.onopen = () => {
       this.#delay = this.#opts.reconnect?.min ?? 250
@@ -142,7 +145,8 @@ export class EdgebusClient {
     if (q.filter !== undefined) params.set('filter', q.filter)
     if (q.limit !== undefined) params.set('limit', String(q.limit))
     const base = this.url.replace(/^ws/, 'http').replace(/\/ws$/, '')
-    const res = await fetch(`${base}/api/streams/${encodeURIComponent(stream)}/messages?${params}`)
+    const token = this.#opts.token
+    const res = await fetch(`${base}/api/streams/${encodeURIComponent(stream)}/messages?${params}`, token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } })
     const text = await res.text()
     if (!res.ok) throw new Error(text)
     return text.split('\n').filter(Boolean).map((l) => {

@@ -157,6 +157,7 @@ export class MqttBroker {
             return
           }
           conn.principal = p
+          if (p.identity.expiresAt !== null) conn.expireAt(p.identity.expiresAt)
           cb(null, true)
         }, (err: Error & { code?: string }) => {
           // 3.1.1 return codes 4 (bad user name or password) and 5 (not authorized); MQTT 5: 0x86 and 0x87

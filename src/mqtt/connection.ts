@@ -118,6 +118,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   /** limits.publishRate: the client's message budget, and the timer resuming its reads. */
   readonly #publishBudget: TokenBucket | null
   #throttleTimer: NodeJS.Timeout | null = null
+  /** Disconnects the client when its access token expires. */
+  #expiry: NodeJS.Timeout | null = null
   /** Input waiting for the publish budget, and whether its first PUBLISH has paid already. */
   #throttled: Buffer | null = null
   #prepaid = false
@@ -722,6 +724,20 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     return false
   }
 
+  /**
+   * A client that logged in with an access token is disconnected when the token expires (MQTT 5:
+   * reason 0xA0 Maximum connect time); it reconnects with a fresh one.
+   */
+  expireAt(at: number): void {
+    const t = setTimeout(() => {
+      if (this.#state === State.CLOSED) return
+      this.#broker.log.info({ client: this.client?.id, user: this.principal.identity.user }, 'access token expired: disconnecting')
+      this.#disconnectWith(0xa0, 'access token expired')
+    }, Math.max(0, Math.min(at - Date.now(), 2 ** 31 - 1)))
+    t.unref()
+    this.#expiry = t
+  }
+
   /** aedes' SUBACK/UNSUBACK for a packet we split: our shared reason codes go back in their places. */
   #mergeAck(packet: Buffer, type: number): Buffer {
     const id = packet.readUInt16BE(1 + (readVarint(packet, 1, packet.length, vi), vi.length))
@@ -979,6 +995,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     this.#outBytes = 0
     this.#held = []
     if (this.#throttleTimer !== null) clearTimeout(this.#throttleTimer)
+    if (this.#expiry !== null) clearTimeout(this.#expiry)
     this.#streamSubs?.close()
     this.#streamSubs = null
     if (!this.link.destroyed) this.link.destroy()

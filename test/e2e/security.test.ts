@@ -99,6 +99,10 @@ describe('users and passwords', () => {
     // a token as the password of user $token
     expect(await refusal({ username: '$token', password: token('bob') })).toBe(0)
     expect(await refusal({ username: '$token', password: token('bob', -10), protocolVersion: 5 })).toBe(0x86)
+    // a token that expires while connected: disconnected then (MQTT 5: 0xA0 Maximum connect time)
+    const brief = await connectClient(srv.mqttUrl, { username: '$token', password: signToken({ sub: 'bob', exp: Math.floor(Date.now() / 1000) + 1 }, SECRET), protocolVersion: 5 })
+    const reason = await new Promise<number>((resolve) => brief.client.once('disconnect', (p) => resolve(p.reasonCode ?? -1)))
+    expect(reason).toBe(0xa0)
     const metrics = await https('/metrics')
     expect(metrics.text).toMatch(/^edgebus_auth_failures_total [1-9]\d*$/m)
   })
