@@ -47,7 +47,7 @@ export const ConfigFields = {
   'tls.http': { kind: 'boolean', default: false, doc: 'serve HTTPS and WSS on http.port with tls.cert instead of plain HTTP' },
   'limits.maxConnections': { kind: 'limit', default: 100_000, doc: 'client connections at most (MQTT, WebSocket and /ws together; 0 = no limit)' },
   'limits.maxConnectionsPerAddress': { kind: 'limit', default: 0, doc: 'client connections at most from one source address (0 = no limit)' },
-  'limits.connectRate': { kind: 'limit', default: 200, doc: 'new connections per second at most from one source address, bursts up to the same number (0 = no limit)' },
+  'limits.connectRate': { kind: 'limit', default: 0, doc: 'new connections per second at most from one source address, bursts up to the same number (0 = no limit)' },
   'limits.maxTopicLength': { kind: 'limit', default: 65_535, doc: 'longest topic or filter in bytes' },
   'limits.maxTopicLevels': { kind: 'limit', default: 128, doc: 'most levels in a topic or filter' },
   'limits.maxSubscriptions': { kind: 'limit', default: 1000, doc: 'subscriptions at most per client (0 = no limit)' },
