@@ -42,6 +42,7 @@ afterEach(async () => {
 const consumers = [
   { name: 'billing', ackWait: '2s', maxDeliver: 3 },
   { name: 'slow', ackWait: '300ms', maxDeliver: 2 },
+  { name: 'paced', maxAckPending: 2, backoff: ['300ms', '900ms'], maxDeliver: 3 },
 ]
 
 async function start(dir?: string): Promise<StartedEdgebus> {
@@ -189,6 +190,43 @@ describe('durable consumers over MQTT ($stream/<stream>/<consumer>/#)', () => {
     await ctl.client.publishAsync(`$stream/orders/slow/$term/${seq}`, '', { qos: 1 })
     const termed = await dlq.waitFor(3, 3000)
     expect(JSON.parse(termed[2]?.payload ?? '{}')).toMatchObject({ seq, reason: 'term', deliveryCount: 1 })
+    raw.socket.destroy()
+  })
+
+  it('maxAckPending holds delivery back; backoff spaces the redeliveries; maxDeliver then frees the window', async () => {
+    const srv = await start()
+    const dlq = await connectClient(srv.mqttUrl)
+    await dlq.client.subscribeAsync('$dlq/#', { qos: 1 })
+    await publish(srv, 4, 0, (i) => `orders/p${i}`)
+    const raw = await rawConnect(srv.mqttPort)
+    raw.socket.write(connectPacket('never-acks-paced'))
+    await raw.waitForBytes(CONNACK_OK)
+    // arrival times of each payload, from the raw bytes (MQTT 3.1.1, never acked)
+    const seen = new Map<string, number[]>()
+    let text = ''
+    raw.socket.on('data', (d: Buffer) => {
+      text += d.toString('latin1')
+      for (const m of text.matchAll(/order \d/g)) {
+        const list = seen.get(m[0]) ?? []
+        list.push(Date.now())
+        seen.set(m[0], list)
+      }
+      text = text.slice(text.lastIndexOf('order ') + 7)
+    })
+    raw.socket.write(subscribePacket('$stream/orders/paced/#', 1))
+    await sleep(150)
+    // two pending at most: orders 2 and 3 wait
+    expect([...seen.keys()].sort()).toEqual(['order 0', 'order 1'])
+    const dead = await dlq.waitFor(2, 5000)
+    expect(dead.map((d) => (JSON.parse(d.payload) as { seq: number }).seq).sort()).toEqual([1, 2])
+    const t0 = seen.get('order 0') ?? []
+    expect(t0.length).toBe(3) // maxDeliver
+    expect((t0[1] as number) - (t0[0] as number)).toBeGreaterThanOrEqual(250) // backoff[0]
+    expect((t0[2] as number) - (t0[1] as number)).toBeGreaterThanOrEqual(800) // backoff[1]
+    // the window is free again: the held-back messages come now
+    const deadline = Date.now() + 3000
+    while (!(seen.has('order 2') && seen.has('order 3')) && Date.now() < deadline) await sleep(20)
+    expect((seen.get('order 2')?.[0] ?? 0)).toBeGreaterThanOrEqual(t0[2] as number)
     raw.socket.destroy()
   })
 
