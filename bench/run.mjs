@@ -35,13 +35,13 @@ const HELP = `usage: node bench/run.mjs [options]       (npm run bench -- [optio
   --conns N            idle connections for 'conns' (default 10000, quick 2000)
   --rate N             latency scenario publish rate, msg/s (default 10000)
   --batch N            packets per write for the batched rows (default 256)
-  --no-b1              skip the one-packet-per-write (-B 1) rows
+  --no-b1              skip the one-packet-per-write (-B 1) rows (always with --quick)
   --broker-cpu N       CPU for the broker (default 0)
   --loadgen-cpu N      CPU for the generator (default 1)
   --edgebus-args "..." extra arguments for 'edgebus serve'
   --mosquitto-autosave S  autosave_interval for the persistent Mosquitto of 'retained' and
                        'offline-queue' (default: Mosquitto's own, 1800 s)
-  --max-minutes M      stop starting new runs after M minutes (default 17, quick 3;
+  --max-minutes M      stop starting new runs after M minutes (default 15, quick 2;
                        a plan estimated longer than that: its estimate + 20 %)
   --out DIR            results directory (default bench/results)
   --dry-run            print the plan and the time estimate, run nothing`;
@@ -100,7 +100,7 @@ const ctx = {
   loadgenCpu: ncpu >= 2 ? numOpt('loadgen-cpu', 1) : null,
   edgebusArgs: opts['edgebus-args'] ? String(opts['edgebus-args']).split(/\s+/).filter(Boolean) : [],
   mosquittoAutosave: opts['mosquitto-autosave'] === undefined ? null : Math.max(1, Math.round(numOpt('mosquitto-autosave', 0))),
-  maxMinutes: numOpt('max-minutes', quick ? 3 : 17),
+  maxMinutes: numOpt('max-minutes', quick ? 2 : 15),
   outDir: opts.out ? path.resolve(opts.out) : path.join(benchDir, 'results'),
 };
 if (ctx.payload < 20) { console.error('bench: --payload must be at least 20 bytes (sequence number + timestamp)'); process.exit(1); }
@@ -160,7 +160,7 @@ const machine = {
 const variants = [];
 for (const sc of scenarios) {
   let batches = (sc.batches || ['default']).map((b) => (b === 'default' ? ctx.batch : b));
-  if (opts['no-b1']) batches = batches.filter((b) => b !== 1 || batches.length === 1);
+  if (opts['no-b1'] || quick) batches = batches.filter((b) => b !== 1 || batches.length === 1);
   batches = [...new Set(batches)];
   for (const batch of batches) {
     variants.push({ scenario: sc, batch, key: `${sc.name}${(sc.batches || []).length > 1 ? ` B=${batch}` : ''}` });
@@ -170,7 +170,7 @@ const applicable = (sc) => brokers.filter((b) => !sc.brokers || sc.brokers.inclu
 const totalRuns = variants.reduce((n, v) => n + applicable(v.scenario).length * ctx.reps, 0);
 // rough: ~1 s per run for start, drain and stop; Node brokers accept ~1k connections/s here
 const estimate = variants.reduce((s, v) => s + applicable(v.scenario).reduce((t, b) => {
-  if (v.scenario.name !== 'conns') return t + ctx.warmup + ctx.duration + 1 + (v.scenario.extraSeconds || 0);
+  if (v.scenario.name !== 'conns') return t + (v.scenario.fill ? v.scenario.fill(ctx).warmup + v.scenario.fill(ctx).duration : ctx.warmup + ctx.duration) + 1 + (v.scenario.extraSeconds || 0);
   const rate = ['mosquitto', 'nats'].includes(b.name) ? 5000 : 1000;
   return t + 4 + ctx.conns / rate + (quick ? 2.2 : 3);
 }, 0) * ctx.reps, 0);

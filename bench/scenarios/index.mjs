@@ -16,6 +16,8 @@
 //   notes        optional (ctx, brokerNames) => [string]: caveats added to the table's notes
 //                when the scenario ran (what each broker keeps, what its ack means)
 //   extraSeconds optional: seconds per run on top of warmup + duration, for the time estimate
+//   fill         optional (ctx) => { warmup, duration }: the load that fills a stream before a
+//                replay is shorter than a measured run (replay-*)
 //   reference    optional broker name the ratio column divides by instead of mosquitto (for rows
 //                mosquitto cannot run, e.g. replay: nats-server)
 //
@@ -139,6 +141,7 @@ export const SCENARIOS = [
     brokers: ['edgebus'],
     loadgen: () => ['qos1', '-n', '8', '-W', '64'],
     brokerOptions: replayBrokerOptions,
+    fill: replayFill,
     run: (ctx, broker, o) => runReplay(ctx, broker, o, { kind: 'http', url: `http://127.0.0.1:${broker.httpPort}/api/streams/bench/messages?limit=0` }),
     extraSeconds: 2,
     metrics: [
@@ -158,6 +161,7 @@ export const SCENARIOS = [
     reference: 'nats', // mosquitto cannot replay: the ratio column divides by nats-server
     loadgen: () => ['qos1', '-n', '8', '-W', '64'],
     brokerOptions: replayBrokerOptions,
+    fill: replayFill,
     run: (ctx, broker, o) => runReplay(ctx, broker, o, broker.name === 'nats'
       ? { kind: 'nats', ack: v.ack, maxAckPending: 256 }
       : { kind: 'mqtt', port: broker.port, qos: v.qos, filter: '$replay/bench/all/#' }),
@@ -267,9 +271,9 @@ function mosquittoPersistenceNote(ctx) {
 }
 
 /** stream-*: nats needs its JetStream stream created first; everyone else runs the plain load. */
-async function runStream(ctx, broker, { batch, scenario }) {
+async function runStream(ctx, broker, { batch, scenario }, load = {}) {
   const [mode, ...args] = scenario.loadgen(ctx);
-  if (broker.name !== 'nats') return runLoadgen(ctx, broker, mode, args, { batch });
+  if (broker.name !== 'nats') return runLoadgen(ctx, broker, mode, args, { batch, ...load });
   if (!broker.natsPort) return { ok: false, error: 'nats client port unknown' };
   const config = { name: 'bench', subjects: ['bench.>'], storage: 'file' };
   try {
@@ -277,7 +281,7 @@ async function runStream(ctx, broker, { batch, scenario }) {
   } catch (err) {
     return { ok: false, error: `creating the JetStream stream: ${err.message}` };
   }
-  const result = await runLoadgen(ctx, broker, mode, args, { batch });
+  const result = await runLoadgen(ctx, broker, mode, args, { batch, ...load });
   if (!result.ok) return result;
   try {
     const info = await streamInfo(broker.natsPort, config.name);
@@ -353,8 +357,8 @@ async function edgebusStored(broker) {
 async function runReplay(ctx, broker, { batch, scenario }, reader) {
   const [mode, ...args] = scenario.loadgen(ctx);
   const fill = broker.name === 'nats'
-    ? await runStream(ctx, broker, { batch, scenario })
-    : await runLoadgen(ctx, broker, mode, args, { batch });
+    ? await runStream(ctx, broker, { batch, scenario }, replayFill(ctx))
+    : await runLoadgen(ctx, broker, mode, args, { batch, ...replayFill(ctx) });
   if (!fill.ok) return { ...fill, error: `fill: ${fill.error}` };
   let stored;
   try {
@@ -372,6 +376,11 @@ async function runReplay(ctx, broker, { batch, scenario }, reader) {
   const notes = [...(fill.notes || [])];
   if (Number.isFinite(fill.total_acked) && stored < fill.total_acked) notes.push(`the stream holds ${stored} messages but ${fill.total_acked} were acknowledged`);
   return { ...read, ok: !!read.ok && read.received === stored, stored, fill, ...(notes.length ? { notes } : {}) };
+}
+
+/** How long the replay rows fill their stream: enough messages to time a read, not a measured run. */
+function replayFill(ctx) {
+  return { warmup: 0, duration: ctx.quick ? 1 : 2.5 };
 }
 
 /** For a replay row's note: every run read exactly what its stream held (a run that did not failed). */
