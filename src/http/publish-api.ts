@@ -2,7 +2,7 @@ import { EdgebusError, isEdgebusError } from '../core/errors.ts'
 import type { MqttBroker } from '../mqtt/broker.ts'
 import { MSG_ID_PROPERTY } from '../stream/stream.ts'
 import { toMqttTopic } from '../subjects/mqtt-map.ts'
-import { readBody, sendJson, statusOf, type HttpFront } from './server.ts'
+import { decodePathPart, readBody, sendJson, statusOf, type HttpFront } from './server.ts'
 import type { HttpAuth } from './http-auth.ts'
 
 /**
@@ -14,7 +14,7 @@ import type { HttpAuth } from './http-auth.ts'
 export function mountPublishApi(http: HttpFront, broker: MqttBroker, auth: HttpAuth): void {
   http.prefix('/api/publish', async (req, res, url) => {
     if (req.method !== 'POST') throw new EdgebusError('EHTTP_METHOD', `use POST to publish (got ${req.method ?? '?'})`)
-    const raw = decodeURIComponent(url.pathname.slice('/api/publish/'.length))
+    const raw = decodePathPart(url.pathname.slice('/api/publish/'.length))
     if (raw === '') throw new EdgebusError('ESUBJECT_INVALID', 'POST /api/publish/<subject>: the subject is missing')
     const subject = toMqttTopic(raw)
     if (subject.startsWith('$SYS')) throw new EdgebusError('EACL_DENIED', '$SYS topics are published by the server only')

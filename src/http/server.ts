@@ -4,6 +4,7 @@ import type { TlsOptions } from 'node:tls'
 import type { Duplex } from 'node:stream'
 import { EdgebusError, isEdgebusError, type ErrorCode } from '../core/errors.ts'
 import type { Logger } from '../core/log.ts'
+import { jsonTooDeep, MAX_JSON_DEPTH } from '../core/json-depth.ts'
 
 /** A handler for WebSocket upgrades on one path. */
 export interface UpgradeHandler {
@@ -48,7 +49,11 @@ export class HttpFront {
   }
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
-    const url = new URL(req.url ?? '/', 'http://localhost')
+    const url = requestUrl(req)
+    if (url === null) {
+      sendJson(res, 400, { error: { code: 'EUSAGE', message: `the request target ${JSON.stringify(String(req.url).slice(0, 200))} is not a valid path` } })
+      return
+    }
     const handler = this.#routes.get(`${req.method} ${url.pathname}`) ??
       this.#prefixes.find(([p]) => url.pathname === p || url.pathname.startsWith(p + '/'))?.[1]
     if (!handler) {
@@ -66,6 +71,16 @@ export class HttpFront {
         }
         return
       }
+      // a client that went away mid-request is not the server's failure
+      if (req.destroyed || (err as NodeJS.ErrnoException).code === 'ECONNRESET' || err.message === 'aborted') {
+        this.#log.debug({ err: err.message, path: url.pathname }, 'http client went away')
+        return
+      }
+      if (err instanceof RangeError) {
+        // too deep to handle (a hostile body): the client's fault, not ours
+        if (!res.headersSent) sendJson(res, 400, { error: { code: 'EHTTP_BODY', message: 'the request is nested too deeply' } })
+        return
+      }
       this.#log.error({ err: err.message, path: url.pathname }, 'http handler failed')
       if (!res.headersSent) sendJson(res, 500, { error: { code: 'EINTERNAL', message: 'internal error' } })
       else res.destroy()
@@ -73,13 +88,31 @@ export class HttpFront {
   }
 
   #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    const path = new URL(req.url ?? '/', 'http://localhost').pathname
+    const path = requestUrl(req)?.pathname ?? ''
     const handler = this.#upgrades.get(path)
     if (!handler) {
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n')
       return
     }
     handler.handleUpgrade(req, socket, head)
+  }
+}
+
+/** The request's URL, or null when its target is not one (`//`, `http://[`…). */
+function requestUrl(req: IncomingMessage): URL | null {
+  try {
+    return new URL(req.url ?? '/', 'http://localhost')
+  } catch {
+    return null
+  }
+}
+
+/** decodeURIComponent that answers 400 (EUSAGE) instead of throwing on a malformed escape. */
+export function decodePathPart(part: string): string {
+  try {
+    return decodeURIComponent(part)
+  } catch {
+    throw new EdgebusError('EUSAGE', `${JSON.stringify(part.slice(0, 200))} is not valid percent-encoding`)
   }
 }
 
@@ -117,6 +150,7 @@ export async function readBody(req: IncomingMessage, limit: number, tooLarge: 'E
 export async function readJsonBody(req: IncomingMessage, limit = 1024 * 1024): Promise<unknown> {
   const text = (await readBody(req, limit)).toString('utf8')
   if (text.trim() === '') return {}
+  if (jsonTooDeep(text)) throw new EdgebusError('EHTTP_BODY', `request body nests deeper than ${MAX_JSON_DEPTH} levels`)
   try {
     return JSON.parse(text)
   } catch (err) {

@@ -4,7 +4,7 @@ import { EdgebusError } from '../core/errors.ts'
 import type { StreamConsumers } from '../stream/consumer-manager.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
 import { replay } from './replay-api.ts'
-import { readJsonBody, sendJson, type HttpFront } from './server.ts'
+import { decodePathPart, readJsonBody, sendJson, type HttpFront } from './server.ts'
 import type { HttpAuth } from './http-auth.ts'
 import { ALLOW_ALL, type ClientAccess } from '../auth/acl.ts'
 import { toMqttFilter } from '../subjects/mqtt-map.ts'
@@ -15,7 +15,7 @@ import { toMqttFilter } from '../subjects/mqtt-map.ts'
  */
 export function mountStreamsApi(http: HttpFront, streams: StreamManager, auth: HttpAuth): void {
   http.prefix('/api/streams', async (req: IncomingMessage, res: ServerResponse, url: URL) => {
-    const parts = url.pathname.split('/').slice(3).map(decodeURIComponent) // after '', 'api', 'streams'
+    const parts = url.pathname.split('/').slice(3).map(decodePathPart) // after '', 'api', 'streams'
     const method = req.method ?? 'GET'
     const who = await auth.principal(req, url)
     if (parts.length === 0) {
@@ -97,7 +97,9 @@ async function consumersApi(req: IncomingMessage, res: ServerResponse, url: URL,
     return
   }
   if (parts[1] === 'ack') {
-    const body = await readJsonBody(req) as { ack?: unknown; nak?: unknown; term?: unknown }
+    const raw = await readJsonBody(req)
+    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new EdgebusError('EHTTP_BODY', 'the body is an object like {"ack": [1, 2], "nak": [3], "term": []}')
+    const body = raw as { ack?: unknown; nak?: unknown; term?: unknown }
     const { consumer } = consumers.get(name)
     const seqs = (v: unknown): number[] => (Array.isArray(v) ? v.filter((x): x is number => Number.isSafeInteger(x)) : [])
     const done = {

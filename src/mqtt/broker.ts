@@ -3,6 +3,7 @@ import type { IncomingMessage } from 'node:http'
 import type { Logger } from '../core/log.ts'
 import { Router, type Listener } from '../router/router.ts'
 import { SubjectTrie } from '../subjects/trie.ts'
+import { topicMatchesFilter } from '../subjects/topic.ts'
 import { ClientConnection } from './connection.ts'
 import { FlushScheduler } from './flush-scheduler.ts'
 import { SharedSubscriptions } from './shared-subscriptions.ts'
@@ -13,7 +14,7 @@ import { streamControlListener } from './stream-subscriptions.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
 import type { Security } from '../auth/security.ts'
 import { ALLOW_ALL } from '../auth/acl.ts'
-import type { Transport } from './transport.ts'
+import { setSinkErrorLogger, type Transport } from './transport.ts'
 
 /** The parts of an aedes client edgebus reads (aedes ships no types for these internals). */
 export interface AedesClient {
@@ -67,6 +68,31 @@ export interface BrokerStats {
   subscriptionLimitRefusals: number
 }
 
+/**
+ * [MQTT-3.3.5-1] A message goes out at the lower of its QoS and the granted one. aedes 2.0 beta
+ * sends retained messages on SUBSCRIBE at their stored QoS (it looks the grant up by topic, which
+ * misses wildcard filters): we cap them at the highest QoS granted to a matching subscription.
+ */
+function downgradeRetained(c: AedesClient): void {
+  const deliver = c.deliverQoS
+  if (deliver === undefined) return
+  c.deliverQoS = (packet, cb) => {
+    // retained on SUBSCRIBE: aedes builds them with retain set and no brokerId (routed ones carry one)
+    if (packet.retain && packet.qos > 0 && packet.brokerId == null) {
+      let granted = 0
+      for (const filter in c.subscriptions) {
+        const sub = c.subscriptions[filter]
+        if (sub !== undefined && sub.qos > granted && topicMatchesFilter(packet.topic, filter)) granted = sub.qos
+      }
+      if (granted < packet.qos) {
+        packet.qos = granted as 0 | 1 | 2
+        if (granted === 0) return (c.deliver0 as Listener)(packet, cb)
+      }
+    }
+    deliver(packet, cb)
+  }
+}
+
 /** Reason code 0x8B: Server shutting down. */
 const SERVER_SHUTTING_DOWN = 0x8b
 
@@ -105,6 +131,7 @@ export class MqttBroker {
     this.limits = limits
     this.gate = new ConnectionGate(limits)
     this.warnings = new RateLimitedLog(log)
+    setSinkErrorLogger((err, remote) => log.error({ remote, err: (err as Error)?.stack ?? String(err) }, 'a connection failed on its input and was closed'))
     this.shared = new SharedSubscriptions(router)
     this.#wire()
     this.#trackPersistentSubscriptions()
@@ -230,6 +257,7 @@ export class MqttBroker {
       if (!conn) return
       conn.onReady(c)
       this.#attachSubscriptions(c)
+      downgradeRetained(c)
     })
     aedes.on('subscribe', (_subs, client) => this.#attachSubscriptions(client as unknown as AedesClient))
     aedes.on('clientError', (client, err) => {

@@ -112,6 +112,7 @@ export function findProperty(buf: Buffer, start: number, end: number, id: number
 /** The offset of a property in an MQTT 5 property block (walking property by property), or -1. */
 export function findPropertyOffset(buf: Buffer, start: number, end: number, id: number): number {
   const vi = new VarintResult()
+  if (end > buf.length) end = buf.length // a claimed length past the packet: never read beyond it
   let o = start
   while (o < end) {
     const at = o

@@ -5,6 +5,7 @@ import { AedesLink, type LinkOwner } from './aedes-link.ts'
 import { EdgebusError } from '../core/errors.ts'
 import { decodePublishProperties, encodePublishQos0, findProperty, findPropertyOffset, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult, writeVarint, type PublishProperties } from './codec.ts'
 import { PacketAssembler } from './packet-assembler.ts'
+import { checkConnect, checkPacketProperties, qos0WithoutProperties, type PacketProblem } from './packet-check.ts'
 import { TokenBucket } from '../limits/token-bucket.ts'
 import { ALLOW_ALL } from '../auth/acl.ts'
 import { streamReadFilters } from '../auth/stream-access.ts'
@@ -217,6 +218,15 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       const b0 = chunk[o] as number
       const type = b0 >> 4
       if (this.#state === State.CONNECTED) {
+        // MQTT 5 property blocks are checked before anything reads them (packet-check.ts)
+        if (this.version === 5 && type >= PacketType.PUBLISH && type !== PacketType.PINGREQ && !(b0 === 0x30 && qos0WithoutProperties(chunk, o + headerLen, o + total))) {
+          const problem = checkPacketProperties(chunk, o, o + total)
+          if (problem !== null) {
+            if (runStart !== -1) this.#toAedes(chunk.subarray(runStart, o))
+            this.#badPacket(problem)
+            return
+          }
+        }
         if (type === PacketType.PUBLISH) {
           if (budget !== null) {
             const wait = this.#prepaid ? 0 : budget.take(now)
@@ -269,8 +279,15 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
         }
         if (runStart === -1) runStart = o
       } else if (this.#state === State.AWAITING_CONNECT) {
+        if (type === PacketType.CONNECT) {
+          const problem = checkConnect(chunk.subarray(o, o + total))
+          if (problem !== null) {
+            this.#badPacket(problem, problem.level)
+            return
+          }
+          this.#state = State.CONNECTING
+        }
         if (runStart === -1) runStart = o
-        if (type === PacketType.CONNECT) this.#state = State.CONNECTING
       } else {
         // CONNECTING: hold until aedes has answered the CONNECT, so nothing overtakes it
         if (runStart !== -1) { this.#toAedes(chunk.subarray(runStart, o)); runStart = -1 }
@@ -994,6 +1011,12 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     this.#out = []
     this.#outBytes = 0
     this.#held = []
+    // aedes may keep the client (and so this connection) until its session expires: let go of input
+    this.#partial = null
+    this.#deferred = null
+    this.#throttled = null
+    this.#outHeld = []
+    this.#outHeldBytes = 0
     if (this.#throttleTimer !== null) clearTimeout(this.#throttleTimer)
     if (this.#expiry !== null) clearTimeout(this.#expiry)
     this.#streamSubs?.close()
@@ -1006,6 +1029,22 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   destroy(): void {
     this.#state = State.CLOSED
     this.transport.destroy()
+  }
+
+  /**
+   * A packet that breaks the protocol in a way aedes would not catch (packet-check.ts): the
+   * client is told (MQTT 5: CONNACK or DISCONNECT with the reason code) and the connection closed.
+   */
+  #badPacket(problem: PacketProblem, connectLevel = 0): void {
+    this.#broker.warnings.warn('EPACKET_MALFORMED', { conn: this.id, client: this.client?.id, remote: this.transport.remoteAddress, code: 'EPACKET_MALFORMED', reasonCode: problem.code }, `closing connection: ${problem.why}`)
+    if (connectLevel === 5) {
+      this.#enqueue(Buffer.from([0x20, 0x03, 0x00, problem.code, 0x00])) // CONNACK with the reason
+      this.closeFromAedes()
+      if (!this.link.destroyed) this.link.destroy()
+      return
+    }
+    if (connectLevel !== 0) this.#state = State.CLOSED // MQTT 3.1.1: close without CONNACK
+    this.#disconnectWith(problem.code, problem.why)
   }
 
   #protocolError(why: string): void {

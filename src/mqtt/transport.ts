@@ -34,6 +34,18 @@ export interface TransportSink {
   onClose(): void
 }
 
+let sinkErrorLogger: ((err: unknown, remote: string) => void) | null = null
+
+/** Where a connection's unexpected error is reported (the broker sets its logger). */
+export function setSinkErrorLogger(fn: (err: unknown, remote: string) => void): void {
+  sinkErrorLogger = fn
+}
+
+export function onSinkError(err: unknown, remote: string): void {
+  if (sinkErrorLogger !== null) sinkErrorLogger(err, remote)
+  else process.stderr.write(`edgebus: connection ${remote} failed: ${(err as Error)?.stack ?? String(err)}\n`)
+}
+
 /** Above this many bytes buffered in the socket we stop writing and wait for 'drain'. */
 const SOCKET_HIGH_WATER = 256 * 1024
 
@@ -55,7 +67,15 @@ export class TcpTransport implements Transport {
 
   attach(sink: TransportSink): void {
     const socket = this.#socket
-    socket.on('data', (chunk: Buffer) => sink.onData(chunk))
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        sink.onData(chunk)
+      } catch (err) {
+        // a bug met by one client's bytes ends that connection, never the process
+        onSinkError(err, this.remoteAddress)
+        socket.destroy()
+      }
+    })
     socket.on('drain', () => sink.onDrain())
     socket.on('close', () => sink.onClose())
     // errors (ECONNRESET, EPIPE) end in 'close'; the connection logs the reason there

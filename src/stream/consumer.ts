@@ -137,7 +137,8 @@ export interface ConsumerTimers {
 
 export const realTimers: ConsumerTimers = {
   setTimeout: (fn, ms) => {
-    const t = setTimeout(fn, ms)
+    // Node timers hold at most 2^31-1 ms (~24.8 days); a later deadline fires early and re-arms (#onTimer)
+    const t = setTimeout(fn, Math.min(ms, 2 ** 31 - 1))
     t.unref()
     return t
   },

@@ -138,8 +138,9 @@ export class StreamManager {
   async #start(def: StreamDefinition): Promise<Stream> {
     await mkdir(this.#dir, { recursive: true })
     const stream = await Stream.open(def, this.#dir, this.#log)
-    this.#streams.set(def.name, stream)
+    // visible only once its consumers are open: a request between the two found no consumers
     this.#consumers.set(def.name, await StreamConsumers.open(stream, this.#log, this.#publish))
+    this.#streams.set(def.name, stream)
     for (const f of def.subjects) this.#router.addStore(f, stream)
     return stream
   }

@@ -1,5 +1,6 @@
 import { EdgebusError, isEdgebusError } from '../core/errors.ts'
 import { parseDuration } from '../config/units.ts'
+import { jsonTooDeep, MAX_JSON_DEPTH } from '../core/json-depth.ts'
 import { parseStartPosition, START_POSITIONS, type DeliverPolicy } from '../stream/consumer-config.ts'
 import { detectSyntax, toMqttFilter, toMqttTopic } from '../subjects/mqtt-map.ts'
 
@@ -37,6 +38,7 @@ function err(id: string | null, code: string, message: string): ProtocolError {
 export function parseClientFrame(data: Buffer | string, isBinary: boolean): ClientRequest | ProtocolError {
   if (isBinary) return err(null, 'EWS_FRAME', 'send JSON in text frames (binary frames are for MQTT on /mqtt)')
   const text = typeof data === 'string' ? data : data.toString('utf8')
+  if (jsonTooDeep(text)) return err(null, 'EWS_JSON', `the frame nests deeper than ${MAX_JSON_DEPTH} levels`)
   let msg: unknown
   try {
     msg = JSON.parse(text)
@@ -116,7 +118,8 @@ export function parseClientFrame(data: Buffer | string, isBinary: boolean): Clie
     }
   } catch (e) {
     if (isEdgebusError(e)) return err(id, e.code, e.message)
-    throw e
+    // whatever else a hostile frame provokes is its problem, answered, never the server's
+    return err(id, 'EWS_FIELD', `the frame could not be read: ${(e as Error).message}`)
   }
 }
 

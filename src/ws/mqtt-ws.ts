@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket } from 'ws'
 import type { MqttBroker } from '../mqtt/broker.ts'
-import type { Transport, TransportSink } from '../mqtt/transport.ts'
+import { onSinkError, type Transport, type TransportSink } from '../mqtt/transport.ts'
 import type { TLSSocket } from 'node:tls'
 import { certificateUser } from '../tls/tls-config.ts'
 
@@ -36,7 +36,12 @@ class WsTransport implements Transport {
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       // [MQTT-6.0.0-1] MQTT control packets must be sent in binary frames: close on text frames
       if (!isBinary) { ws.close(1003, 'MQTT needs binary frames'); return }
-      sink.onData(data)
+      try {
+        sink.onData(data)
+      } catch (err) {
+        onSinkError(err, this.remoteAddress) // that connection ends, not the process
+        ws.terminate()
+      }
     })
     ws.on('close', () => {
       if (this.#drainTimer) clearInterval(this.#drainTimer)
