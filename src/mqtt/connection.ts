@@ -96,6 +96,14 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   // write side
   #out: Buffer[] = []
   #outBytes = 0
+  /**
+   * The last forwarded range, not yet in #out: a publisher's packets that arrive together lie
+   * side by side in its read buffer, so consecutive ones grow one range (numbers only) instead of
+   * making a Buffer per message.
+   */
+  #rangeSrc: Buffer | null = null
+  #rangeStart = 0
+  #rangeEnd = 0
   #marked = false
   #waitingDrain = false
 
@@ -424,6 +432,11 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       }
       if (entry.nl && target === this) continue // [MQTT-3.8.3-3] No Local
       if (target.#state !== State.CONNECTED) continue
+      // the bytes as they came: forwarded as a range of the publisher's read buffer
+      if (qos === 0 && (target.version === 5) === (this.version === 5) && (target.version !== 5 || entry.si === 0)) {
+        target.#enqueueQos0Range(buf, start, end)
+        continue
+      }
       let frame: Buffer
       if (target.version === 5) {
         if (entry.si !== 0) {
@@ -590,6 +603,31 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     this.messagesOut++
     this.#broker.stats.messagesOut++
     this.#enqueue(frame)
+  }
+
+  /** #enqueueQos0 for `buf[start, end)`: extends the pending range when it continues it. */
+  #enqueueQos0Range(buf: Buffer, start: number, end: number): void {
+    const n = end - start
+    if ((this.#maxOutgoingPacket !== 0 && n > this.#maxOutgoingPacket) || this.queuedBytes >= this.#broker.limits.maxQueuedBytes) {
+      this.droppedQos0++
+      this.#broker.stats.dropped++
+      return
+    }
+    this.messagesOut++
+    this.#broker.stats.messagesOut++
+    this.#outBytes += n
+    if (this.#rangeSrc === buf && this.#rangeEnd === start) {
+      this.#rangeEnd = end
+      return // already marked for flushing
+    }
+    if (this.#rangeSrc !== null) this.#out.push(this.#rangeSrc.subarray(this.#rangeStart, this.#rangeEnd))
+    this.#rangeSrc = buf
+    this.#rangeStart = start
+    this.#rangeEnd = end
+    if (!this.#marked && !this.#waitingDrain) {
+      this.#marked = true
+      this.#broker.flusher.mark(this)
+    }
   }
 
   checkBacklog(linkBytes: number): void {
@@ -960,6 +998,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   }
 
   #enqueue(frame: Buffer): void {
+    if (this.#rangeSrc !== null) this.#endRange() // keep the order
     this.#out.push(frame)
     this.#outBytes += frame.length
     if (!this.#marked && !this.#waitingDrain) {
@@ -968,9 +1007,15 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     }
   }
 
+  #endRange(): void {
+    this.#out.push((this.#rangeSrc as Buffer).subarray(this.#rangeStart, this.#rangeEnd))
+    this.#rangeSrc = null
+  }
+
   flush(): void {
     this.#marked = false
     if (this.#outBytes === 0 || this.#waitingDrain || this.#state === State.CLOSED) return
+    if (this.#rangeSrc !== null) this.#endRange()
     const out = this.#out
     const data = out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out, this.#outBytes)
     this.#out = []
@@ -1010,6 +1055,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     if (this.#state !== State.CLOSED) this.#state = State.CLOSED
     this.#out = []
     this.#outBytes = 0
+    this.#rangeSrc = null
     this.#held = []
     // aedes may keep the client (and so this connection) until its session expires: let go of input
     this.#partial = null
