@@ -12,27 +12,9 @@
 // PUBACK owed for a chunk goes out in one write (edgebus keeps at most 256 unacked per
 // subscription, so the acks of a chunk are what lets it go on).
 import net from 'node:net';
+import { packet, utf8, varint } from './mqtt-session.mjs';
+import { SplitReads } from './split-reads.mjs';
 
-function utf8(s) {
-  const b = Buffer.from(s, 'utf8');
-  const out = Buffer.alloc(2 + b.length);
-  out.writeUInt16BE(b.length, 0);
-  b.copy(out, 2);
-  return out;
-}
-
-function varint(n) {
-  const out = [];
-  do {
-    let d = n & 0x7f;
-    n >>>= 7;
-    if (n) d |= 0x80;
-    out.push(d);
-  } while (n);
-  return Buffer.from(out);
-}
-
-const packet = (typeFlags, body) => Buffer.concat([Buffer.from([typeFlags]), varint(body.length), body]);
 
 /**
  * Subscribe to `filter` at `qos` and count PUBLISHes until `expect` have arrived (or timeoutMs).
@@ -53,8 +35,7 @@ export function readMqttReplay({ host = '127.0.0.1', port, filter, qos = 0, expe
     let t0 = 0n;
     let tFirst = 0n;
     let subscribed = false;
-    let skip = 0; // bytes of the current frame's body still to come
-    let tail = null; // an incomplete frame head, glued to the next chunk
+    const reads = new SplitReads(); // frames that straddle reads
     let firstTopic = null;
     let done = false;
     const pids = [];
@@ -92,19 +73,10 @@ export function readMqttReplay({ host = '127.0.0.1', port, filter, qos = 0, expe
       if (done) return;
       wireBytes += chunk.length;
       chunks++;
-      let buf = chunk;
-      let off = 0;
-      if (skip) {
-        const n = Math.min(skip, buf.length);
-        skip -= n;
-        off = n;
-        if (off === buf.length) return;
-      }
-      if (tail) {
-        buf = Buffer.concat([tail, off ? buf.subarray(off) : buf]);
-        off = 0;
-        tail = null;
-      }
+      const from = reads.next(chunk);
+      if (from === null) return;
+      const buf = from.buf;
+      let off = from.off;
       const len = buf.length;
       while (off < len) {
         // fixed header: type/flags, remaining length (1..4 bytes)
@@ -119,14 +91,14 @@ export function readMqttReplay({ host = '127.0.0.1', port, filter, qos = 0, expe
           mul *= 128;
           if (!(d & 0x80)) { complete = true; break; }
         }
-        if (!complete) { tail = buf.subarray(off); break; }
+        if (!complete) { reads.tail = buf.subarray(off); break; }
         const end = i + rem;
         if (h >> 4 === 3) { // PUBLISH
           const q = (h >> 1) & 3;
-          if (len < i + 2) { tail = buf.subarray(off); break; }
+          if (len < i + 2) { reads.tail = buf.subarray(off); break; }
           const tl = (buf[i] << 8) | buf[i + 1];
           const pidAt = i + 2 + tl;
-          if (q && len < pidAt + 2) { tail = buf.subarray(off); break; }
+          if (q && len < pidAt + 2) { reads.tail = buf.subarray(off); break; }
           if (received === 0) {
             tFirst = process.hrtime.bigint();
             if (len >= pidAt) firstTopic = buf.toString('utf8', i + 2, pidAt); // once, for the record
@@ -136,7 +108,7 @@ export function readMqttReplay({ host = '127.0.0.1', port, filter, qos = 0, expe
           if (q) pids.push((buf[pidAt] << 8) | buf[pidAt + 1]);
         } else {
           // anything else is small and rare: wait for all of it
-          if (end > len) { tail = buf.subarray(off); break; }
+          if (end > len) { reads.tail = buf.subarray(off); break; }
           const type = h >> 4;
           if (type === 2) { // CONNACK
             if (rem < 2 || buf[i + 1] !== 0) { finish(`CONNACK refused (code ${buf[i + 1]})`); return; }
@@ -152,7 +124,7 @@ export function readMqttReplay({ host = '127.0.0.1', port, filter, qos = 0, expe
           // PINGRESP and the like: nothing to do
         }
         if (end <= len) off = end;
-        else { skip = end - len; off = len; }
+        else { reads.skip = end - len; off = len; }
       }
       if (pids.length) {
         const acks = Buffer.allocUnsafe(pids.length * 4);

@@ -8,7 +8,7 @@
 // what a broker kept, not during measurements).
 import net from 'node:net';
 
-function utf8(s) {
+export function utf8(s) {
   const b = Buffer.from(s, 'utf8');
   const out = Buffer.alloc(2 + b.length);
   out.writeUInt16BE(b.length, 0);
@@ -16,7 +16,7 @@ function utf8(s) {
   return out;
 }
 
-function varint(n) {
+export function varint(n) {
   const out = [];
   do {
     let d = n & 0x7f;
@@ -27,7 +27,7 @@ function varint(n) {
   return Buffer.from(out);
 }
 
-function packet(typeFlags, body) {
+export function packet(typeFlags, body) {
   return Buffer.concat([Buffer.from([typeFlags]), varint(body.length), body]);
 }
 

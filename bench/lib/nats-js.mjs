@@ -8,6 +8,7 @@
 // MSG <subject> <sid> [reply] <bytes>\r\n<payload>\r\n. HMSG (headers) is handled too, PING is
 // answered with PONG, -ERR fails the request.
 import net from 'node:net';
+import { SplitReads } from './split-reads.mjs';
 
 /**
  * One request/reply over a fresh connection. Resolves to the parsed JSON reply; rejects on a
@@ -136,8 +137,7 @@ export function readStreamPush(port, { stream = 'bench', ack = 'none', maxAckPen
     let tFirst = 0n;
     let state = 'info'; // info -> pong -> created
     let consumer = null;
-    let skip = 0;
-    let tail = null;
+    const reads = new SplitReads();
     let done = false;
     const acks = []; // [buf, start, end] of reply subjects to ack in this chunk
 
@@ -182,26 +182,17 @@ export function readStreamPush(port, { stream = 'bench', ack = 'none', maxAckPen
       if (done) return;
       wireBytes += chunk.length;
       chunks++;
-      let buf = chunk;
-      let off = 0;
-      if (skip) {
-        const n = Math.min(skip, buf.length);
-        skip -= n;
-        off = n;
-        if (off === buf.length) return;
-      }
-      if (tail) {
-        buf = Buffer.concat([tail, off ? buf.subarray(off) : buf]);
-        off = 0;
-        tail = null;
-      }
+      const from = reads.next(chunk);
+      if (from === null) return;
+      const buf = from.buf;
+      let off = from.off;
       const len = buf.length;
       const sp = [0, 0, 0, 0, 0, 0];
       while (off < len) {
         const nl = buf.indexOf(10, off);
         if (nl < 0) {
           if (len - off > 4096) { finish('control line over 4 KB'); return; }
-          tail = buf.subarray(off);
+          reads.tail = buf.subarray(off);
           break;
         }
         const eol = nl - 1; // the \r
@@ -218,7 +209,7 @@ export function readStreamPush(port, { stream = 'bench', ack = 'none', maxAckPen
           const start = nl + 1;
           const end = start + total + 2;
           if (sid === 49 && sp[2] - sp[1] === 2) { // sid 1: a delivery
-            if (hmsg && len < start + hdr) { tail = buf.subarray(off); break; } // headers are small: want all of them
+            if (hmsg && len < start + hdr) { reads.tail = buf.subarray(off); break; } // headers are small: want all of them
             if (hmsg && buf[start + 8] === 32) { // "NATS/1.0 100 Idle Heartbeat" / "... FlowControl Request"
               statusMsgs++;
               if (hasReply) { acks.push([buf, sp[2] + 1, sp[3]]); fcReplies++; } // answer a flow control request
@@ -229,11 +220,11 @@ export function readStreamPush(port, { stream = 'bench', ack = 'none', maxAckPen
               if (ack === 'explicit' && hasReply) acks.push([buf, sp[2] + 1, sp[3]]);
             }
             if (end <= len) off = end;
-            else { skip = end - len; off = len; }
+            else { reads.skip = end - len; off = len; }
             continue;
           }
           // sid 2: the API reply, read whole
-          if (end > len) { tail = buf.subarray(off); break; }
+          if (end > len) { reads.tail = buf.subarray(off); break; }
           let reply;
           try {
             reply = JSON.parse(buf.toString('utf8', start, start + total));

@@ -1,4 +1,5 @@
 import type { Rng } from './harness.ts'
+import { varint } from '../support/raw.ts'
 
 /**
  * A small MQTT encoder and a generator of packets of every type for MQTT 3.1 (protocol level 3),
@@ -12,17 +13,8 @@ export type Version = 3 | 4 | 5
 
 // ---- primitives -------------------------------------------------------------------------------
 
-/** A Variable Byte Integer, any size: more than four bytes (n >= 2^28) is malformed on purpose. */
-export function varint(n: number): Buffer {
-  const out: number[] = []
-  do {
-    let b = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) b |= 0x80
-    out.push(b)
-  } while (n > 0)
-  return Buffer.from(out)
-}
+// varint (test/support/raw.ts) writes any size: more than four bytes (n >= 2^28) is malformed on purpose
+export { varint }
 
 export function u16(n: number): Buffer {
   return Buffer.from([(n >> 8) & 0xff, n & 0xff])

@@ -1,9 +1,8 @@
 import mqttPacket from 'mqtt-packet'
 import { afterEach, describe, expect, it } from 'vitest'
-import { alive, Budget, checkHealth, deriveSeed, fuzzSeed, fuzzTimeout, measureStart, Rng, Recorder, startTarget, stopTargets } from './harness.ts'
+import { Budget, checkHealth, fuzzSeed, fuzzTimeout, measureStart, Recorder, Rng, startTarget, stopTargets } from './harness.ts'
 import { everyKind, type Version } from './mqtt-corpus.ts'
-import { mqttBurst } from './mutate.ts'
-import { CLOSE_WAIT_MS, sendBurst } from './send.ts'
+import { CLOSE_WAIT_MS, runMqttBursts, sendBurst } from './send.ts'
 
 /**
  * Issue #8: the MQTT listener under hostile input. Thousands of connections, 32 at a time, each
@@ -41,20 +40,7 @@ describe('MQTT listener under hostile input (issue #8)', () => {
     const start = await measureStart(srv)
     rec.watch(srv)
     const budget = new Budget(DEFAULT_INPUTS)
-    let next = 0
-    let stuck = 0
-    await Promise.all(Array.from({ length: PARALLEL }, async () => {
-      while (!budget.done() && alive(srv)) {
-        const i = next++
-        const rng = new Rng(deriveSeed(seed, i))
-        const burst = mqttBurst(rng, 24)
-        budget.inputs += burst.inputs.length
-        const entry = rec.start(i, burst.label, burst.inputs)
-        entry.note = await sendBurst(srv.mqttPort, rng, burst)
-        if (entry.note.startsWith('STUCK')) stuck++
-        entry.done = true
-      }
-    }))
+    const { connections: next, stuck } = await runMqttBursts(srv, seed, budget, rec, PARALLEL, '', (rng, burst) => sendBurst(srv.mqttPort, rng, burst))
     console.log(`fuzz mqtt: seed ${seed}, ${budget.inputs} inputs on ${next} connections in ${budget.seconds.toFixed(1)} s; ${stuck} stuck`)
     const problems = await checkHealth(srv, start, 'mqtt')
     if (stuck > 0) problems.push(`${stuck} connections were still open ${CLOSE_WAIT_MS} ms after the client's FIN (marked STUCK)`)

@@ -1,7 +1,8 @@
 import net from 'node:net'
 import { sleep } from '../support/mqtt.ts'
-import type { Rng } from './harness.ts'
-import { writesOf, type Burst } from './mutate.ts'
+import type { StartedEdgebus } from '../support/edgebus.ts'
+import { alive, deriveSeed, Rng, type Budget, type Recorder } from './harness.ts'
+import { mqttBurst, writesOf, type Burst } from './mutate.ts'
 
 /** A connection that is not closed this long after our FIN is counted as stuck (the server stopped reading). */
 export const CLOSE_WAIT_MS = 3000
@@ -39,4 +40,29 @@ export function sendBurst(port: number, rng: Rng, burst: Burst): Promise<string>
       }, CLOSE_WAIT_MS)
     })
   })
+}
+
+/**
+ * `parallel` workers send MQTT bursts (mutate.ts) through `send` until the budget is spent or the
+ * server is gone; every burst is recorded. Returns how many connections and how many were stuck.
+ */
+export async function runMqttBursts(
+  srv: StartedEdgebus, seed: number, budget: Budget, rec: Recorder, parallel: number, label: string,
+  send: (rng: Rng, burst: Burst) => Promise<string>,
+): Promise<{ connections: number; stuck: number }> {
+  let next = 0
+  let stuck = 0
+  await Promise.all(Array.from({ length: parallel }, async () => {
+    while (!budget.done() && alive(srv)) {
+      const i = next++
+      const rng = new Rng(deriveSeed(seed, i))
+      const burst = mqttBurst(rng, 24)
+      budget.inputs += burst.inputs.length
+      const entry = rec.start(i, `${label}${burst.label}`, burst.inputs)
+      entry.note = await send(rng, burst)
+      if (entry.note.startsWith('STUCK')) stuck++
+      entry.done = true
+    }
+  }))
+  return { connections: next, stuck }
 }

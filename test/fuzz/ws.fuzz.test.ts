@@ -4,8 +4,8 @@ import type { StartedEdgebus } from '../support/edgebus.ts'
 import { sleep } from '../support/mqtt.ts'
 import { alive, Budget, checkHealth, deriveSeed, fuzzSeed, fuzzTimeout, measureStart, Rng, Recorder, startTarget, stopTargets } from './harness.ts'
 import { jsonFrame, type WsFrame } from './json-corpus.ts'
-import { mqttBurst, writesOf, type Burst } from './mutate.ts'
-import { CLOSE_WAIT_MS } from './send.ts'
+import { writesOf, type Burst } from './mutate.ts'
+import { CLOSE_WAIT_MS, runMqttBursts } from './send.ts'
 
 /**
  * Issue #8: the WebSocket endpoints under hostile input. /ws (the JSON protocol): valid, mutated and
@@ -154,20 +154,7 @@ describe('WebSocket endpoints under hostile input (issue #8)', () => {
     const start = await measureStart(srv)
     rec.watch(srv)
     const budget = new Budget(MQTT_WS_INPUTS, 0.5)
-    let next = 0
-    let stuck = 0
-    await Promise.all(Array.from({ length: PARALLEL }, async () => {
-      while (!budget.done() && alive(srv)) {
-        const i = next++
-        const rng = new Rng(deriveSeed(seed, i))
-        const burst = mqttBurst(rng, 24)
-        budget.inputs += burst.inputs.length
-        const entry = rec.start(i, `ws ${burst.label}`, burst.inputs)
-        entry.note = await mqttWsSession(srv.wsUrl, rng, burst)
-        if (entry.note.startsWith('STUCK')) stuck++
-        entry.done = true
-      }
-    }))
+    const { connections: next, stuck } = await runMqttBursts(srv, seed, budget, rec, PARALLEL, 'ws ', (rng, burst) => mqttWsSession(srv.wsUrl, rng, burst))
     console.log(`fuzz ws-mqtt: seed ${seed}, ${budget.inputs} inputs on ${next} connections in ${budget.seconds.toFixed(1)} s; ${stuck} stuck`)
     const problems = await checkHealth(srv, start, 'ws-mqtt')
     if (stuck > 0) problems.push(`${stuck} WebSocket connections got no close frame ${CLOSE_WAIT_MS} ms after ours (marked STUCK)`)
