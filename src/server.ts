@@ -7,9 +7,8 @@ import { createLogger, type Logger } from './core/log.ts'
 import type { EdgebusConfig } from './config/schema.ts'
 import { HttpFront, sendJson } from './http/server.ts'
 import { MqttBroker } from './mqtt/broker.ts'
-import { createMqttTcpServer, createMqttTlsServer } from './mqtt/tcp.ts'
+import { createMqttTcpServer } from './mqtt/tcp.ts'
 import { Security } from './auth/security.ts'
-import { readTlsOptions } from './tls/tls-config.ts'
 import type { Server as HttpsServer } from 'node:https'
 import { FilePersistence } from './persistence/file-persistence.ts'
 import { MqttWebSocketEndpoint } from './ws/mqtt-ws.ts'
@@ -47,7 +46,9 @@ export interface StartOptions {
 export async function startServer(config: EdgebusConfig, opts: StartOptions = {}): Promise<EdgebusServer> {
   const log = opts.log ?? createLogger(config.log.level)
   const security = await Security.open(config.auth, log)
-  const tlsOptions = config.tls.cert !== '' ? readTlsOptions(config.tls) : null
+  // node:tls and node:https load only when TLS is configured (they cost ~1.5 MB of RSS)
+  const tlsConfig = config.tls.cert !== '' ? await import('./tls/tls-config.ts') : null
+  const tlsOptions = tlsConfig !== null ? await tlsConfig.readTlsOptions(config.tls) : null
   // issue 5: retained messages and persistent sessions in <dataDir>/mqtt, unless persistence.enabled is false
   const persistence = config.persistence.enabled
     ? await FilePersistence.open(join(config.dataDir, 'mqtt'), { log, maxQueuedMessages: config.sessions.maxQueuedMessages, sessionExpiryMs: config.sessions.expiry })
@@ -73,7 +74,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   broker.security = security.open ? null : security
   const startedAt = Date.now()
 
-  const http = new HttpFront(log, config.tls.http ? tlsOptions : null)
+  const http = new HttpFront(log, config.tls.http && tlsOptions !== null ? { module: await import('node:https'), options: tlsOptions } : null)
   const httpAuth = new HttpAuth(broker.security)
   mountStreamsApi(http, streams, httpAuth)
   mountPublishApi(http, broker, httpAuth)
@@ -101,7 +102,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   })
 
   const tcp = config.mqtt.enabled ? createMqttTcpServer(broker) : null
-  const mqtts = tlsOptions !== null ? createMqttTlsServer(broker, tlsOptions) : null
+  const mqtts = tlsOptions !== null ? await (await import('./mqtt/tls-server.ts')).createMqttTlsServer(broker, tlsOptions) : null
   let mqttPort = 0
   let httpPort: number
   let tlsPort: number | null = null
@@ -131,9 +132,9 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     security,
     log,
     async reload() {
-      if (tlsOptions !== null) {
+      if (tlsConfig !== null) {
         try {
-          const fresh = readTlsOptions(config.tls)
+          const fresh = await tlsConfig.readTlsOptions(config.tls)
           mqtts?.setSecureContext(fresh)
           if (config.tls.http) (http.server as HttpsServer).setSecureContext(fresh)
           log.info({ cert: config.tls.cert }, 'TLS certificate reloaded')

@@ -1,5 +1,4 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { createServer as createHttpsServer } from 'node:https'
 import type { TlsOptions } from 'node:tls'
 import type { Duplex } from 'node:stream'
 import { EdgebusError, isEdgebusError, type ErrorCode } from '../core/errors.ts'
@@ -24,11 +23,11 @@ export class HttpFront {
   readonly #upgrades = new Map<string, UpgradeHandler>()
   readonly #log: Logger
 
-  /** With `tls`, the listener serves HTTPS (and WSS). */
-  constructor(log: Logger, tls: TlsOptions | null = null) {
+  /** With `https` (node:https, loaded only then) and its options, the listener serves HTTPS (and WSS). */
+  constructor(log: Logger, https: { module: typeof import('node:https'); options: TlsOptions } | null = null) {
     this.#log = log
     const handle = (req: IncomingMessage, res: ServerResponse): void => this.#handle(req, res)
-    this.server = tls === null ? createServer(handle) : createHttpsServer(tls, handle)
+    this.server = https === null ? createServer(handle) : https.module.createServer(https.options, handle)
     this.server.on('upgrade', (req, socket, head) => this.#upgrade(req, socket, head))
     this.server.on('clientError', (_err, socket) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n')

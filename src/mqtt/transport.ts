@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
-import { certificateUser } from '../tls/tls-config.ts'
+import { certificateUser } from '../tls/certificate-user.ts'
 
 /**
  * The byte pipe under one MQTT connection: a TCP socket or a WebSocket. The connection layer

@@ -52,7 +52,7 @@ import { SubjectTracker } from './subject-tracker.ts'
 export const FsyncPolicies = ['always', 'batch', 'none'] as const
 export type FsyncPolicy = (typeof FsyncPolicies)[number]
 
-/** The logging the journal needs (pino's Logger fits). */
+/** The logging the journal needs (src/core/log.ts' Logger fits). */
 export interface JournalLog {
   info(obj: object, msg: string): void
   warn(obj: object, msg: string): void

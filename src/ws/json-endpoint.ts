@@ -1,7 +1,8 @@
 import { isUtf8 } from 'node:buffer'
 import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { WebSocketServer, type WebSocket } from 'ws'
+import type { WebSocket } from 'ws'
+import { LazyWebSocketServer } from './lazy-wss.ts'
 import type { Logger } from '../core/log.ts'
 import type { MqttBroker } from '../mqtt/broker.ts'
 import type { Listener, RoutedPacket } from '../router/router.ts'
@@ -251,7 +252,7 @@ class JsonSession {
 
 /** The JSON-over-WebSocket endpoint on /ws (docs/ws-protocol.md). */
 export class JsonWebSocketEndpoint {
-  readonly #wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false })
+  readonly #wss = new LazyWebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false })
   readonly #broker: MqttBroker
   readonly #streams: StreamManager
   readonly #log: Logger
@@ -283,7 +284,6 @@ export class JsonWebSocketEndpoint {
   }
 
   close(): void {
-    for (const ws of this.#wss.clients) ws.terminate()
     this.#wss.close()
   }
 }

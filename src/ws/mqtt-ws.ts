@@ -1,10 +1,11 @@
 import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { WebSocketServer, type WebSocket } from 'ws'
+import type { WebSocket } from 'ws'
+import { LazyWebSocketServer } from './lazy-wss.ts'
 import type { MqttBroker } from '../mqtt/broker.ts'
 import { onSinkError, type Transport, type TransportSink } from '../mqtt/transport.ts'
 import type { TLSSocket } from 'node:tls'
-import { certificateUser } from '../tls/tls-config.ts'
+import { certificateUser } from '../tls/certificate-user.ts'
 
 /** Above this many bytes buffered in the WebSocket we stop writing and poll for the drain. */
 const WS_HIGH_WATER = 256 * 1024
@@ -77,12 +78,12 @@ class WsTransport implements Transport {
 
 /** Accepts WebSocket upgrades for MQTT (subprotocol 'mqtt'; 'mqttv3.1' for old clients). */
 export class MqttWebSocketEndpoint {
-  readonly #wss: WebSocketServer
+  readonly #wss: LazyWebSocketServer
   readonly #broker: MqttBroker
 
   constructor(broker: MqttBroker) {
     this.#broker = broker
-    this.#wss = new WebSocketServer({
+    this.#wss = new LazyWebSocketServer({
       noServer: true,
       maxPayload: broker.limits.maxPacketSize + 8,
       perMessageDeflate: false,
@@ -101,7 +102,6 @@ export class MqttWebSocketEndpoint {
   }
 
   close(): void {
-    for (const ws of this.#wss.clients) ws.terminate()
     this.#wss.close()
   }
 }
