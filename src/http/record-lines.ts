@@ -17,9 +17,9 @@ export class RecordLines {
   #len = 0
   readonly #sse: boolean
   #lastTime = -1
-  readonly #time = Buffer.alloc(24)
   #lastSubject = ''
-  #subject = Buffer.alloc(0)
+  #lastKind = -1
+  #mid = Buffer.alloc(0)
 
   constructor(sse: boolean, capacity = 256 * 1024) {
     this.#sse = sse
@@ -39,40 +39,29 @@ export class RecordLines {
   }
 
   add(seq: number, timestamp: number, subject: string, payload: Buffer, headers: RecordHeaders | null): void {
-    if (timestamp !== this.#lastTime) {
-      this.#lastTime = timestamp
-      this.#time.write(new Date(timestamp).toISOString(), 0, 'latin1')
-    }
-    if (subject !== this.#lastSubject) {
-      this.#lastSubject = subject
-      this.#subject = Buffer.from(JSON.stringify(subject))
-    }
     const plain = isPlainText(payload)
     const utf8 = !plain && isUtf8(payload)
+    const kind = plain ? 0 : utf8 ? 1 : 2
+    if (timestamp !== this.#lastTime || subject !== this.#lastSubject || kind !== this.#lastKind) this.#middle(timestamp, subject, kind)
     const text = utf8 ? JSON.stringify(payload.toString('utf8')) : null
     const extra = headers === null ? '' : headerJson(headers)
-    // an upper bound of the line: fixed parts, seq digits, escaped or encoded payload, headers
+    // an upper bound of the line: SSE id and seq digits (2 x 16) with the fixed bytes around them, the middle, payload, headers
     const payloadBytes = plain ? payload.length : utf8 ? Buffer.byteLength(text as string) : Math.ceil(payload.length / 3) * 4
-    const need = 128 + this.#subject.length + payloadBytes + (extra === '' ? 0 : Buffer.byteLength(extra))
+    const need = 96 + this.#mid.length + payloadBytes + (extra === '' ? 0 : Buffer.byteLength(extra))
     this.#reserve(need)
     const b = this.#buf
     let o = this.#len
     if (this.#sse) { o = ascii(b, o, 'id: '); o = digits(b, o, seq); o = ascii(b, o, '\ndata: ') }
     o = ascii(b, o, '{"seq":')
     o = digits(b, o, seq)
-    o = ascii(b, o, ',"time":"')
-    o = copy(this.#time, b, o)
-    o = ascii(b, o, '","subject":')
-    o = copy(this.#subject, b, o)
+    // `,"time":"…","subject":…,"payload…":` in one piece: it changes only with the millisecond or the subject
+    o = copy(this.#mid, b, o)
     if (plain) {
-      o = ascii(b, o, ',"payload":"')
       o = copy(payload, b, o)
       b[o++] = 0x22
     } else if (utf8) {
-      o = ascii(b, o, ',"payload":')
       o += b.write(text as string, o, 'utf8')
     } else {
-      o = ascii(b, o, ',"payload_base64":"')
       o = base64(payload, b, o)
       b[o++] = 0x22
     }
@@ -81,6 +70,15 @@ export class RecordLines {
     b[o++] = 0x0a
     if (this.#sse) b[o++] = 0x0a
     this.#len = o
+  }
+
+  /** The part of a line between the sequence and the payload, for this time, subject and payload kind. */
+  #middle(timestamp: number, subject: string, kind: number): void {
+    this.#lastTime = timestamp
+    this.#lastSubject = subject
+    this.#lastKind = kind
+    const key = kind === 2 ? ',"payload_base64":"' : kind === 1 ? ',"payload":' : ',"payload":"'
+    this.#mid = Buffer.from(`,"time":"${new Date(timestamp).toISOString()}","subject":${JSON.stringify(subject)}${key}`)
   }
 
   #reserve(n: number): void {
