@@ -4,6 +4,8 @@ import { RateLimitedLog } from '../core/rate-limited-log.ts'
 import { OPEN_AUTH, type AuthConfig } from './acl-config.ts'
 import { AccessControl, ALLOW_ALL, type ClientAccess } from './acl.ts'
 import { Authenticator, type Credentials, type Identity } from './authenticator.ts'
+import { firstUnreadable } from './stream-access.ts'
+import type { StreamManager } from '../stream/stream-manager.ts'
 
 /** Who a client is and what it may do, as every protocol layer needs it. */
 export interface Principal {
@@ -61,6 +63,17 @@ export class Security {
       this.#warn.warn(code, { code, where, clientId: c.clientId }, `authentication failed: ${(err as Error).message}`)
       throw err
     }
+  }
+
+  /**
+   * Reading a stream (a replay, a consumer) covers every subject it can deliver: allowed when the
+   * client may subscribe to all of it. The EACL_DENIED error (counted, logged) or null; an unknown
+   * stream or consumer throws its own error.
+   */
+  streamDenial(p: Principal, streams: StreamManager, stream: string, what: { consumer: string } | { filter: string | null }, where: string): EdgebusError | null {
+    if (p.access === ALLOW_ALL) return null
+    const denied = firstUnreadable(p.access, streams, stream, what)
+    return denied === null ? null : this.denied(p, 'sub', denied, where)
   }
 
   /** Counts and logs (rate-limited) a denial; returns the EACL_DENIED error to answer with. */

@@ -14,8 +14,8 @@ export function streamReadFilters(streams: StreamManager, stream: string, what: 
   return filters.length === 0 || filters.includes('#') ? [...subjects] : filters
 }
 
-/** The first of `filters` the client may not subscribe to, or null when it may read them all. */
-export function firstUnreadable(access: ClientAccess, filters: readonly string[]): string | null {
-  for (const f of filters) if (!access.canSubscribe(f)) return f
+/** The first filter of what `what` reads that the client may not subscribe to, or null when it may read it all. */
+export function firstUnreadable(access: ClientAccess, streams: StreamManager, stream: string, what: { consumer: string } | { filter: string | null }): string | null {
+  for (const f of streamReadFilters(streams, stream, what)) if (!access.canSubscribe(f)) return f
   return null
 }

@@ -151,39 +151,19 @@ function checkCombinations(c: EdgebusConfig): void {
   if (c.tls.requireClientCert && c.tls.ca === '') need('tls.ca', 'with tls.requireClientCert: the PEM file of the CA that signs client certificates')
 }
 
+/** The values as the nested config object: `limits.maxPacketSize` becomes limits → maxPacketSize. */
 function toConfig(v: Record<ConfigKey, ConfigValue>): Omit<EdgebusConfig, 'streams' | 'auth'> {
-  return {
-    host: v.host as string,
-    mqtt: { port: v['mqtt.port'] as number, enabled: v['mqtt.enabled'] as boolean },
-    http: { port: v['http.port'] as number },
-    tls: {
-      cert: v['tls.cert'] as string,
-      key: v['tls.key'] as string,
-      ca: v['tls.ca'] as string,
-      requireClientCert: v['tls.requireClientCert'] as boolean,
-      mqttPort: v['tls.mqttPort'] as number,
-      http: v['tls.http'] as boolean,
-    },
-    sys: { interval: v['sys.interval'] as number },
-    log: { level: v['log.level'] as EdgebusConfig['log']['level'] },
-    dataDir: v.dataDir as string,
-    limits: {
-      maxPacketSize: v['limits.maxPacketSize'] as number,
-      maxQueuedBytes: v['limits.maxQueuedBytes'] as number,
-      maxQueuedBytesHard: v['limits.maxQueuedBytesHard'] as number,
-      receiveMaximum: v['limits.receiveMaximum'] as number,
-      drainTimeout: v['limits.drainTimeout'] as number,
-      maxConnections: v['limits.maxConnections'] as number,
-      maxConnectionsPerAddress: v['limits.maxConnectionsPerAddress'] as number,
-      connectRate: v['limits.connectRate'] as number,
-      maxTopicLength: v['limits.maxTopicLength'] as number,
-      maxTopicLevels: v['limits.maxTopicLevels'] as number,
-      maxSubscriptions: v['limits.maxSubscriptions'] as number,
-      publishRate: v['limits.publishRate'] as number,
-    },
-    persistence: { enabled: v['persistence.enabled'] as boolean },
-    sessions: { maxQueuedMessages: v['sessions.maxQueuedMessages'] as number, expiry: v['sessions.expiry'] as number },
-  }
+  const out: Record<string, unknown> = {}
+  for (const key of Object.keys(v) as ConfigKey[]) setPath(out, key, v[key])
+  return out as unknown as Omit<EdgebusConfig, 'streams' | 'auth'>
+}
+
+/** Sets `a.b.c` in a nested object, making the levels on the way. */
+function setPath(out: Record<string, unknown>, key: string, value: unknown): void {
+  const path = key.split('.')
+  let node = out
+  for (const part of path.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>
+  node[path[path.length - 1] as string] = value
 }
 
 /** The merged configuration as a config file would say it, for --print-config. */
@@ -192,10 +172,7 @@ export function printableConfig(config: EdgebusConfig): Record<string, unknown> 
   for (const key of Object.keys(ConfigFields) as ConfigKey[]) {
     let value: unknown = config
     for (const part of key.split('.')) value = (value as Record<string, unknown>)[part]
-    const path = key.split('.')
-    let node = out
-    for (const part of path.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>
-    node[path[path.length - 1] as string] = formatField(key, value as ConfigValue)
+    setPath(out, key, formatField(key, value as ConfigValue))
   }
   out.streams = config.streams.map(describeStreamDefinition)
   if (config.auth !== OPEN_AUTH) {

@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { OPEN_PRINCIPAL, type Principal, type Security } from '../auth/security.ts'
-import { firstUnreadable, streamReadFilters } from '../auth/stream-access.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
 
 /** How long a verified Basic user name and password are remembered (scrypt costs ~80 ms per check). */
@@ -50,9 +49,8 @@ export class HttpAuth {
 
   /** Throws EACL_DENIED unless the request may read the stream (a replay filter, or a consumer). */
   mayReadStream(p: Principal, streams: StreamManager, stream: string, what: { consumer: string } | { filter: string | null }): void {
-    if (this.#security === null) return
-    const denied = firstUnreadable(p.access, streamReadFilters(streams, stream, what))
-    if (denied !== null) throw this.#security.denied(p, 'sub', denied, 'http')
+    const denied = this.#security?.streamDenial(p, streams, stream, what, 'http') ?? null
+    if (denied !== null) throw denied
   }
 
   /**

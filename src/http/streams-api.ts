@@ -84,10 +84,7 @@ async function consumersApi(req: IncomingMessage, res: ServerResponse, url: URL,
     const q = url.searchParams
     const batch = Math.min(10_000, Math.max(1, Number(q.get('batch') ?? 1) || 1))
     const wait = Math.min(60_000, Math.max(0, Number(q.get('wait') ?? 0) || 0))
-    const all = await consumers.next(name, batch, wait, q.get('client') ?? 'http')
-    // a subject a rule carves out for this user: left for others, as if not acked in time
-    const { consumer } = consumers.get(name)
-    const got = access === ALLOW_ALL ? all : all.filter((d) => access.canReceive(d.subject) || (consumer.nak(d.seq, consumer.definition.ackWait), false))
+    const got = await consumers.next(name, batch, wait, q.get('client') ?? 'http', access === ALLOW_ALL ? null : (s) => access.canReceive(s))
     res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' })
     res.end(got.map((d) => JSON.stringify({
       seq: d.seq, time: new Date(d.timestamp).toISOString(), subject: d.subject,

@@ -41,7 +41,7 @@ export interface MqttLimits extends ConnectionLimits {
   /** Per-client queued bytes over which the client is disconnected. */
   maxQueuedBytesHard: number
   /** How long aedes waits for a frozen client to drain before disconnecting it. */
-  drainTimeoutMs: number
+  drainTimeout: number
   /** QoS 1/2 PUBLISHes a client may have unacknowledged towards us (MQTT 5 Receive Maximum). */
   receiveMaximum: number
   /** Longest topic or filter in bytes, most levels in one. */
@@ -155,7 +155,7 @@ export class MqttBroker {
     let self: MqttBroker | null = null
     const aedes = await Aedes.createBroker({
       mq: router as never,
-      drainTimeout: limits.drainTimeoutMs,
+      drainTimeout: limits.drainTimeout,
       maximumPacketSize: limits.maxPacketSize,
       receiveMaximum: limits.receiveMaximum,
       // inbound topic aliases: aliased PUBLISHes take aedes' path, which resolves them

@@ -109,6 +109,16 @@ export function findProperty(buf: Buffer, start: number, end: number, id: number
   return findPropertyOffset(buf, start, end, id) !== -1
 }
 
+export type PropertyKind = 'byte' | 'u16' | 'u32' | 'varint' | 'string' | 'binary' | 'pair'
+
+/** The value kind of every MQTT 5 property, by id (§2.2.2.2). */
+export const PropertyKinds: Readonly<Record<number, PropertyKind>> = {
+  0x01: 'byte', 0x02: 'u32', 0x03: 'string', 0x08: 'string', 0x09: 'binary', 0x0b: 'varint', 0x11: 'u32',
+  0x12: 'string', 0x13: 'u16', 0x15: 'string', 0x16: 'binary', 0x17: 'byte', 0x18: 'u32', 0x19: 'byte',
+  0x1a: 'string', 0x1c: 'string', 0x1f: 'string', 0x21: 'u16', 0x22: 'u16', 0x23: 'u16', 0x24: 'byte',
+  0x25: 'byte', 0x26: 'pair', 0x27: 'u32', 0x28: 'byte', 0x29: 'byte', 0x2a: 'byte',
+}
+
 /** The offset of a property in an MQTT 5 property block (walking property by property), or -1. */
 export function findPropertyOffset(buf: Buffer, start: number, end: number, id: number): number {
   const vi = new VarintResult()
@@ -118,26 +128,20 @@ export function findPropertyOffset(buf: Buffer, start: number, end: number, id: 
     const at = o
     const pid = buf[o++] as number
     if (pid === id) return at
-    switch (pid) {
-      case 0x01: case 0x17: case 0x19: case 0x24: case 0x25: case 0x28: case 0x29: case 0x2a:
-        o += 1; break // byte
-      case 0x13: case 0x21: case 0x22: case 0x23:
-        o += 2; break // two-byte integer
-      case 0x02: case 0x11: case 0x18: case 0x27:
-        o += 4; break // four-byte integer
-      case 0x0b:
+    switch (PropertyKinds[pid]) {
+      case 'byte': o += 1; break
+      case 'u16': o += 2; break
+      case 'u32': o += 4; break
+      case 'varint':
         readVarint(buf, o, end, vi)
         if (vi.length <= 0) return -1
         o += vi.length
         break
-      case 0x03: case 0x08: case 0x09: case 0x12: case 0x15: case 0x16: case 0x1a: case 0x1c: case 0x1f:
-        if (o + 2 > end) return -1
-        o += 2 + buf.readUInt16BE(o); break // string or binary data
-      case 0x26:
-        if (o + 2 > end) return -1
-        o += 2 + buf.readUInt16BE(o) // user property: two strings
-        if (o + 2 > end) return -1
-        o += 2 + buf.readUInt16BE(o)
+      case 'string': case 'binary': case 'pair':
+        for (let k = PropertyKinds[pid] === 'pair' ? 2 : 1; k > 0; k--) { // a user property is two strings
+          if (o + 2 > end) return -1
+          o += 2 + buf.readUInt16BE(o)
+        }
         break
       default:
         return -1 // unknown property: let aedes judge the packet

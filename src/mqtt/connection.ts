@@ -8,7 +8,6 @@ import { PacketAssembler } from './packet-assembler.ts'
 import { checkConnect, checkPacketProperties, qos0WithoutProperties, type PacketProblem } from './packet-check.ts'
 import { TokenBucket } from '../limits/token-bucket.ts'
 import { ALLOW_ALL } from '../auth/acl.ts'
-import { streamReadFilters } from '../auth/stream-access.ts'
 import { OPEN_PRINCIPAL, type Principal } from '../auth/security.ts'
 import { parseSharedFilter, SHARE_PREFIX } from './shared-subscriptions.ts'
 import { ConnectionStreams, parseStreamFilter, type StreamFilter, type StreamSubscriber } from './stream-subscriptions.ts'
@@ -213,7 +212,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       if (vi.length === 0) break
       if (vi.length < 0) {
         // [MQTT-1.5.5-1] a Remaining Length of more than four bytes is malformed
-        this.#protocolError('malformed Remaining Length')
+        this.#badPacket({ code: 0x81, why: 'malformed Remaining Length' })
         return
       }
       const headerLen = 1 + vi.length
@@ -589,45 +588,37 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
 
   /** A fast-path QoS 0 frame: dropped (and counted) when the client is over its soft bound. */
   #enqueueQos0(frame: Buffer): void {
-    if (this.#maxOutgoingPacket !== 0 && frame.length > this.#maxOutgoingPacket) {
-      // [MQTT-3.1.2-25] never send a packet over the client's Maximum Packet Size: discard it
-      this.droppedQos0++
-      this.#broker.stats.dropped++
-      return
-    }
-    if (this.queuedBytes >= this.#broker.limits.maxQueuedBytes) {
-      this.droppedQos0++
-      this.#broker.stats.dropped++
-      return
-    }
-    this.messagesOut++
-    this.#broker.stats.messagesOut++
-    this.#enqueue(frame)
+    if (this.#admitQos0(frame.length)) this.#enqueue(frame)
   }
 
   /** #enqueueQos0 for `buf[start, end)`: extends the pending range when it continues it. */
   #enqueueQos0Range(buf: Buffer, start: number, end: number): void {
-    const n = end - start
-    if ((this.#maxOutgoingPacket !== 0 && n > this.#maxOutgoingPacket) || this.queuedBytes >= this.#broker.limits.maxQueuedBytes) {
-      this.droppedQos0++
-      this.#broker.stats.dropped++
-      return
-    }
-    this.messagesOut++
-    this.#broker.stats.messagesOut++
-    this.#outBytes += n
+    if (!this.#admitQos0(end - start)) return
+    this.#outBytes += end - start
     if (this.#rangeSrc === buf && this.#rangeEnd === start) {
       this.#rangeEnd = end
       return // already marked for flushing
     }
-    if (this.#rangeSrc !== null) this.#out.push(this.#rangeSrc.subarray(this.#rangeStart, this.#rangeEnd))
+    if (this.#rangeSrc !== null) this.#endRange()
     this.#rangeSrc = buf
     this.#rangeStart = start
     this.#rangeEnd = end
-    if (!this.#marked && !this.#waitingDrain) {
-      this.#marked = true
-      this.#broker.flusher.mark(this)
+    this.#markDirty()
+  }
+
+  /**
+   * Whether a QoS 0 frame of `size` bytes goes out, counted either way: not over the client's
+   * Maximum Packet Size [MQTT-3.1.2-25] nor while it is over its soft queue bound (slow consumer).
+   */
+  #admitQos0(size: number): boolean {
+    if ((this.#maxOutgoingPacket !== 0 && size > this.#maxOutgoingPacket) || this.queuedBytes >= this.#broker.limits.maxQueuedBytes) {
+      this.droppedQos0++
+      this.#broker.stats.dropped++
+      return false
     }
+    this.messagesOut++
+    this.#broker.stats.messagesOut++
+    return true
   }
 
   checkBacklog(linkBytes: number): void {
@@ -761,14 +752,13 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
    * delivery is checked again (canReceive) for rules that carve out parts.
    */
   #mayReadStream(parsed: StreamFilter, streams: StreamManager | null): boolean {
-    if (this.principal.access === ALLOW_ALL || streams === null) return true
-    let filters: string[]
+    const security = this.#broker.security
+    if (security === null || streams === null) return true
     try {
-      filters = streamReadFilters(streams, parsed.stream, parsed.kind === 'replay' ? { filter: parsed.filter } : { consumer: parsed.consumer })
+      return security.streamDenial(this.principal, streams, parsed.stream, parsed.kind === 'replay' ? { filter: parsed.filter } : { consumer: parsed.consumer }, 'mqtt') === null
     } catch {
       return true // unknown stream or consumer: the subscription is refused for that reason
     }
-    return filters.every((f) => this.#mayRead(f))
   }
 
   /** Whether this client may receive a message on `topic` (stream deliveries). */
@@ -1001,6 +991,10 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     if (this.#rangeSrc !== null) this.#endRange() // keep the order
     this.#out.push(frame)
     this.#outBytes += frame.length
+    this.#markDirty()
+  }
+
+  #markDirty(): void {
     if (!this.#marked && !this.#waitingDrain) {
       this.#marked = true
       this.#broker.flusher.mark(this)
@@ -1091,11 +1085,6 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     }
     if (connectLevel !== 0) this.#state = State.CLOSED // MQTT 3.1.1: close without CONNACK
     this.#disconnectWith(problem.code, problem.why)
-  }
-
-  #protocolError(why: string): void {
-    this.#broker.log.warn({ conn: this.id, client: this.client?.id, remote: this.transport.remoteAddress, code: 'EPACKET_MALFORMED' }, `closing connection: ${why}`)
-    this.#disconnectWith(0x81, why)
   }
 
   #packetTooLarge(size: number): void {

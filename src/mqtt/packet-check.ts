@@ -1,5 +1,5 @@
 import { isUtf8 } from 'node:buffer'
-import { PacketType, readVarint, VarintResult } from './codec.ts'
+import { PacketType, PropertyKinds, readVarint, VarintResult } from './codec.ts'
 
 /**
  * Checks of what a client sends that aedes 2.0 beta (mqtt-packet) lets through, made before a
@@ -23,30 +23,28 @@ const P = (...types: number[]): number => types.reduce((m, t) => m | (1 << t), 0
 const { CONNECT, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT, AUTH } = PacketType
 const MSG = P(PUBLISH) | WILL
 
-type Kind = 'byte' | 'u16' | 'u32' | 'varint' | 'string' | 'binary' | 'pair'
-
-/** MQTT 5 §2.2.2.2, the properties a client may send, by id: value kind and where. */
-const PROPERTIES: Record<number, { kind: Kind; where: number; name: string }> = {
-  0x01: { kind: 'byte', where: MSG, name: 'Payload Format Indicator' },
-  0x02: { kind: 'u32', where: MSG, name: 'Message Expiry Interval' },
-  0x03: { kind: 'string', where: MSG, name: 'Content Type' },
-  0x08: { kind: 'string', where: MSG, name: 'Response Topic' },
-  0x09: { kind: 'binary', where: MSG, name: 'Correlation Data' },
+/** MQTT 5 §2.2.2.2, the properties a client may send, by id: where (their kinds: codec.ts). */
+const PROPERTIES: Record<number, { where: number; name: string }> = {
+  0x01: { where: MSG, name: 'Payload Format Indicator' },
+  0x02: { where: MSG, name: 'Message Expiry Interval' },
+  0x03: { where: MSG, name: 'Content Type' },
+  0x08: { where: MSG, name: 'Response Topic' },
+  0x09: { where: MSG, name: 'Correlation Data' },
   // [MQTT-3.3.4-6] never in a PUBLISH from a client
-  0x0b: { kind: 'varint', where: P(SUBSCRIBE), name: 'Subscription Identifier' },
-  0x11: { kind: 'u32', where: P(CONNECT, DISCONNECT), name: 'Session Expiry Interval' },
-  0x15: { kind: 'string', where: P(CONNECT, AUTH), name: 'Authentication Method' },
-  0x16: { kind: 'binary', where: P(CONNECT, AUTH), name: 'Authentication Data' },
-  0x17: { kind: 'byte', where: P(CONNECT), name: 'Request Problem Information' },
-  0x18: { kind: 'u32', where: WILL, name: 'Will Delay Interval' },
-  0x19: { kind: 'byte', where: P(CONNECT), name: 'Request Response Information' },
-  0x1c: { kind: 'string', where: P(DISCONNECT), name: 'Server Reference' },
-  0x1f: { kind: 'string', where: P(PUBACK, PUBREC, PUBREL, PUBCOMP, DISCONNECT, AUTH), name: 'Reason String' },
-  0x21: { kind: 'u16', where: P(CONNECT), name: 'Receive Maximum' },
-  0x22: { kind: 'u16', where: P(CONNECT), name: 'Topic Alias Maximum' },
-  0x23: { kind: 'u16', where: P(PUBLISH), name: 'Topic Alias' },
-  0x26: { kind: 'pair', where: P(CONNECT, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT, AUTH) | WILL, name: 'User Property' },
-  0x27: { kind: 'u32', where: P(CONNECT), name: 'Maximum Packet Size' },
+  0x0b: { where: P(SUBSCRIBE), name: 'Subscription Identifier' },
+  0x11: { where: P(CONNECT, DISCONNECT), name: 'Session Expiry Interval' },
+  0x15: { where: P(CONNECT, AUTH), name: 'Authentication Method' },
+  0x16: { where: P(CONNECT, AUTH), name: 'Authentication Data' },
+  0x17: { where: P(CONNECT), name: 'Request Problem Information' },
+  0x18: { where: WILL, name: 'Will Delay Interval' },
+  0x19: { where: P(CONNECT), name: 'Request Response Information' },
+  0x1c: { where: P(DISCONNECT), name: 'Server Reference' },
+  0x1f: { where: P(PUBACK, PUBREC, PUBREL, PUBCOMP, DISCONNECT, AUTH), name: 'Reason String' },
+  0x21: { where: P(CONNECT), name: 'Receive Maximum' },
+  0x22: { where: P(CONNECT), name: 'Topic Alias Maximum' },
+  0x23: { where: P(PUBLISH), name: 'Topic Alias' },
+  0x26: { where: P(CONNECT, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT, AUTH) | WILL, name: 'User Property' },
+  0x27: { where: P(CONNECT), name: 'Maximum Packet Size' },
 }
 
 /** Values that must not be 0, and bytes that must be 0 or 1 (a Protocol Error otherwise). */
@@ -71,7 +69,8 @@ export function checkProperties(buf: Buffer, start: number, end: number, where: 
     if (id !== 0x26 && (seen & bit) !== 0n) return { code: 0x82, why: `${p.name} appears twice` }
     seen |= bit
     let value = -1
-    switch (p.kind) {
+    const kind = PropertyKinds[id]
+    switch (kind) {
       case 'byte':
         if (o + 1 > end) return short(p.name)
         value = buf[o] as number
@@ -94,11 +93,11 @@ export function checkProperties(buf: Buffer, start: number, end: number, where: 
         o += vi.length
         break
       case 'string': case 'binary': case 'pair': {
-        for (let k = 0; k < (p.kind === 'pair' ? 2 : 1); k++) {
+        for (let k = 0; k < (kind === 'pair' ? 2 : 1); k++) {
           if (o + 2 > end) return short(p.name)
           const n = buf.readUInt16BE(o)
           if (o + 2 + n > end) return short(p.name)
-          if (p.kind !== 'binary' && !isUtf8(buf.subarray(o + 2, o + 2 + n))) return { code: 0x81, why: `${p.name} is not UTF-8` }
+          if (kind !== 'binary' && !isUtf8(buf.subarray(o + 2, o + 2 + n))) return { code: 0x81, why: `${p.name} is not UTF-8` }
           o += 2 + n
         }
         break

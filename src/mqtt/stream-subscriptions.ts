@@ -409,7 +409,7 @@ export function streamControlListener(streams: StreamManager, log: Logger): { fi
     else if (verb === '$wip') done = consumer.inProgress(seq)
     else if (verb === '$nak') {
       const text = packet.payload.toString('utf8').trim()
-      const delay = text === '' ? 0 : parseDuration(/^\d+$/.test(text) ? `${text}ms` : text)
+      const delay = text === '' ? 0 : parseDuration(text) // a bare number is milliseconds
       done = consumer.nak(seq, delay ?? 0)
     } else return
     if (!done) log.debug({ topic: packet.topic }, 'stream control message for a message not pending')

@@ -111,8 +111,23 @@ export class StreamConsumers {
     this.#log.info({ stream: this.#stream.name, consumer: name }, 'consumer deleted')
   }
 
-  /** Up to `batch` messages for `client`; waits up to `waitMs` for the first when none is ready. */
-  async next(name: string, batch: number, waitMs: number, client: string) {
+  /**
+   * Up to `batch` messages for `client`; waits up to `waitMs` for the first when none is ready.
+   * A message whose subject `mayRead` refuses (an ACL carving it out for this client) is left for
+   * others, as if it had not been acked in time.
+   */
+  async next(name: string, batch: number, waitMs: number, client: string, mayRead: ((subject: string) => boolean) | null = null) {
+    const got = await this.#next(name, batch, waitMs, client)
+    if (mayRead === null) return got
+    const { consumer } = this.get(name)
+    return got.filter((d) => {
+      if (mayRead(d.subject)) return true
+      consumer.nak(d.seq, consumer.definition.ackWait)
+      return false
+    })
+  }
+
+  async #next(name: string, batch: number, waitMs: number, client: string) {
     const o = this.get(name)
     let got = o.consumer.next(batch, client)
     const deadline = Date.now() + waitMs

@@ -13,7 +13,6 @@ import { VERSION } from '../version.ts'
 import { EdgebusError } from '../core/errors.ts'
 import { ALLOW_ALL, type ClientAccess } from '../auth/acl.ts'
 import { OPEN_PRINCIPAL, type Principal, type Security } from '../auth/security.ts'
-import { firstUnreadable, streamReadFilters } from '../auth/stream-access.ts'
 import { errorFrame, MAX_FRAME_BYTES, parseClientFrame, type ClientRequest } from './json-protocol.ts'
 
 /** Over this many bytes waiting in a browser's socket, its messages are dropped (and counted). */
@@ -101,10 +100,7 @@ class JsonSession {
           this.#send({ op: 'error', id: req.id, code: 'EWS_LIMIT', message: `at most ${MAX_SUBSCRIPTIONS} subscriptions per connection` })
           return
         }
-        if (security !== null) {
-          const denied = firstUnreadable(access, streamReadFilters(this.#streams, req.stream, { filter: req.filter }))
-          if (denied !== null) deny('sub', denied)
-        }
+        this.#mayRead(who, req.stream, { filter: req.filter })
         const sub = String(this.#nextSub++)
         const r: JsonReplay = { eph: null, closed: false, nats: req.nats, waiting: false, access }
         const def = { deliver: req.start, ack: 'none', ...(req.filter !== null ? { filter: [req.filter] } : {}) }
@@ -151,12 +147,8 @@ class JsonSession {
       }
       case 'next': {
         // a durable consumer's messages; several connections pulling from one share them
-        this.#mayReadConsumer(who, req.stream, req.consumer)
-        const consumers = this.#streams.consumers(req.stream)
-        const all = await consumers.next(req.consumer, req.batch, req.wait, this.#client)
-        const { consumer } = consumers.get(req.consumer)
-        // a subject a rule carves out for this user: left for others, as if not acked in time
-        const got = access === ALLOW_ALL ? all : all.filter((d) => access.canReceive(d.subject) || (consumer.nak(d.seq, consumer.definition.ackWait), false))
+        this.#mayRead(who, req.stream, { consumer: req.consumer })
+        const got = await this.#streams.consumers(req.stream).next(req.consumer, req.batch, req.wait, this.#client, access === ALLOW_ALL ? null : (s) => access.canReceive(s))
         this.#send({
           op: 'ok', id: req.id,
           messages: got.map((d) => ({
@@ -167,7 +159,7 @@ class JsonSession {
         return
       }
       case 'ack': {
-        this.#mayReadConsumer(who, req.stream, req.consumer)
+        this.#mayRead(who, req.stream, { consumer: req.consumer })
         const { consumer } = this.#streams.consumers(req.stream).get(req.consumer)
         this.#send({
           op: 'ok', id: req.id,
@@ -202,11 +194,10 @@ class JsonSession {
     this.#broker.stats.messagesOut++
   }
 
-  #mayReadConsumer(who: Principal, stream: string, consumer: string): void {
-    const security = this.#broker.security
-    if (security === null) return
-    const denied = firstUnreadable(who.access, streamReadFilters(this.#streams, stream, { consumer }))
-    if (denied !== null) throw security.denied(who, 'sub', denied, 'ws')
+  /** Throws EACL_DENIED unless `who` may read what a replay or a consumer of `stream` covers. */
+  #mayRead(who: Principal, stream: string, what: { consumer: string } | { filter: string | null }): void {
+    const denied = this.#broker.security?.streamDenial(who, this.#streams, stream, what, 'ws') ?? null
+    if (denied !== null) throw denied
   }
 
   /** Sends replayed messages while the socket takes them; resumes when it has drained. */
