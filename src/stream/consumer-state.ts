@@ -24,7 +24,8 @@ import { syncDirSync } from '../core/fsync.ts'
  * a fresh snapshot is written to `<name>.state.tmp` and synced (asynchronously), then, in one
  * synchronous step, the records written meanwhile are appended to it and it is renamed over the
  * log; the directory is synced after. A crash at any point leaves the old log or the new one,
- * each whole.
+ * each whole. A clean close over the threshold compacts too (synchronously), so the next open
+ * reads a snapshot, not a long log.
  *
  * Recovery. A torn tail is cut back to the last whole record. A damaged record with whole records
  * after it is skipped and reported (ECONSUMER_CORRUPT) and the state is rewritten at once. A file
@@ -484,13 +485,17 @@ export class ConsumerStateFile {
     this.#onWrite?.()
     this.#unsynced = true
     this.#scheduleSync()
-    if (this.#compaction === null && !this.#closing && this.#size > Math.max(this.#compactMin, this.#compactRatio * this.#snapshotBytes)) {
+    if (this.#compaction === null && !this.#closing && this.#overThreshold()) {
       this.#compaction = this.#compact().finally(() => {
         this.#compaction = null
         // a write that failed meanwhile is in neither the snapshot nor the tail: repair now
         if (this.#needsRewrite && !this.#closed) this.#failed()
       })
     }
+  }
+
+  #overThreshold(): boolean {
+    return this.#size > Math.max(this.#compactMin, this.#compactRatio * this.#snapshotBytes)
   }
 
   #scheduleSync(): void {
@@ -640,6 +645,14 @@ export class ConsumerStateFile {
     if (this.#retryTimer !== null) clearTimeout(this.#retryTimer)
     this.#retryTimer = null
     if (this.#needsRewrite) this.#repair()
+    else if (this.#overThreshold()) {
+      try {
+        this.rewriteSync()
+      } catch (err) {
+        // the log as it stands is whole and synced below: the next open reads it, only slower
+        this.#log?.warn({ code: 'ECONSUMER_IO', path: this.path, err: String(err) }, 'consumer state compaction at close failed')
+      }
+    }
     await this.#sync()
     if (this.#fd >= 0) {
       try {
