@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import fc from 'fast-check'
-import { afterAll, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it, vi } from 'vitest'
 import { topicMatchesFilter } from '../../src/subjects/topic.ts'
 import { FilePersistence, type FilePersistenceOptions } from '../../src/persistence/file-persistence.ts'
 import { RetainedIndex } from '../../src/persistence/retained.ts'
@@ -285,8 +285,7 @@ describe('session expiry', () => {
     await p.outgoingEnqueueCombi(await p.subscriptionsByTopic('a'), pub('a', 'x', 1, 1))
     broker.emit('clientDisconnect', { id: 'gone', clean: false, version: 4 })
     broker.clients.stays = {}
-    await new Promise((r) => setTimeout(r, 150))
-    expect(await p.subscriptionsByClient({ id: 'gone' })).toEqual([])
+    await vi.waitFor(async () => expect(await p.subscriptionsByClient({ id: 'gone' })).toEqual([]))
     expect(await list(p.outgoingStream({ id: 'gone' }))).toEqual([])
     expect(await p.subscriptionsByClient({ id: 'stays' })).toHaveLength(1)
     expect(p.stats.sessionsExpired).toBe(1)

@@ -201,9 +201,8 @@ describe('durable consumer state', () => {
     failSyncs = 1
     c.ack(3)
     await tick()
-    await new Promise((r) => setTimeout(r, 30))
+    await vi.waitFor(() => expect(log.lines.filter((l) => l.msg === 'consumer state rewritten after a failure').length).toBe(2))
     expect(log.lines.filter((l) => l.obj.code === 'ECONSUMER_IO').length).toBe(2)
-    expect(log.lines.filter((l) => l.msg === 'consumer state rewritten after a failure').length).toBe(2)
     await closeConsumer(c)
     const c2 = await consumerOn(j, { name: 'work' }, t)
     expect(c2.pendingEntries().map((e) => e.seq)).toEqual([4, 5, 6])

@@ -1,6 +1,6 @@
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { isEdgebusError } from '../../src/core/errors.ts'
 import { crc32c } from '../../src/stream/crc32c.ts'
 import { Journal, type JournalOptions } from '../../src/stream/journal.ts'
@@ -468,8 +468,8 @@ describe('Journal: removal', () => {
     expect(j.messages).toBe(60 - secondBase - 1)
     expect(j.read(secondBase + 1)).toBeNull()
     expect(seqs(j)[0]).toBe(secondBase + 2)
-    await new Promise((r) => setTimeout(r, 20)) // deletion is asynchronous
-    expect(segFiles(dir)).toEqual(files.slice(1)) // the second segment still holds live records
+    // deletion is asynchronous; the second segment still holds live records
+    await vi.waitFor(() => expect(segFiles(dir)).toEqual(files.slice(1)))
     await j.close()
     const k = await Journal.open(dir, { segmentBytes: 600 })
     expect([k.firstSeq, k.lastSeq, k.messages]).toEqual([secondBase + 2, 60, 60 - secondBase - 1])
@@ -482,8 +482,7 @@ describe('Journal: removal', () => {
     await fill(j, 50)
     expect(await j.purge()).toBe(50)
     expect([j.firstSeq, j.lastSeq, j.messages, j.bytes]).toEqual([51, 50, 0, 0])
-    await new Promise((r) => setTimeout(r, 20))
-    expect(segFiles(dir)).toEqual([])
+    await vi.waitFor(() => expect(segFiles(dir)).toEqual([]))
     await j.close()
     const k = await Journal.open(dir, { segmentBytes: 600 })
     expect([k.firstSeq, k.lastSeq, k.messages]).toEqual([51, 50, 0])
