@@ -20,6 +20,8 @@ export class RecordLines {
   #lastSubject = ''
   #lastKind = -1
   #mid = Buffer.alloc(0)
+  /** Chunks handed out by take() and given back by recycle(), to fill again. */
+  readonly #spare: Buffer[] = []
 
   constructor(sse: boolean, capacity = 256 * 1024) {
     this.#sse = sse
@@ -31,22 +33,33 @@ export class RecordLines {
     return this.#len
   }
 
-  /** The gathered bytes (a copy: the buffer is reused), and starts again. */
+  /**
+   * The gathered bytes, and starts again. A small chunk is a copy; a large one is handed over
+   * whole (no copy of a quarter megabyte per write): give it back with recycle() once written.
+   */
   take(): Buffer {
-    const out = Buffer.from(this.#buf.subarray(0, this.#len))
+    const len = this.#len
     this.#len = 0
+    if (len < 16 * 1024) return Buffer.from(this.#buf.subarray(0, len))
+    const out = this.#buf.subarray(0, len)
+    this.#buf = this.#spare.pop() ?? Buffer.allocUnsafe(this.#buf.length)
     return out
   }
 
-  add(seq: number, timestamp: number, subject: string, payload: Buffer, headers: RecordHeaders | null): void {
-    const plain = isPlainText(payload)
-    const utf8 = !plain && isUtf8(payload)
-    const kind = plain ? 0 : utf8 ? 1 : 2
+  /** A chunk from take() that the socket has written: its memory is filled again. */
+  recycle(chunk: Buffer): void {
+    const whole = chunk.buffer
+    if (this.#spare.length < 2 && chunk.byteOffset === 0 && whole.byteLength === this.#buf.length) this.#spare.push(Buffer.from(whole))
+  }
+
+  /** One line for the record; its payload is `src[start, end)`. */
+  add(seq: number, timestamp: number, subject: string, src: Buffer, start: number, end: number, headers: RecordHeaders | null): void {
+    const kind = payloadKind(src, start, end)
     if (timestamp !== this.#lastTime || subject !== this.#lastSubject || kind !== this.#lastKind) this.#middle(timestamp, subject, kind)
-    const text = utf8 ? JSON.stringify(payload.toString('utf8')) : null
+    const text = kind === TEXT ? JSON.stringify(src.toString('utf8', start, end)) : null
     const extra = headers === null ? '' : headerJson(headers)
     // an upper bound of the line: SSE id and seq digits (2 x 16) with the fixed bytes around them, the middle, payload, headers
-    const payloadBytes = plain ? payload.length : utf8 ? Buffer.byteLength(text as string) : Math.ceil(payload.length / 3) * 4
+    const payloadBytes = kind === PLAIN ? end - start : kind === TEXT ? Buffer.byteLength(text as string) : Math.ceil((end - start) / 3) * 4
     const need = 96 + this.#mid.length + payloadBytes + (extra === '' ? 0 : Buffer.byteLength(extra))
     this.#reserve(need)
     const b = this.#buf
@@ -55,14 +68,15 @@ export class RecordLines {
     o = ascii(b, o, '{"seq":')
     o = digits(b, o, seq)
     // `,"time":"…","subject":…,"payload…":` in one piece: it changes only with the millisecond or the subject
-    o = copy(this.#mid, b, o)
-    if (plain) {
-      o = copy(payload, b, o)
+    b.set(this.#mid, o)
+    o += this.#mid.length
+    if (kind === PLAIN) {
+      o = copy(src, start, end, b, o)
       b[o++] = 0x22
-    } else if (utf8) {
+    } else if (kind === TEXT) {
       o += b.write(text as string, o, 'utf8')
     } else {
-      o = base64(payload, b, o)
+      o = base64(src, start, end, b, o)
       b[o++] = 0x22
     }
     if (extra !== '') o += b.write(extra, o, 'utf8')
@@ -77,7 +91,7 @@ export class RecordLines {
     this.#lastTime = timestamp
     this.#lastSubject = subject
     this.#lastKind = kind
-    const key = kind === 2 ? ',"payload_base64":"' : kind === 1 ? ',"payload":' : ',"payload":"'
+    const key = kind === BYTES ? ',"payload_base64":"' : kind === TEXT ? ',"payload":' : ',"payload":"'
     this.#mid = Buffer.from(`,"time":"${new Date(timestamp).toISOString()}","subject":${JSON.stringify(subject)}${key}`)
   }
 
@@ -89,11 +103,34 @@ export class RecordLines {
   }
 }
 
-/** Printable ASCII without `"` and `\`: the bytes can go into a JSON string as they are. */
-function isPlainText(p: Buffer): boolean {
-  for (let i = 0; i < p.length; i++) {
+/** Payload kinds: printable ASCII without `"` and `\\` (copied as it is), other UTF-8 (JSON-escaped), bytes (base64). */
+const PLAIN = 0
+const TEXT = 1
+const BYTES = 2
+
+function payloadKind(p: Buffer, start: number, end: number): number {
+  for (let i = start; i < end; i++) {
     const c = p[i] as number
-    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return false
+    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return isUtf8From(p, i, end) ? TEXT : BYTES
+  }
+  return PLAIN
+}
+
+/** Whether `p[i, end)` is well-formed UTF-8 (RFC 3629): short payloads in JS, long ones natively. */
+function isUtf8From(p: Buffer, i: number, end: number): boolean {
+  if (end - i > 256) return isUtf8(p.subarray(i, end))
+  while (i < end) {
+    const c = p[i] as number
+    if (c < 0x80) { i++; continue }
+    const n = c >= 0xc2 && c < 0xe0 ? 1 : c >= 0xe0 && c < 0xf0 ? 2 : c >= 0xf0 && c < 0xf5 ? 3 : -1
+    if (n < 0 || i + n >= end) return false
+    const c1 = p[i + 1] as number
+    // the second byte's range excludes overlong forms, surrogates and code points past U+10FFFF
+    const lo = c === 0xe0 ? 0xa0 : c === 0xf0 ? 0x90 : 0x80
+    const hi = c === 0xed ? 0x9f : c === 0xf4 ? 0x8f : 0xbf
+    if (c1 < lo || c1 > hi) return false
+    for (let k = 2; k <= n; k++) if (((p[i + k] as number) & 0xc0) !== 0x80) return false
+    i += n + 1
   }
   return true
 }
@@ -111,20 +148,18 @@ function ascii(b: Buffer, o: number, s: string): number {
 }
 
 /** Small copies in JS: cheaper than a call into C++ for a few dozen bytes. */
-function copy(src: Buffer, b: Buffer, o: number): number {
-  const n = src.length
-  if (n > 64) return o + src.copy(b, o)
-  for (let i = 0; i < n; i++) b[o++] = src[i] as number
+function copy(src: Buffer, start: number, end: number, b: Buffer, o: number): number {
+  if (end - start > 64) return o + src.copy(b, o, start, end)
+  for (let i = start; i < end; i++) b[o++] = src[i] as number
   return o
 }
 
 const B64 = Buffer.from('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/')
 
 /** Standard base64 with padding (RFC 4648 §4), written in place: no string per payload. */
-function base64(src: Buffer, b: Buffer, o: number): number {
-  const n = src.length
-  const whole = n - (n % 3)
-  let i = 0
+function base64(src: Buffer, start: number, n: number, b: Buffer, o: number): number {
+  const whole = n - ((n - start) % 3)
+  let i = start
   for (; i < whole; i += 3) {
     const v = ((src[i] as number) << 16) | ((src[i + 1] as number) << 8) | (src[i + 2] as number)
     b[o++] = B64[v >>> 18] as number
@@ -142,8 +177,11 @@ function base64(src: Buffer, b: Buffer, o: number): number {
   return o
 }
 
+/** The decimal digits of a non-negative integer, without a string per number. */
 function digits(b: Buffer, o: number, n: number): number {
-  if (n < 10) { b[o] = 0x30 + n; return o + 1 }
-  const s = String(n)
-  return ascii(b, o, s)
+  if (n >= 0x7fffffff) return ascii(b, o, String(n))
+  let len = 1
+  for (let x = n; x >= 10; x = (x / 10) | 0) len++
+  for (let i = o + len - 1, x = n; i >= o; i--, x = (x / 10) | 0) b[i] = 0x30 + (x % 10)
+  return o + len
 }

@@ -5,8 +5,8 @@ import { EdgebusError } from '../core/errors.ts'
 import { DuplicateWindow } from './dedupe.ts'
 import { DirLock } from './dir-lock.ts'
 import {
-  claimedFrameLength, decodeRecord, encodeRecord, frameCrcMatches, frameIsSupported, frameMsgId, frameSeq, frameSubject, frameTimestamp, maxEncodedSize,
-  RECORD_MIN_BYTES, type RecordInput, type StoredRecord,
+  claimedFrameLength, decodeRecord, decodeRecordInto, encodeRecord, frameCrcMatches, frameIsSupported, frameMsgId, frameSeq, frameSubject, frameTimestamp, maxEncodedSize,
+  RECORD_MIN_BYTES, RecordView, type RecordInput, type StoredRecord,
 } from './record.ts'
 import { dropReason, refuseAppend, resolveLimits, worthCompacting, type RetentionDrops, type RetentionLimits, type StreamUsage } from './retention.ts'
 import { FrameCursor, JournalSegment, journalIoError, nodeFileOps, parseSegmentFileName, segmentFileName, Step, syncDirectory, type JournalFileOps } from './segment.ts'
@@ -142,6 +142,25 @@ class SegmentEntry {
   removed = false
   constructor(public file: JournalSegment, public index: SequenceIndex) {}
   get baseSeq(): number { return this.file.baseSeq }
+}
+
+const enum Walked { record, read, end }
+
+/** Where a replay walk stands: the next sequence wanted and the open read. */
+class ReplayWalk {
+  entry: SegmentEntry | null = null
+  cur: FrameCursor | null = null
+  readonly view = new RecordView()
+  /** fresh: every read in a new buffer, so records handed out as StoredRecords keep their payload. */
+  constructor(public seq: number, readonly toSeq: number, readonly fresh: boolean) {}
+}
+
+/** A replay visiting records in place (Journal.reader). */
+export class JournalReader {
+  constructor(
+    /** Visits records until `visit` returns false (then true: call again to go on) or the end (false). */
+    readonly read: (visit: (record: RecordView) => boolean) => boolean,
+  ) {}
 }
 
 /** Appends on their way to disk: one buffer, one write. */
@@ -804,60 +823,78 @@ export class Journal {
   /**
    * Replays live records from `fromSeq` (default firstSeq) up to `toSeq` (default: the last one
    * committed while iterating), reading `readChunkBytes` at a time. Synchronous reads: for long
-   * replays in a server prefer iterateAsync.
+   * replays in a server prefer iterateAsync, or reader() for the fastest in-place visits.
    */
-  iterate(fromSeq = 0, toSeq = Infinity): Generator<StoredRecord, void, undefined> {
-    // the walk reads for itself: one generator between the reader and the records, not two
-    return this.#walk(fromSeq, toSeq, true) as Generator<StoredRecord, void, undefined>
+  *iterate(fromSeq = 0, toSeq = Infinity): Generator<StoredRecord, void, undefined> {
+    const w = new ReplayWalk(fromSeq, toSeq, true)
+    for (let r = this.#advance(w); r !== Walked.end; r = this.#advance(w)) {
+      if (r === Walked.record) yield w.view.toRecord()
+      else w.cur?.fill()
+    }
   }
 
   /** The same, with reads on the thread pool. */
   async *iterateAsync(fromSeq = 0, toSeq = Infinity): AsyncGenerator<StoredRecord, void, undefined> {
-    const walk = this.#walk(fromSeq, toSeq)
-    for (let r = walk.next(); r.done !== true; r = walk.next()) {
-      const v = r.value
-      if (v instanceof FrameCursor) await v.fillAsync()
-      else yield v
+    const w = new ReplayWalk(fromSeq, toSeq, true)
+    for (let r = this.#advance(w); r !== Walked.end; r = this.#advance(w)) {
+      if (r === Walked.record) yield w.view.toRecord()
+      else await w.cur?.fillAsync()
     }
   }
 
-  /** The replay walk; yields a cursor when it needs a read (the caller reads), or reads itself when `sync`. */
-  *#walk(fromSeq: number, toSeq: number, sync = false): Generator<StoredRecord | FrameCursor, void, undefined> {
-    let seq = fromSeq
-    let entry: SegmentEntry | null = null
-    let cur: FrameCursor | null = null
+  /**
+   * A replay that hands each live record to a visitor as a RecordView over the read buffer (reused:
+   * copy out what you keep), with synchronous reads. `read(visit)` goes on until the visitor returns
+   * false (true from read: more may follow; call it again to go on from the next record) or the
+   * records up to `toSeq` are done (false).
+   */
+  reader(fromSeq = 0, toSeq = Infinity): JournalReader {
+    const w = new ReplayWalk(fromSeq, toSeq, false)
+    return new JournalReader((visit) => {
+      for (let r = this.#advance(w); r !== Walked.end; r = this.#advance(w)) {
+        if (r === Walked.record) {
+          if (!visit(w.view)) return true
+        } else w.cur?.fill()
+      }
+      return false
+    })
+  }
+
+  /** One step of a replay walk: the next live record decoded into w.view, a read the caller must do (w.cur.fill), or the end. */
+  #advance(w: ReplayWalk): Walked {
     for (;;) {
-      if (this.#closed) return
-      const last = Math.min(toSeq, this.#lastSeq)
-      if (seq < this.firstSeq) seq = this.firstSeq
-      if (seq > last) return
+      if (this.#closed) return Walked.end
+      const last = Math.min(w.toSeq, this.#lastSeq)
+      if (w.seq < this.firstSeq) w.seq = this.firstSeq
+      if (w.seq > last) return Walked.end
+      let cur = w.cur
+      let entry = w.entry
       if (cur === null || entry === null || entry.removed || cur.segment !== entry.file) {
-        entry = this.#entryFor(seq)
-        if (entry === null) return
-        const i = entry.index.floorBySeq(seq)
-        cur = i < 0
-          ? new FrameCursor(entry.file, 0, entry.baseSeq - 1, this.#chunk, true)
-          : new FrameCursor(entry.file, entry.index.posAt(i), entry.index.seqAt(i) - 1, this.#chunk, true)
+        entry = w.entry = this.#entryFor(w.seq)
+        if (entry === null) return Walked.end
+        const i = entry.index.floorBySeq(w.seq)
+        cur = w.cur = i < 0
+          ? new FrameCursor(entry.file, 0, entry.baseSeq - 1, this.#chunk, w.fresh)
+          : new FrameCursor(entry.file, entry.index.posAt(i), entry.index.seqAt(i) - 1, this.#chunk, w.fresh)
       }
       const step = cur.step()
       if (step === Step.frame) {
         const s = cur.frameSeq
-        if (s < seq) continue
-        if (s > last) return
-        seq = s + 1
-        const rec = decodeRecord(cur.buf, cur.frameOff, cur.frameLen)
-        if (this.#isLive(rec)) yield rec
+        if (s < w.seq) continue
+        if (s > last) return Walked.end
+        w.seq = s + 1
+        const v = decodeRecordInto(cur.buf, cur.frameOff, cur.frameLen, w.view)
+        if (s >= this.firstSeq && (this.#tracker === null || this.#tracker.isLive(v.subject, s))) return Walked.record
       } else if (step === Step.need) {
-        if (cur.segment.closed) cur = null // removed or compacted meanwhile: find our place again
-        else if (sync) cur.fill()
-        else yield cur
+        if (!cur.segment.closed) return Walked.read
+        w.cur = null // removed or compacted meanwhile: find our place again
       } else if (step === Step.corrupt || step === Step.torn) {
         this.#noteCorrupt(entry, cur)
       } else {
         const next = this.#segs[this.#segs.indexOf(entry) + 1]
-        if (next === undefined) return
-        if (seq < next.baseSeq) seq = next.baseSeq
-        cur = null
+        if (next === undefined) return Walked.end
+        if (w.seq < next.baseSeq) w.seq = next.baseSeq
+        w.cur = null
       }
     }
   }
