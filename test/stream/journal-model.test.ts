@@ -101,6 +101,12 @@ describe('Journal against a model', () => {
             }
             const got = [...j.iterate()].map((r) => `${r.seq}|${r.subject}|${r.payload.toString()}`)
             expect(got).toEqual(model.live.map((r) => `${r.seq}|${r.subject}|${r.body}`))
+            // the in-place reader sees the same, also when stopped after every few records and resumed
+            const visited: string[] = []
+            const reader = j.reader()
+            let batch = 0
+            while (reader.read((v) => { visited.push(`${v.seq}|${v.subject}|${v.buf.toString('utf8', v.payloadStart, v.payloadEnd)}`); return ++batch % 3 !== 0 }));
+            expect(visited).toEqual(got)
             expect(j.messages).toBe(model.live.length)
             expect(j.bytes).toBe(model.live.reduce((n, x) => n + x.size, 0))
             expect(j.firstSeq).toBe(model.live[0]?.seq ?? next)
