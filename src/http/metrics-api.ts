@@ -92,6 +92,8 @@ export function mountMetrics(http: HttpFront, broker: MqttBroker, streams: Strea
     out.push(
       new Family('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.').add(mem.rss),
       new Family('nodejs_heap_used_bytes', 'gauge', 'V8 heap in use, in bytes.').add(mem.heapUsed),
+      new Family('nodejs_heap_total_bytes', 'gauge', 'V8 heap reserved (in use, garbage not yet collected, room to grow), in bytes.').add(mem.heapTotal),
+      new Family('nodejs_external_memory_bytes', 'gauge', 'Memory outside the V8 heap held by JavaScript objects (Buffers), in bytes.').add(mem.external),
     )
     const body = out.filter((fam) => fam.lines.length > 0).map((fam) => fam.text()).join('')
     res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store' })
