@@ -29,6 +29,10 @@ export class HttpFront {
     const handle = (req: IncomingMessage, res: ServerResponse): void => this.#handle(req, res)
     this.server = https === null ? createServer(handle) : https.module.createServer(https.options, handle)
     this.server.on('upgrade', (req, socket, head) => this.#upgrade(req, socket, head))
+    // not a proxy: say so (RFC 9110 §15.5.6 wants the Allow list) instead of node's silent close
+    this.server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
+      socket.end('HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, POST, PUT, DELETE\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
+    })
     this.server.on('clientError', (_err, socket) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n')
     })

@@ -177,7 +177,7 @@ function rawJunk(rng: Rng): Buffer {
     () => 'G\u00c9T / HTTP/1.1\r\n\r\n',
     () => 'GET /healthz HTTP/1.1\r\nHost: x\r\n',
     () => '\r\n\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n',
-    // node:http closes a CONNECT it has no 'connect' listener for, without an answer: hence here, with the maybes
+    // a proxy request: answered 405 (test/http/api.test.ts), here among the maybes for the mutations around it
     () => 'CONNECT 127.0.0.1:1883 HTTP/1.1\r\nHost: 127.0.0.1:1883\r\n\r\n',
   ])(), 'latin1')
 }

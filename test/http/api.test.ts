@@ -45,6 +45,20 @@ describe('HTTP publish', () => {
     expect((await publish('big', Buffer.alloc(2 * 1024 * 1024))).status).toBe(413)
   })
 
+  it('answers a proxy CONNECT with 405 and the methods it has, and stays up', async () => {
+    const { connect } = await import('node:net')
+    const answer = await new Promise<string>((resolve, reject) => {
+      const s = connect(srv.httpPort, '127.0.0.1', () => s.write('CONNECT 127.0.0.1:1883 HTTP/1.1\r\nHost: 127.0.0.1:1883\r\n\r\n'))
+      let text = ''
+      s.on('data', (d) => { text += d.toString('latin1') })
+      s.on('end', () => resolve(text))
+      s.on('error', reject)
+    })
+    expect(answer).toMatch(/^HTTP\/1\.1 405 /)
+    expect(answer).toMatch(/\r\nAllow: GET, POST, PUT, DELETE\r\n/i)
+    expect((await fetch(`${srv.httpUrl}/healthz`)).status).toBe(200)
+  })
+
   it('retains with ?retain=1', async () => {
     await publish('events.state', 'on', {}, '?retain=1')
     const late = await connectClient(srv.mqttUrl)
