@@ -1,6 +1,7 @@
 import { Aedes, type AedesOptions } from 'aedes'
 import { writeToStream } from 'mqtt-packet'
 import type { IncomingMessage } from 'node:http'
+import type { Readable } from 'node:stream'
 import type { Logger } from '../core/log.ts'
 import { Router, type Listener } from '../router/router.ts'
 import { SubjectTrie } from '../subjects/trie.ts'
@@ -27,6 +28,8 @@ export interface AedesClient {
   id: string
   version?: number
   clean: boolean
+  /** MQTT 5 Session Expiry Interval of the CONNECT (seconds; 0 when it set none). */
+  sessionExpiryInterval?: number
   connected: boolean
   maximumPacketSize?: number
   subscriptions: Record<string, { qos: 0 | 1 | 2; func: Listener; rap?: boolean; nl?: boolean; si?: number }>
@@ -200,6 +203,10 @@ export class MqttBroker {
       // what comes through aedes' path: the topic limits (the fast path checks them itself)
       authorizePublish: (client, packet, cb) => {
         const topic = (packet as { topic: string }).topic
+        // a will goes out as a PUBLISH, and a PUBLISH has no Will Delay Interval (MQTT 5 §2.2.2.2):
+        // aedes has used it to time the will by now
+        const props = (packet as { properties?: { willDelayInterval?: number } }).properties
+        if (props?.willDelayInterval !== undefined) delete props.willDelayInterval
         if (topic.startsWith('$SYS')) return cb(new Error('$SYS topics are published by the server only'))
         if (self !== null && !self.topicWithinLimits(topic)) {
           self.stats.topicLimitRefusals++
@@ -324,6 +331,11 @@ export class MqttBroker {
       this.#persistentCache.clear()
       return clean(client)
     }
+    // [MQTT-3.3.1-1] what aedes sends again on a reconnect: a PUBLISH sent before (it has its
+    // packet id) goes with DUP set; PUBRELs and messages queued while offline as they are
+    const queued = (p as unknown as { outgoingStream(c: { id: string }): Readable }).outgoingStream.bind(p)
+    ;(p as unknown as { outgoingStream(c: { id: string }): Readable }).outgoingStream = (client) => queued(client).map((pk: { cmd?: string; messageId?: number }) =>
+      pk.messageId !== undefined && (pk.cmd ?? 'publish') === 'publish' ? { ...pk, dup: true } : pk)
     // issue 5: sessions restored from disk (src/persistence) are subscribed before anyone calls in
     const stored = (p as { persistentSubscriptions?(): Iterable<{ clientId: string; subscription: Sub }> }).persistentSubscriptions?.()
     for (const { clientId, subscription } of stored ?? []) void p.addSubscriptions({ id: clientId }, [subscription])

@@ -5,7 +5,7 @@ import { AedesLink, type LinkOwner } from './aedes-link.ts'
 import { EdgebusError } from '../core/errors.ts'
 import { decodePublishProperties, encodePublishQos0, findProperty, findPropertyOffset, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult, writeVarint, type PublishProperties } from './codec.ts'
 import { PacketAssembler } from './packet-assembler.ts'
-import { checkConnect, checkPacketProperties, qos0WithoutProperties, type PacketProblem } from './packet-check.ts'
+import { checkConnect, checkPacketProperties, checkTopics, qos0WithoutProperties, type PacketProblem } from './packet-check.ts'
 import { TokenBucket } from '../limits/token-bucket.ts'
 import { ALLOW_ALL } from '../auth/acl.ts'
 import { OPEN_PRINCIPAL, type Principal } from '../auth/security.ts'
@@ -14,6 +14,15 @@ import { ConnectionStreams, parseStreamFilter, type StreamFilter, type StreamSub
 import type { StreamManager } from '../stream/stream-manager.ts'
 import type { Transport, TransportSink } from './transport.ts'
 import type { MqttBroker, AedesClient } from './broker.ts'
+
+/**
+ * aedes drops a delivery whose per-broker counter is not above the last one it delivered to the
+ * client (a cluster's duplicate filter). In one broker, counters are taken when a message is made
+ * and a retained one waits for its store before it is routed, so a later message can overtake it
+ * and the retained one was lost for live subscribers. We route each message once per client
+ * (the Router merges overlapping subscriptions): no filter, and no map per connection.
+ */
+const NO_DEDUPE: object = new Proxy({}, { get: () => undefined, set: () => true, deleteProperty: () => true })
 
 const State = { AWAITING_CONNECT: 0, CONNECTING: 1, CONNECTED: 2, CLOSED: 3 } as const
 type StateValue = (typeof State)[keyof typeof State]
@@ -153,6 +162,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     this.#publishBudget = rate > 0 ? new TokenBucket(rate, rate, Date.now()) : null
     this.link = new AedesLink(this)
     broker.aedes.handle(this.link as never, req as never)
+    const client = (this.link as unknown as { client?: { duplicates: object } }).client
+    if (client !== undefined) client.duplicates = NO_DEDUPE
   }
 
   get connected(): boolean {
@@ -227,7 +238,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       if (this.#state === State.CONNECTED) {
         // MQTT 5 property blocks are checked before anything reads them (packet-check.ts)
         if (this.version === 5 && type >= PacketType.PUBLISH && type !== PacketType.PINGREQ && !(b0 === 0x30 && qos0WithoutProperties(chunk, o + headerLen, o + total))) {
-          const problem = checkPacketProperties(chunk, o, o + total)
+          const problem = checkPacketProperties(chunk, o, o + total, this.client?.sessionExpiryInterval ?? -1)
           if (problem !== null) {
             if (runStart !== -1) this.#toAedes(chunk.subarray(runStart, o))
             this.#badPacket(problem)
@@ -256,6 +267,15 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
           fastSeen = true
           o += total
           continue
+        }
+        // what aedes gets: topics and filters as the spec wants them (mqtt-packet is lenient)
+        if (type === PacketType.PUBLISH || type === PacketType.SUBSCRIBE || type === PacketType.UNSUBSCRIBE) {
+          const problem = checkTopics(chunk, o, o + total, this.version)
+          if (problem !== null) {
+            if (runStart !== -1) this.#toAedes(chunk.subarray(runStart, o))
+            this.#badPacket(problem)
+            return
+          }
         }
         if (type === PacketType.PUBLISH && (b0 & 0x06) !== 0 && this.#acks !== null) {
           // a QoS 1/2 PUBLISH for aedes would be acked before the stream acks we still owe

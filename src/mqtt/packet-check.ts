@@ -10,8 +10,11 @@ import { PacketType, PropertyKinds, readVarint, VarintResult } from './codec.ts'
  */
 
 export interface PacketProblem {
-  /** MQTT 5 reason code: 0x81 Malformed Packet, 0x82 Protocol Error, 0x90 Topic Name invalid. */
-  code: 0x81 | 0x82 | 0x90
+  /**
+   * MQTT 5 reason code: 0x81 Malformed Packet, 0x82 Protocol Error, 0x8F Topic Filter invalid,
+   * 0x90 Topic Name invalid, 0x94 Topic Alias invalid.
+   */
+  code: 0x81 | 0x82 | 0x8f | 0x90 | 0x94
   why: string
 }
 
@@ -56,7 +59,7 @@ const ZERO_OR_ONE = new Set([0x01, 0x17, 0x19])
  * WILL_PROPERTIES): every property known, allowed there, within the block, at most once (User
  * Property excepted), strings UTF-8, and the values the spec restricts.
  */
-export function checkProperties(buf: Buffer, start: number, end: number, where: number): PacketProblem | null {
+export function checkProperties(buf: Buffer, start: number, end: number, where: number, connectSessionExpiry = -1): PacketProblem | null {
   const mask = where === WILL_PROPERTIES ? WILL : 1 << where
   let seen = 0n
   let o = start
@@ -98,12 +101,17 @@ export function checkProperties(buf: Buffer, start: number, end: number, where: 
           const n = buf.readUInt16BE(o)
           if (o + 2 + n > end) return short(p.name)
           if (kind !== 'binary' && !isUtf8(buf.subarray(o + 2, o + 2 + n))) return { code: 0x81, why: `${p.name} is not UTF-8` }
+          // [MQTT-3.3.2-14] a Response Topic is a topic name: no wildcards
+          if (id === 0x08 && !isTopicName(buf.subarray(o + 2, o + 2 + n))) return { code: 0x82, why: 'the Response Topic is not a topic name (empty, a wildcard or U+0000)' }
           o += 2 + n
         }
         break
       }
     }
-    if (NOT_ZERO.has(id) && value === 0) return { code: 0x82, why: `${p.name} is 0` }
+    // [MQTT-3.14.2-2] a session that was to end with the connection cannot be kept by its DISCONNECT
+    if (id === 0x11 && where === DISCONNECT && value > 0 && connectSessionExpiry === 0) return { code: 0x82, why: 'the DISCONNECT sets a Session Expiry Interval, the CONNECT had none' }
+    // [MQTT-3.3.2-8] Topic Alias 0 has its own reason code (§3.3.2.3.4)
+    if (NOT_ZERO.has(id) && value === 0) return { code: id === 0x23 ? 0x94 : 0x82, why: `${p.name} is 0` }
     if (ZERO_OR_ONE.has(id) && value > 1) return { code: 0x82, why: `${p.name} is ${value}, not 0 or 1` }
   }
   return null
@@ -127,9 +135,10 @@ function block(buf: Buffer, o: number, limit: number): { start: number; end: num
 
 /**
  * The property block of a packet from a connected MQTT 5 client, checked; null when fine (or
- * when the packet type carries none). The packet is `packet[at, end)`.
+ * when the packet type carries none). The packet is `packet[at, end)`; `connectSessionExpiry` is
+ * the Session Expiry Interval its CONNECT set (for the DISCONNECT rule), -1 when not known.
  */
-export function checkPacketProperties(packet: Buffer, at: number, end: number): PacketProblem | null {
+export function checkPacketProperties(packet: Buffer, at: number, end: number, connectSessionExpiry = -1): PacketProblem | null {
   const type = (packet[at] as number) >> 4
   readVarint(packet, at + 1, end, vi)
   let o = at + 1 + vi.length
@@ -158,7 +167,59 @@ export function checkPacketProperties(packet: Buffer, at: number, end: number): 
   if (o >= end) return { code: 0x81, why: 'the property length is missing' }
   const b = block(packet, o, end)
   if (b === null) return { code: 0x81, why: 'the property length runs past the packet' }
-  return b.start === b.end ? null : checkProperties(packet, b.start, b.end, type)
+  return b.start === b.end ? null : checkProperties(packet, b.start, b.end, type, connectSessionExpiry)
+}
+
+/**
+ * The topic name of a PUBLISH and the filters of a SUBSCRIBE or UNSUBSCRIBE, checked (`packet[at,
+ * end)`, any protocol version): mqtt-packet lets a U+0000, ill-formed UTF-8 and `a+` through, and
+ * an UNSUBSCRIBE without filters. null when fine or not one of those packets.
+ */
+export function checkTopics(packet: Buffer, at: number, end: number, version: number): PacketProblem | null {
+  const b0 = packet[at] as number
+  const type = b0 >> 4
+  if (type !== PUBLISH && type !== SUBSCRIBE && type !== UNSUBSCRIBE) return null
+  readVarint(packet, at + 1, end, vi)
+  let o = at + 1 + vi.length
+  if (type === PUBLISH) {
+    if (o + 2 > end) return { code: 0x81, why: 'PUBLISH too short' }
+    const n = packet.readUInt16BE(o)
+    if (o + 2 + n > end) return { code: 0x81, why: 'the PUBLISH topic runs past the packet' }
+    // an MQTT 5 PUBLISH may name its topic by a Topic Alias alone (aedes resolves it)
+    if (n === 0 && version === 5) return null
+    // [MQTT-1.5.3-1, 1.5.3-2, 3.3.2-2, 4.7.3-1]
+    return isTopicName(packet.subarray(o + 2, o + 2 + n)) ? null : { code: 0x90, why: 'the PUBLISH topic is not a topic name (empty, a wildcard, not UTF-8 or U+0000)' }
+  }
+  o += 2 // packet identifier
+  if (version === 5) {
+    const b = block(packet, o, end)
+    if (b === null) return { code: 0x81, why: 'the property length runs past the packet' }
+    o = b.end
+  }
+  let filters = 0
+  while (o < end) {
+    if (o + 2 > end) return { code: 0x81, why: 'a topic filter runs past the packet' }
+    const n = packet.readUInt16BE(o)
+    if (o + 2 + n > end) return { code: 0x81, why: 'a topic filter runs past the packet' }
+    if (!isTopicFilter(packet.subarray(o + 2, o + 2 + n))) return { code: version === 5 ? 0x8f : 0x81, why: 'a topic filter is not valid (empty, not UTF-8, U+0000, or a wildcard that is not a whole level)' }
+    o += 2 + n + (type === SUBSCRIBE ? 1 : 0) // SUBSCRIBE: the options byte (aedes checks its bits)
+    filters++
+  }
+  // [MQTT-3.8.3-3, 3.10.3-2] at least one filter
+  return filters === 0 ? { code: 0x82, why: `${type === SUBSCRIBE ? 'SUBSCRIBE' : 'UNSUBSCRIBE'} without a topic filter` } : null
+}
+
+/** Whether filter bytes are a topic filter: not empty, UTF-8, no U+0000, `+` a whole level, `#` the whole last level [MQTT-4.7.1-2, 4.7.1-3]. */
+function isTopicFilter(bytes: Buffer): boolean {
+  if (bytes.length === 0 || !isUtf8(bytes)) return false
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i]
+    if (c === 0) return false
+    if (c !== 0x2b && c !== 0x23) continue
+    const wholeLevel = (i === 0 || bytes[i - 1] === 0x2f) && (i === bytes.length - 1 || bytes[i + 1] === 0x2f)
+    if (!wholeLevel || (c === 0x23 && i !== bytes.length - 1)) return false
+  }
+  return true
 }
 
 /** A QoS 0 PUBLISH whose variable header starts at `at` carries an empty property block (the common case: nothing to check). */
