@@ -31,7 +31,9 @@ export class HttpFront {
     this.server.on('upgrade', (req, socket, head) => this.#upgrade(req, socket, head))
     // not a proxy: say so (RFC 9110 §15.5.6 wants the Allow list) instead of node's silent close
     this.server.on('connect', (_req: IncomingMessage, socket: Duplex) => {
-      socket.end('HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, POST, PUT, DELETE\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
+      socket.on('error', () => socket.destroy()) // the socket is ours now: its errors too
+      if (socket.writable) socket.end('HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, POST, PUT, DELETE\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
+      else socket.destroy()
     })
     this.server.on('clientError', (_err, socket) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n')
