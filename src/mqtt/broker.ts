@@ -12,6 +12,7 @@ import { SharedSubscriptions } from './shared-subscriptions.ts'
 import { ConnectionGate, type ConnectionLimits } from '../limits/connection-gate.ts'
 import { RateLimitedLog } from '../core/rate-limited-log.ts'
 import { refuseConnection } from './refused-connection.ts'
+import { SessionRegistry } from './session-registry.ts'
 import { streamControlListener } from './stream-subscriptions.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
 import type { Security } from '../auth/security.ts'
@@ -117,6 +118,8 @@ export class MqttBroker {
   readonly limits: MqttLimits
   readonly stats: BrokerStats = { messagesIn: 0, messagesOut: 0, bytesIn: 0, bytesOut: 0, dropped: 0, slowConsumerDisconnects: 0, throttled: 0, topicLimitRefusals: 0, subscriptionLimitRefusals: 0 }
   readonly connections = new Set<ClientConnection>()
+  /** Which persistent sessions exist (for Session Present when a session has no subscriptions). */
+  readonly sessions = new SessionRegistry()
   /** Connection limits, shared with /ws (server.ts). */
   readonly gate: ConnectionGate
   /** Warnings about clients (refusals, denials), at most one line per kind per 10 s. */
@@ -273,6 +276,12 @@ export class MqttBroker {
       downgradeRetained(c)
     })
     aedes.on('subscribe', (_subs, client) => this.#attachSubscriptions(client as unknown as AedesClient))
+    aedes.on('clientDisconnect', (client) => {
+      // MQTT 5: a session lives on only with a Session Expiry Interval (a DISCONNECT may set it to 0)
+      const c = client as unknown as AedesClient
+      if (c.version === 5 && !((c.sessionExpiryInterval ?? 0) > 0)) this.sessions.ended(c.id)
+    })
+    ;(aedes as unknown as { on(e: 'sessionExpired', f: (c: { id: string }) => void): void }).on('sessionExpired', (c) => this.sessions.ended(c.id))
     aedes.on('clientError', (client, err) => {
       this.log.debug({ client: client?.id, err: err.message }, 'client error')
     })

@@ -6,6 +6,7 @@ import { EdgebusError } from '../core/errors.ts'
 import { decodePublishProperties, encodePublishQos0, findProperty, findPropertyOffset, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult, writeVarint, type PublishProperties } from './codec.ts'
 import { PacketAssembler } from './packet-assembler.ts'
 import { checkConnect, checkPacketProperties, checkTopics, qos0WithoutProperties, type PacketProblem } from './packet-check.ts'
+import type { SessionOwner } from './session-registry.ts'
 import { TokenBucket } from '../limits/token-bucket.ts'
 import { ALLOW_ALL } from '../auth/acl.ts'
 import { OPEN_PRINCIPAL, type Principal } from '../auth/security.ts'
@@ -828,7 +829,11 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     const peer = this.#peer
     if (this.#ackMerges !== null && (type === PacketType.SUBACK || type === PacketType.UNSUBACK)) packet = this.#mergeAck(packet, type)
     // aedes announces shared subscriptions as unavailable; we serve them, so the property goes
-    if (type === PacketType.CONNACK && peer?.version === 5) packet = withoutSharedUnavailable(packet)
+    if (type === PacketType.CONNACK) {
+      const client = (this.link as unknown as { client?: SessionOwner }).client
+      if (client !== undefined) packet = this.#broker.sessions.connack(packet, client)
+      if (peer?.version === 5) packet = withoutSharedUnavailable(packet)
+    }
     const maxSize = peer?.maximumPacketSize ?? 0
     if (type === PacketType.PUBLISH) {
       const qos = (b0 >> 1) & 3

@@ -206,9 +206,7 @@ describe('MQTT 3.1.1: CONNECT, CONNACK and sessions (raw client)', () => {
     expect(seen).toEqual([false, false, true, false, false])
   })
 
-  // KNOWN GAP (a spec MUST edgebus does not meet yet; README "Known gaps"): aedes sets Session Present only when the session has subscriptions; edgebus keeps no record of a session without any.
-  // it.fails: this test passes while the gap is there and fails, to be turned back into it(), once it is fixed.
-  it.fails('KNOWN GAP: Session Present is 1 when resuming a clean=0 session that has no subscriptions: the session exists even when its state is empty [MQTT-3.2.2-2] (section 3.1.2.4)', async () => {
+  it('Session Present is 1 when resuming a clean=0 session that has no subscriptions: the session exists even when its state is empty [MQTT-3.2.2-2] (section 3.1.2.4)', async () => {
     const id = uniq('sp-empty')
     const a = await connected(id, { clean: false })
     await a.close()

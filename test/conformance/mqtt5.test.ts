@@ -324,9 +324,7 @@ describe('MQTT 5.0: CONNECT, CONNACK and sessions (raw client)', () => {
     await r2.c.close(0, { sessionExpiryInterval: 0 })
   })
 
-  // KNOWN GAP (a spec MUST edgebus does not meet yet; README "Known gaps"): aedes sets Session Present only when the session has subscriptions.
-  // it.fails: this test passes while the gap is there and fails, to be turned back into it(), once it is fixed.
-  it.fails('KNOWN GAP: Session Present is 1 for a kept session that has no subscriptions [MQTT-3.2.2-3]', async () => {
+  it('Session Present is 1 for a kept session that has no subscriptions [MQTT-3.2.2-3]', async () => {
     const id = uniq('se-empty')
     await (await connected(id, { props: { sessionExpiryInterval: 30 } })).close()
     await sleep(50)
