@@ -66,7 +66,15 @@ export async function startEdgebus(opts: StartOptions = {}): Promise<StartedEdge
     lines(proc.stderr!, onLine)
     exited.then((code) => { clearTimeout(timer); reject(new Error(`edgebus exited with ${code} before it was ready:\n${output.join('\n')}`)) })
   })
-  const { mqttPort, httpPort, tlsPort } = await ready
+  let started: { mqttPort: number; httpPort: number; tlsPort?: number }
+  try {
+    started = await ready
+  } catch (err) {
+    // a server that did not say it is ready (a timeout) would outlive the test run
+    if (proc.exitCode === null) proc.kill('SIGKILL')
+    throw err
+  }
+  const { mqttPort, httpPort, tlsPort } = started
   return {
     proc,
     mqttPort,
