@@ -118,4 +118,34 @@ describe('stream replay over HTTP', () => {
     const resume = await fetch(`${srv.httpUrl}/api/streams/events/messages?follow=1&filter=events.live.>&limit=1`, { headers: { 'last-event-id': String(events()[1]?.id) } })
     expect(await resume.text()).toContain('"payload":"live 3"')
   })
+
+  it('a long replay to a slow reader waits for the socket each time without piling up listeners, and loses no line', async () => {
+    const mqtt = await connectClient(srv.mqttUrl)
+    const body = 'x'.repeat(4000)
+    const n = 3000 // about 12 MB of NDJSON: dozens of waits for 'drain'
+    await Promise.all(Array.from({ length: n }, (_, i) => mqtt.client.publishAsync('events/bulk', `${i} ${body}`, { qos: 1 })))
+    const { get } = await import('node:http')
+    const got = await new Promise<string[]>((resolve, reject) => {
+      get(`${srv.httpUrl}/api/streams/events/messages?filter=events.bulk&limit=0`, (res) => {
+        const seen: string[] = []
+        let rest = ''
+        res.setEncoding('utf8')
+        res.on('data', (chunk: string) => {
+          rest += chunk
+          let i: number
+          while ((i = rest.indexOf('\n')) !== -1) {
+            seen.push((JSON.parse(rest.slice(0, i)) as { payload: string }).payload.split(' ')[0] as string)
+            rest = rest.slice(i + 1)
+          }
+          // read slowly: the server's writes fill the socket and it has to wait
+          res.pause()
+          setTimeout(() => res.resume(), 2)
+        })
+        res.on('end', () => resolve(seen))
+        res.on('error', reject)
+      }).on('error', reject)
+    })
+    expect(got).toEqual(Array.from({ length: n }, (_, i) => String(i)))
+    expect(srv.output.filter((l) => l.includes('MaxListenersExceededWarning'))).toEqual([])
+  })
 })
