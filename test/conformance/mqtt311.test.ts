@@ -297,9 +297,9 @@ describe('MQTT 3.1.1: CONNECT, CONNACK and sessions (raw client)', () => {
     expect(pongs).toBeGreaterThanOrEqual(3)
     expect(await silent.waitClosed(500)).toBe(true)
     const after = silent.closedAt - t0
-    // 1.5 s, with 0.6 s of grace for timer granularity; never before the client's own second
+    // 1.5 s, with 1.1 s of grace for timers on a loaded CI machine; never before the client's own second
     expect(after).toBeGreaterThanOrEqual(1000)
-    expect(after).toBeLessThanOrEqual(2100)
+    expect(after).toBeLessThanOrEqual(2600)
   })
 })
 

@@ -209,13 +209,14 @@ describe('MQTT 5.0: Paho interoperability scenarios (python paho-mqtt 1.6.1)', (
     // published with 1 s and 60 s (and no interval); delivered about 2.3 s later
     expect(Object.keys(o.queued).sort()).toEqual(['expires in 60 s', 'never expires'])
     expect(o.queued['never expires']).toBeNull()
-    expect(o.queued['expires in 60 s']).toBeGreaterThanOrEqual(55)
+    // at most 58 (2.3 s have passed); the lower bounds leave room for a slow machine
+    expect(o.queued['expires in 60 s']).toBeGreaterThanOrEqual(50)
     expect(o.queued['expires in 60 s']).toBeLessThanOrEqual(58)
     expect(Object.keys(o.retained)).toEqual(['retained 60 s'])
-    expect(o.retained['retained 60 s']).toBeGreaterThanOrEqual(55)
+    expect(o.retained['retained 60 s']).toBeGreaterThanOrEqual(50)
     expect(o.retained['retained 60 s']).toBeLessThanOrEqual(58)
     expect(o.live).toHaveLength(1)
-    expect(o.live[0]).toBeGreaterThanOrEqual(29)
+    expect(o.live[0]).toBeGreaterThanOrEqual(25)
     expect(o.live[0]).toBeLessThanOrEqual(30)
   }, P)
 
@@ -388,11 +389,12 @@ describe('MQTT 5.0: CONNECT, CONNACK and sessions (raw client)', () => {
     const keepalive = (connack.props?.serverKeepAlive as number | undefined) ?? 1 // [MQTT-3.2.2-21] [MQTT-3.2.2-22]
     const pinger = await connected(uniq('ka5-pinger'), { keepalive: 1 })
     const t0 = Date.now()
-    while (Date.now() - t0 < 1.5 * keepalive * 1000 + 700) { await pinger.sync(1000); await sleep(500) }
+    while (Date.now() - t0 < 1.5 * keepalive * 1000 + 1200) { await pinger.sync(1000); await sleep(500) }
     expect(pinger.closed).toBe(false)
-    await expectClosedForError(silent, [0x8d], 200)
+    await expectClosedForError(silent, [0x8d], 500)
     expect(silent.closedAt - t0).toBeGreaterThanOrEqual(keepalive * 1000)
-    expect(silent.closedAt - t0).toBeLessThanOrEqual(1.5 * keepalive * 1000 + 600)
+    // 1.5 x Keep Alive, with grace for timers on a loaded CI machine
+    expect(silent.closedAt - t0).toBeLessThanOrEqual(1.5 * keepalive * 1000 + 1100)
   })
 
   it('an Authentication Method the server does not support: the connection is refused and closed, CONNACK 0x8C or 0x87 if any [MQTT-4.12.0-1]', async () => {
