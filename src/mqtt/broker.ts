@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream'
 import type { Logger } from '../core/log.ts'
 import { Router, type Listener } from '../router/router.ts'
 import { SubjectTrie } from '../subjects/trie.ts'
-import { topicMatchesFilter } from '../subjects/topic.ts'
+import { isWildcardFilter, topicMatchesFilter } from '../subjects/topic.ts'
 import { ClientConnection } from './connection.ts'
 import { FlushScheduler } from './flush-scheduler.ts'
 import { SharedSubscriptions } from './shared-subscriptions.ts'
@@ -24,6 +24,20 @@ import { setSinkErrorLogger, type Transport } from './transport.ts'
 // connection at 10k. Our fast path does not encode through it, so the table does not pay.
 writeToStream.cacheNumbers = false
 
+/** aedes' record of one subscription of a client. */
+interface AedesSubscription {
+  qos: 0 | 1 | 2
+  func: Listener
+  rap?: boolean
+  nl?: boolean
+  si?: number
+  /** Ours: the QoS the SUBSCRIBE was granted, when `qos` was raised for overlapping subscriptions. */
+  _granted?: 0 | 1 | 2
+}
+
+/** The QoS a subscription was granted (see #attachSubscriptions). */
+const granted = (sub: AedesSubscription): 0 | 1 | 2 => sub._granted ?? sub.qos
+
 /** The parts of an aedes client edgebus reads (aedes ships no types for these internals). */
 export interface AedesClient {
   id: string
@@ -33,7 +47,7 @@ export interface AedesClient {
   sessionExpiryInterval?: number
   connected: boolean
   maximumPacketSize?: number
-  subscriptions: Record<string, { qos: 0 | 1 | 2; func: Listener; rap?: boolean; nl?: boolean; si?: number }>
+  subscriptions: Record<string, AedesSubscription>
   conn: { owner?: ClientConnection }
   _keepaliveTimer?: NodeJS.Timeout | null
   /** aedes' per-client delivery functions (QoS 0, and QoS 1/2 with packet ids and retries). */
@@ -276,6 +290,7 @@ export class MqttBroker {
       downgradeRetained(c)
     })
     aedes.on('subscribe', (_subs, client) => this.#attachSubscriptions(client as unknown as AedesClient))
+    aedes.on('unsubscribe', (_topics, client) => this.#attachSubscriptions(client as unknown as AedesClient))
     aedes.on('clientDisconnect', (client) => {
       // MQTT 5: a session lives on only with a Session Expiry Interval (a DISCONNECT may set it to 0)
       const c = client as unknown as AedesClient
@@ -366,16 +381,36 @@ export class MqttBroker {
   #attachSubscriptions(client: AedesClient): void {
     const conn = client.conn.owner
     if (!conn) return
-    for (const filter in client.subscriptions) {
-      const sub = client.subscriptions[filter]
+    const subs = client.subscriptions
+    for (const filter in subs) {
+      const sub = subs[filter]
       if (!sub) continue
       const entry = this.router.entryFor(filter, sub.func)
       if (!entry) continue
       entry.target = conn
-      entry.qos = sub.qos
+      entry.qos = granted(sub)
       entry.nl = sub.nl === true
       entry.rap = sub.rap === true
       entry.si = sub.si ?? 0
+    }
+    // [MQTT-3.3.5-1] a message goes out at the highest QoS of all the client's matching
+    // subscriptions (the Router merges them into that one). aedes then caps a QoS 1/2 delivery at
+    // the QoS of the subscription whose filter *is* the topic, when there is one: so that
+    // subscription's QoS, as aedes reads it, is the highest among the client's filters matching it.
+    for (const filter in subs) {
+      const sub = subs[filter]
+      if (sub === undefined || isWildcardFilter(filter)) continue
+      let max = granted(sub)
+      for (const other in subs) {
+        const o = subs[other]
+        if (o !== undefined && other !== filter && granted(o) > max && topicMatchesFilter(filter, other)) max = granted(o)
+      }
+      if (max !== granted(sub)) {
+        sub._granted ??= sub.qos
+        sub.qos = max
+      } else if (sub._granted !== undefined) {
+        sub.qos = sub._granted
+      }
     }
     this.router.invalidate()
   }

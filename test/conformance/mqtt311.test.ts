@@ -121,9 +121,7 @@ describe('MQTT 3.1.1: Paho interoperability scenarios (python paho-mqtt 1.6.1)',
     expect([[2], [1, 2]]).toContainEqual(o.two.qos)
   }, P)
 
-  // KNOWN GAP (a spec MUST edgebus does not meet yet; README "Known gaps"): aedes caps a QoS 1/2 delivery at the QoS of the client's subscription whose filter equals the topic, even when the merged delivery is for a wildcard subscription with a higher QoS.
-  // it.fails: this test passes while the gap is there and fails, to be turned back into it(), once it is fixed.
-  it.fails('KNOWN GAP: overlapping subscriptions with an exact filter at QoS 0 as well: still delivered at the maximum QoS (2) [MQTT-3.3.5-1]', async () => {
+  it('overlapping subscriptions with an exact filter at QoS 0 as well: still delivered at the maximum QoS (2) [MQTT-3.3.5-1]', async () => {
     const o = scenario(await paho, 'overlapping')
     expect(o.three.granted).toEqual([[2], [1], [0]])
     // allowed: one copy at QoS 2, or one copy per subscription (QoS 0, 1 and 2)

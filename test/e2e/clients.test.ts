@@ -126,6 +126,18 @@ for t, p in got: print(t, p)
     expect(got1.map((m) => [m.payload, m.qos])).toEqual([['at least once', 1], ['exactly once', 1]])
   })
 
+  it('overlapping subscriptions of one client: one copy at the highest QoS among them, also next to an exact filter; an unsubscribe lowers it again [MQTT-3.3.5-1]', async () => {
+    const sub = await connectClient(srv.mqttUrl)
+    await sub.client.subscribeAsync({ 'ov/#': { qos: 2 }, 'ov/x': { qos: 0 } })
+    const pub = await connectClient(srv.mqttUrl)
+    await pub.client.publishAsync('ov/x', 'both match', { qos: 2 })
+    expect((await sub.waitFor(1)).map((m) => [m.payload, m.qos])).toEqual([['both match', 2]])
+    await sub.client.unsubscribeAsync('ov/#')
+    await pub.client.publishAsync('ov/x', 'exact only', { qos: 2 })
+    const got = await sub.waitFor(2)
+    expect(got.map((m) => [m.payload, m.qos])).toEqual([['both match', 2], ['exact only', 0]])
+  })
+
   it('a persistent session gets the QoS 1 messages it missed while offline', async () => {
     const opts = { clientId: 'persistent-1', clean: false }
     const first = await connectClient(srv.mqttUrl, opts)
