@@ -53,3 +53,17 @@ export async function expectClosedForError(c: Raw, allowed: number[] = [], timeo
 }
 
 export const hex = (n: number | null | undefined): string => (n === null || n === undefined ? 'none' : `0x${n.toString(16).padStart(2, '0')}`)
+
+/** What each filter of the Paho wildcard matrix receives of its topics (interop scenario wildcard_matrix). */
+export const PAHO_MATRIX_RECEIVED = {
+  'TopicA/+': ['TopicA/B', 'TopicA/C'],
+  '+/C': ['Topic/C', 'TopicA/C'],
+  '#': ['/TopicA', 'Topic/C', 'TopicA', 'TopicA/B', 'TopicA/B/C', 'TopicA/C'],
+  '/#': ['/TopicA'],
+  '/+': ['/TopicA'],
+  '+/+': ['/TopicA', 'Topic/C', 'TopicA/B', 'TopicA/C'],
+  'TopicA/#': ['TopicA', 'TopicA/B', 'TopicA/B/C', 'TopicA/C'], // '#' also matches the parent level
+  '+': ['TopicA'],
+  'TopicA/+/C': ['TopicA/B/C'],
+  'TopicA/B/C': ['TopicA/B/C'],
+}

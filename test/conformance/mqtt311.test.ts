@@ -11,7 +11,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import type { StartedEdgebus } from '../support/edgebus.ts'
-import { expectClosedForError, hex, runPaho, scenario, startConformanceServer, type PahoRun } from './helpers.ts'
+import { expectClosedForError, hex, PAHO_MATRIX_RECEIVED, runPaho, scenario, startConformanceServer, type PahoRun } from './helpers.ts'
 import { ack, connect, dropAll, publish, rawClient, rawOpen, sleep, str, subscribe, T, uniq, unsubscribe, varint, type Raw } from './wire.ts'
 
 let srv: StartedEdgebus
@@ -137,24 +137,13 @@ describe('MQTT 3.1.1: Paho interoperability scenarios (python paho-mqtt 1.6.1)',
 
   it('unsubscribe: UNSUBACK also for a filter never subscribed; only the removed subscription stops [MQTT-3.10.4-1] [MQTT-3.10.4-5]', async () => {
     const o = scenario(await paho, 'unsubscribe')
-    expect(o.unsubackReceived).toEqual([true, true])
+    expect(o.unsubacks.map((u: unknown) => u !== null)).toEqual([true, true])
     expect(o.payloads).toEqual(['topic b', 'topic c'])
   }, P)
 
   it('topic wildcards: the Paho matrix of filters and topics [MQTT-4.7.1-2] [MQTT-4.7.1-3] [MQTT-4.7.3-1]', async () => {
     const o = scenario(await paho, 'wildcard_matrix')
-    expect(o.received).toEqual({
-      'TopicA/+': ['TopicA/B', 'TopicA/C'],
-      '+/C': ['Topic/C', 'TopicA/C'],
-      '#': ['/TopicA', 'Topic/C', 'TopicA', 'TopicA/B', 'TopicA/B/C', 'TopicA/C'],
-      '/#': ['/TopicA'],
-      '/+': ['/TopicA'],
-      '+/+': ['/TopicA', 'Topic/C', 'TopicA/B', 'TopicA/C'],
-      'TopicA/#': ['TopicA', 'TopicA/B', 'TopicA/B/C', 'TopicA/C'], // '#' also matches the parent level
-      '+': ['TopicA'],
-      'TopicA/+/C': ['TopicA/B/C'],
-      'TopicA/B/C': ['TopicA/B/C'],
-    })
+    expect(o.received).toEqual(PAHO_MATRIX_RECEIVED)
   }, P)
 
   it('QoS of a delivery is the minimum of the published QoS and the granted QoS [MQTT-3.8.4-6]', async () => {

@@ -6,6 +6,7 @@
  * OASIS specifications: MQTT 3.1.1 (section 2 and 3) and MQTT 5.0 (sections 1.5, 2 and 3).
  */
 import net from 'node:net'
+import { varint } from '../support/raw.ts'
 
 export type Version = 4 | 5
 
@@ -79,16 +80,7 @@ export interface Props {
 /** Properties to encode; arrays repeat the property (userProperty pairs, several subscription ids). */
 export type PropsIn = Record<string, number | string | Buffer | Array<[string, string]> | number[] | undefined>
 
-export function varint(n: number): Buffer {
-  const out: number[] = []
-  do {
-    let b = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) b |= 0x80
-    out.push(b)
-  } while (n > 0)
-  return Buffer.from(out)
-}
+export { varint }
 const u16 = (n: number): Buffer => Buffer.from([(n >> 8) & 0xff, n & 0xff])
 const u32 = (n: number): Buffer => { const b = Buffer.alloc(4); b.writeUInt32BE(n >>> 0); return b }
 export const str = (s: string | Buffer): Buffer => { const b = typeof s === 'string' ? Buffer.from(s, 'utf8') : s; return Buffer.concat([u16(b.length), b]) }
