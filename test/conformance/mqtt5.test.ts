@@ -158,7 +158,7 @@ describe('MQTT 5.0: Paho interoperability scenarios (python paho-mqtt 1.6.1)', (
     else expect(copies.sort((a: any, b: any) => b.qos - a.qos)).toEqual([{ qos: 2, sids: [1] }, { qos: 1, sids: [2] }])
   }, P)
 
-  // KNOWN GAP (a spec MUST edgebus does not meet yet; README "Known gaps"): as in 3.1.1: capped at the exact-topic subscription's QoS, and one subscription identifier.
+  // KNOWN GAP (a spec MUST edgebus does not meet yet; README "Known gaps"): the QoS is the highest (fixed), but the copy carries one subscription identifier, not all.
   // it.fails: this test passes while the gap is there and fails, to be turned back into it(), once it is fixed.
   it.fails('KNOWN GAP: overlapping subscriptions with an exact filter at QoS 0 too: still the maximum QoS (2) and every subscription id [MQTT-3.3.4-2] [MQTT-3.3.4-4] [MQTT-3.3.4-5]', async () => {
     const o = scenario(await paho, 'overlapping')
