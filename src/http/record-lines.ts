@@ -116,7 +116,7 @@ function payloadKind(p: Buffer, start: number, end: number): number {
   return PLAIN
 }
 
-/** Whether `p[i, end)` is well-formed UTF-8 (RFC 3629): short payloads in JS, long ones natively. */
+/** Whether `p[i, end)` is well-formed UTF-8 (RFC 3629): short payloads in JS (no view object per record on the replay path), long ones natively. */
 function isUtf8From(p: Buffer, i: number, end: number): boolean {
   if (end - i > 256) return isUtf8(p.subarray(i, end))
   while (i < end) {

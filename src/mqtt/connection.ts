@@ -25,6 +25,9 @@ import type { MqttBroker, AedesClient } from './broker.ts'
  */
 const NO_DEDUPE: object = new Proxy({}, { get: () => undefined, set: () => true, deleteProperty: () => true })
 
+/** What this layer reads and sets on the aedes client of its connection. */
+type AedesPeer = SessionOwner & { maximumPacketSize?: number; receiveMaximum?: number; duplicates?: object }
+
 const State = { AWAITING_CONNECT: 0, CONNECTING: 1, CONNECTED: 2, CLOSED: 3 } as const
 type StateValue = (typeof State)[keyof typeof State]
 
@@ -163,8 +166,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     this.#publishBudget = rate > 0 ? new TokenBucket(rate, rate, Date.now()) : null
     this.link = new AedesLink(this)
     broker.aedes.handle(this.link as never, req as never)
-    const client = (this.link as unknown as { client?: { duplicates: object } }).client
-    if (client !== undefined) client.duplicates = NO_DEDUPE
+    const peer = this.#peer
+    if (peer !== undefined) peer.duplicates = NO_DEDUPE
   }
 
   get connected(): boolean {
@@ -661,8 +664,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   // --- MQTT 5 flow control: what aedes 2.0 beta advertises but does not enforce ---------------
 
   /** The aedes client's view of the CONNECT (set by aedes before it writes anything). */
-  get #peer(): { version?: number; maximumPacketSize?: number; receiveMaximum?: number } | undefined {
-    return (this.link as unknown as { client?: { version?: number; maximumPacketSize?: number; receiveMaximum?: number } }).client
+  get #peer(): AedesPeer | undefined {
+    return (this.link as unknown as { client?: AedesPeer }).client
   }
 
   /**
@@ -829,10 +832,9 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     const peer = this.#peer
     if (this.#ackMerges !== null && (type === PacketType.SUBACK || type === PacketType.UNSUBACK)) packet = this.#mergeAck(packet, type)
     // aedes announces shared subscriptions as unavailable; we serve them, so the property goes
-    if (type === PacketType.CONNACK) {
-      const client = (this.link as unknown as { client?: SessionOwner }).client
-      if (client !== undefined) packet = this.#broker.sessions.connack(packet, client)
-      if (peer?.version === 5) packet = withoutSharedUnavailable(packet)
+    if (type === PacketType.CONNACK && peer !== undefined) {
+      packet = this.#broker.sessions.connack(packet, peer)
+      if (peer.version === 5) packet = withoutSharedUnavailable(packet)
     }
     const maxSize = peer?.maximumPacketSize ?? 0
     if (type === PacketType.PUBLISH) {

@@ -1,4 +1,5 @@
 import { isUtf8 } from 'node:buffer'
+import { topicFilterProblem, topicNameProblem } from '../subjects/topic.ts'
 import { PacketType, PropertyKinds, readVarint, VarintResult } from './codec.ts'
 
 /**
@@ -209,17 +210,9 @@ export function checkTopics(packet: Buffer, at: number, end: number, version: nu
   return filters === 0 ? { code: 0x82, why: `${type === SUBSCRIBE ? 'SUBSCRIBE' : 'UNSUBSCRIBE'} without a topic filter` } : null
 }
 
-/** Whether filter bytes are a topic filter: not empty, UTF-8, no U+0000, `+` a whole level, `#` the whole last level [MQTT-4.7.1-2, 4.7.1-3]. */
+/** Whether `bytes` are a topic filter (topic.ts has the rules), with ill-formed UTF-8 refused first [MQTT-1.5.3-1]. */
 function isTopicFilter(bytes: Buffer): boolean {
-  if (bytes.length === 0 || !isUtf8(bytes)) return false
-  for (let i = 0; i < bytes.length; i++) {
-    const c = bytes[i]
-    if (c === 0) return false
-    if (c !== 0x2b && c !== 0x23) continue
-    const wholeLevel = (i === 0 || bytes[i - 1] === 0x2f) && (i === bytes.length - 1 || bytes[i + 1] === 0x2f)
-    if (!wholeLevel || (c === 0x23 && i !== bytes.length - 1)) return false
-  }
-  return true
+  return isUtf8(bytes) && topicFilterProblem(bytes.toString('utf8')) === null
 }
 
 /** A QoS 0 PUBLISH whose variable header starts at `at` carries an empty property block (the common case: nothing to check). */
@@ -229,14 +222,9 @@ export function qos0WithoutProperties(buf: Buffer, at: number, end: number): boo
   return p < end && buf[p] === 0
 }
 
-/** Whether `topic` bytes are a topic name: not empty, UTF-8, no wildcard, no U+0000 [MQTT-4.7.3-1, 3.3.2-2, 1.5.4-2]. */
+/** Whether `bytes` are a topic name (topic.ts has the rules), with ill-formed UTF-8 refused first [MQTT-1.5.3-1]. */
 function isTopicName(bytes: Buffer): boolean {
-  if (bytes.length === 0 || !isUtf8(bytes)) return false
-  for (let i = 0; i < bytes.length; i++) {
-    const c = bytes[i]
-    if (c === 0x23 || c === 0x2b || c === 0) return false
-  }
-  return true
+  return isUtf8(bytes) && topicNameProblem(bytes.toString('utf8')) === null
 }
 
 /**
@@ -265,12 +253,18 @@ export function checkConnect(packet: Buffer): (PacketProblem & { level: number }
   if (!will && (willQos !== 0 || (flags & 0x20) !== 0)) return bad(0x81, 'Will QoS or Will Retain set without a will')
   // [MQTT-3.1.2-22] MQTT 3.1.1: no password without a user name
   if (level !== 5 && (flags & 0x40) !== 0 && (flags & 0x80) === 0) return bad(0x81, 'a password without a user name')
-  if (level === 5) {
+  // MQTT 5: a property block at o, checked and stepped over
+  const properties = (where: number, what: string): (PacketProblem & { level: number }) | null => {
     const b = block(packet, o, end)
-    if (b === null) return bad(0x81, 'the property length runs past the packet')
-    const p = checkProperties(packet, b.start, b.end, CONNECT)
+    if (b === null) return bad(0x81, `the ${what} length runs past the packet`)
+    const p = checkProperties(packet, b.start, b.end, where)
     if (p !== null) return { ...p, level }
     o = b.end
+    return null
+  }
+  if (level === 5) {
+    const p = properties(CONNECT, 'property')
+    if (p !== null) return p
   }
   const str = (what: string): Buffer | PacketProblem & { level: number } => {
     if (o + 2 > end) return bad(0x81, `${what} is missing`)
@@ -285,11 +279,8 @@ export function checkConnect(packet: Buffer): (PacketProblem & { level: number }
   if (!isUtf8(id)) return bad(0x81, 'the client identifier is not UTF-8')
   if (will) {
     if (level === 5) {
-      const b = block(packet, o, end)
-      if (b === null) return bad(0x81, 'the will property length runs past the packet')
-      const p = checkProperties(packet, b.start, b.end, WILL_PROPERTIES)
-      if (p !== null) return { ...p, level }
-      o = b.end
+      const p = properties(WILL_PROPERTIES, 'will property')
+      if (p !== null) return p
     }
     const topic = str('the will topic')
     if ('why' in topic) return topic

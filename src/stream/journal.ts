@@ -770,8 +770,8 @@ export class Journal {
     return segs[lo - 1] ?? null
   }
 
-  #isLive(rec: StoredRecord): boolean {
-    return rec.seq >= this.firstSeq && (this.#tracker === null || this.#tracker.isLive(rec.subject, rec.seq))
+  #isLive(seq: number, subject: string): boolean {
+    return seq >= this.firstSeq && (this.#tracker === null || this.#tracker.isLive(subject, seq))
   }
 
   /** The record stored under `seq`, or null (removed, superseded, not yet committed, or corrupt). */
@@ -779,7 +779,7 @@ export class Journal {
     this.#checkOpen()
     if (!Number.isSafeInteger(seq) || seq < this.firstSeq || seq > this.#lastSeq) return null
     const rec = this.#readFrame(seq)
-    return rec !== null && this.#isLive(rec) ? rec : null
+    return rec !== null && this.#isLive(rec.seq, rec.subject) ? rec : null
   }
 
   /** The frame stored under `seq`, live or not. */
@@ -884,7 +884,7 @@ export class Journal {
         if (s > last) return Walked.end
         w.seq = s + 1
         const v = decodeRecordInto(cur.buf, cur.frameOff, cur.frameLen, w.view)
-        if (s >= this.firstSeq && (this.#tracker === null || this.#tracker.isLive(v.subject, s))) return Walked.record
+        if (this.#isLive(s, v.subject)) return Walked.record
       } else if (step === Step.need) {
         if (!cur.segment.closed) return Walked.read
         w.cur = null // removed or compacted meanwhile: find our place again

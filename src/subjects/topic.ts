@@ -13,39 +13,53 @@ function fail(what: string, topic: string, why: string, code: 'ESUBJECT_INVALID'
   throw new EdgebusError(code, `invalid ${what} ${JSON.stringify(topic)}: ${why}`, { subject: topic })
 }
 
-function checkCommon(what: string, topic: string): void {
+function commonProblem(topic: string): string | null {
   // [MQTT-4.7.3-1] topic names and filters are at least one character long
-  if (topic.length === 0) fail(what, topic, 'it is empty')
+  if (topic.length === 0) return 'it is empty'
   // [MQTT-4.7.3-2] no U+0000
-  if (topic.includes('\u0000')) fail(what, topic, 'it contains the null character U+0000')
-  if (Buffer.byteLength(topic, 'utf8') > MAX_TOPIC_BYTES) fail(what, topic, `it is longer than ${MAX_TOPIC_BYTES} bytes`)
-  if (!topic.isWellFormed()) fail(what, topic, 'it is not well-formed UTF-16 (lone surrogate)')
+  if (topic.includes('\u0000')) return 'it contains the null character U+0000'
+  if (Buffer.byteLength(topic, 'utf8') > MAX_TOPIC_BYTES) return `it is longer than ${MAX_TOPIC_BYTES} bytes`
+  if (!topic.isWellFormed()) return 'it is not well-formed UTF-16 (lone surrogate)'
+  return null
 }
 
-/** A concrete topic a message is published to: no wildcards [MQTT-4.7.1-1]. */
-export function validateTopicName(topic: string): void {
-  checkCommon('topic', topic)
-  if (topic.includes('+') || topic.includes('#')) {
-    fail('topic', topic, "wildcards '+' and '#' are only allowed in subscription filters", 'ESUBJECT_WILDCARD')
-  }
+const WILDCARD_IN_NAME = "wildcards '+' and '#' are only allowed in subscription filters"
+
+/** Why `topic` is not a topic name a message can be published to (no wildcards [MQTT-4.7.1-1]), or null. */
+export function topicNameProblem(topic: string): string | null {
+  return commonProblem(topic) ?? (topic.includes('+') || topic.includes('#') ? WILDCARD_IN_NAME : null)
 }
 
-/** A subscription filter: '+' a whole level [MQTT-4.7.1-3], '#' the whole last level [MQTT-4.7.1-2]. */
-export function validateTopicFilter(filter: string): void {
-  checkCommon('filter', filter)
+/** Why `filter` is not a subscription filter ('+' a whole level [MQTT-4.7.1-3], '#' the whole last level [MQTT-4.7.1-2]), or null. */
+export function topicFilterProblem(filter: string): string | null {
+  const common = commonProblem(filter)
+  if (common !== null) return common
   const levels = filter.split('/')
   for (let i = 0; i < levels.length; i++) {
     const level = levels[i] as string
     if (level === '#') {
-      if (i !== levels.length - 1) fail('filter', filter, "'#' must be the last level")
+      if (i !== levels.length - 1) return "'#' must be the last level"
     } else if (level === '+') {
       // a whole level: fine
     } else if (level.includes('#')) {
-      fail('filter', filter, "'#' must occupy a whole level, as in 'a/#'")
+      return "'#' must occupy a whole level, as in 'a/#'"
     } else if (level.includes('+')) {
-      fail('filter', filter, "'+' must occupy a whole level, as in 'a/+/c'")
+      return "'+' must occupy a whole level, as in 'a/+/c'"
     }
   }
+  return null
+}
+
+/** A concrete topic a message is published to: no wildcards [MQTT-4.7.1-1]. */
+export function validateTopicName(topic: string): void {
+  const why = topicNameProblem(topic)
+  if (why !== null) fail('topic', topic, why, why === WILDCARD_IN_NAME ? 'ESUBJECT_WILDCARD' : 'ESUBJECT_INVALID')
+}
+
+/** A subscription filter: '+' a whole level [MQTT-4.7.1-3], '#' the whole last level [MQTT-4.7.1-2]. */
+export function validateTopicFilter(filter: string): void {
+  const why = topicFilterProblem(filter)
+  if (why !== null) fail('filter', filter, why)
 }
 
 export function isWildcardFilter(filter: string): boolean {
