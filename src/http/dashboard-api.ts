@@ -29,9 +29,9 @@ export function mountDashboard(http: HttpFront, broker: MqttBroker, startedAt: n
     auth.mayReadInternals(await auth.principal(req, url))
     const list = [...broker.connections].map((c) => ({
       id: c.id,
-      clientId: c.client?.id ?? null,
+      clientId: c.clientId || null,
       protocol: `mqtt-${c.transport.kind}`,
-      version: c.client?.version ?? null,
+      version: c.connected ? c.version : null,
       remote: c.transport.remoteAddress,
       subscriptions: c.client ? Object.keys(c.client.subscriptions) : [],
       queuedBytes: c.queuedBytes,

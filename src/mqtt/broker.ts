@@ -12,6 +12,7 @@ import { SharedSubscriptions } from './shared-subscriptions.ts'
 import { ConnectionGate, type ConnectionLimits } from '../limits/connection-gate.ts'
 import { RateLimitedLog } from '../core/rate-limited-log.ts'
 import { refuseConnection } from './refused-connection.ts'
+import { plainConnack } from './plain-connect.ts'
 import { SessionRegistry } from './session-registry.ts'
 import { streamControlListener } from './stream-subscriptions.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
@@ -120,6 +121,21 @@ function downgradeRetained(c: AedesClient): void {
 /** Reason code 0x8B: Server shutting down. */
 const SERVER_SHUTTING_DOWN = 0x8b
 
+/** Inbound topic aliases a client may use (aliased PUBLISHes take aedes' path, which resolves them). */
+const TOPIC_ALIAS_MAXIMUM = 64
+
+/** The messages of MQTT 3.1.1 CONNACK return codes 2, 4 and 5 (MQTT 5: 0x85, 0x86, 0x87). */
+const CONNECT_REFUSALS: Record<number, string> = { 2: 'client identifier rejected', 4: 'bad user name or password', 5: 'not authorized' }
+
+/** The aedes internals that say whether a client identifier has a session or a pending will. */
+interface AedesSessionState {
+  clients: Record<string, AedesClient | undefined>
+  expiringSessions?: Map<string, unknown>
+  delayedWills?: Map<string, unknown>
+  _takingOver?: Set<string>
+  persistence: { hasSession?(id: string): boolean }
+}
+
 /**
  * The MQTT engine: aedes for the protocol's long tail (CONNECT, sessions, QoS 1/2, retained,
  * wills), our Router as its `mq`, and our ClientConnection in front of every transport.
@@ -149,6 +165,9 @@ export class MqttBroker {
   /** Filters of persistent sessions with QoS > 0, by client id: their messages must be queued by aedes. */
   readonly #persistentSubs = new SubjectTrie<string>()
   readonly #persistentCache = new Map<string, boolean>()
+  /** Clients served without an aedes client (plain CONNECTs, see ClientConnection), by client identifier. */
+  readonly #plainClients = new Map<string, ClientConnection>()
+  #plainConnacks: [Buffer, Buffer] | null = null
 
   private constructor(aedes: Aedes, router: Router, log: Logger, limits: MqttLimits) {
     this.aedes = aedes as Aedes & { id: string; counter: number }
@@ -184,38 +203,20 @@ export class MqttBroker {
       drainTimeout: limits.drainTimeout,
       maximumPacketSize: limits.maxPacketSize,
       receiveMaximum: limits.receiveMaximum,
-      // inbound topic aliases: aliased PUBLISHes take aedes' path, which resolves them
-      topicAliasMaximum: 64,
+      topicAliasMaximum: TOPIC_ALIAS_MAXIMUM,
       // aedes' own bound on concurrent inbound QoS 2 (we enforce Receive Maximum in front of it)
       concurrency: 1000,
-      authenticate: (client, _user, _pass, cb) => {
-        // aedes 2.0.0-beta.1 keys clients by id in a plain object: refuse ids that are
-        // Object.prototype member names (the GHSA-52qw-whmv-87c5 fix of aedes 1.2 is not in 2.0 beta)
-        // ($server/… is the marker of the server's own publishes, see publish())
-        const id = (client as unknown as AedesClient).id
-        if (id in Object.prototype || id.startsWith('$server/')) {
-          const err = Object.assign(new Error('client identifier rejected'), { returnCode: 2 })
-          cb(err as never, false)
-          return
-        }
-        const security = self?.security ?? null
-        const conn = (client as unknown as AedesClient).conn.owner
-        if (security === null || conn === undefined) return cb(null, true)
-        security.identify({ clientId: id, username: _user ?? null, password: _pass ?? null, certCommonName: conn.transport.certUser }, 'mqtt').then((p) => {
-          // the will is published by the server later: its topic is checked now, while the client can be told
-          const will = (client as unknown as { _will?: { topic: string } | null })._will
-          if (will && !p.access.canPublish(will.topic)) {
-            const denied = security.denied(p, 'pub', will.topic, 'mqtt will')
-            cb(Object.assign(new Error(denied.message), { returnCode: 5 }) as never, false)
-            return
-          }
-          conn.principal = p
-          if (p.identity.expiresAt !== null) conn.expireAt(p.identity.expiresAt)
-          cb(null, true)
-        }, (err: Error & { code?: string }) => {
-          // 3.1.1 return codes 4 (bad user name or password) and 5 (not authorized); MQTT 5: 0x86 and 0x87
-          cb(Object.assign(new Error(err.message), { returnCode: err.code === 'EAUTH_ANONYMOUS' ? 5 : 4 }) as never, false)
-        })
+      authenticate: (client, user, pass, cb) => {
+        const c = client as unknown as AedesClient
+        const conn = c.conn.owner
+        // a client edgebus served itself until now: authenticated when it connected
+        if (conn?.promoting === true) return cb(null, true)
+        const will = (client as unknown as { _will?: { topic: string } | null })._will
+        if (self === null || conn === undefined) return cb(null, true)
+        self.authenticate(conn, c.id, user ?? null, pass ?? null, will?.topic ?? null).then((code) => {
+          if (code === 0) cb(null, true)
+          else cb(Object.assign(new Error(CONNECT_REFUSALS[code] ?? 'not authorized'), { returnCode: code }) as never, false)
+        }, (err: Error) => cb(err as never, false))
       },
       // what comes through aedes' path: the topic limits (the fast path checks them itself)
       authorizePublish: (client, packet, cb) => {
@@ -453,6 +454,68 @@ export class MqttBroker {
     this.router.on(control.filter, control.fn)
   }
 
+  /**
+   * Checks a CONNECT's identity: the client identifier, then (with users configured) its
+   * credentials and its will topic. Sets the connection's principal; returns 0 or the MQTT 3.1.1
+   * CONNACK return code that refuses it (2 identifier rejected, 4 bad credentials, 5 not
+   * authorized). A success takes the identifier over from a client served without aedes.
+   */
+  async authenticate(conn: ClientConnection, id: string, user: string | null, password: Buffer | null, willTopic: string | null): Promise<number> {
+    // aedes 2.0.0-beta.1 keys clients by id in a plain object: refuse ids that are
+    // Object.prototype member names (the GHSA-52qw-whmv-87c5 fix of aedes 1.2 is not in 2.0 beta)
+    // ($server/… is the marker of the server's own publishes, see publish())
+    if (id in Object.prototype || id.startsWith('$server/')) return 2
+    const security = this.security
+    if (security !== null) {
+      let p
+      try {
+        p = await security.identify({ clientId: id, username: user, password, certCommonName: conn.transport.certUser }, 'mqtt')
+      } catch (err) {
+        return (err as { code?: string }).code === 'EAUTH_ANONYMOUS' ? 5 : 4
+      }
+      // the will is published by the server later: its topic is checked now, while the client can be told
+      if (willTopic !== null && !p.access.canPublish(willTopic)) {
+        security.denied(p, 'pub', willTopic, 'mqtt will')
+        return 5
+      }
+      if (conn.closed) return 5
+      conn.principal = p
+      if (p.identity.expiresAt !== null) conn.expireAt(p.identity.expiresAt)
+    }
+    const holder = this.#plainClients.get(id)
+    if (holder !== undefined && holder !== conn) holder.takenOver() // [MQTT-3.1.4-2]
+    return 0
+  }
+
+  /**
+   * Whether a plain CONNECT with this identifier can be answered without aedes: nothing of a
+   * session, a will or a takeover under that identifier lives in aedes or in the persistence.
+   */
+  mayServePlain(id: string): boolean {
+    if (id in Object.prototype || id.startsWith('$server/') || this.sessions.has(id)) return false
+    const a = this.aedes as unknown as AedesSessionState
+    return a.clients[id] === undefined && a.expiringSessions?.has(id) !== true && a.delayedWills?.has(id) !== true &&
+      a._takingOver?.has(id) !== true && a.persistence.hasSession?.(id) !== true
+  }
+
+  /** The CONNACK accepting a plain CONNECT of this protocol level. */
+  plainConnack(level: number): Buffer {
+    const l = this.limits
+    const v5 = { topicAliasMaximum: TOPIC_ALIAS_MAXIMUM, maxPacketSize: l.maxPacketSize, receiveMaximum: l.receiveMaximum }
+    const acks = this.#plainConnacks ??= [plainConnack(4, v5), plainConnack(5, v5)]
+    return level === 5 ? acks[1] : acks[0]
+  }
+
+  /** A client served without aedes holds its identifier (after authenticate()). */
+  holdPlain(conn: ClientConnection, id: string): void {
+    this.#plainClients.set(id, conn)
+  }
+
+  /** It has an aedes client now, or it closed. */
+  releasePlain(conn: ClientConnection, id: string): void {
+    if (this.#plainClients.get(id) === conn) this.#plainClients.delete(id)
+  }
+
   /** A new client connection: admitted under the connection limits, or answered with why not and closed. */
   accept(transport: Transport, req?: IncomingMessage): ClientConnection | null {
     const refusal = this.gate.admit(transport.remoteIp)
@@ -469,12 +532,13 @@ export class MqttBroker {
 
   onConnectionClosed(conn: ClientConnection): void {
     if (this.connections.delete(conn)) this.gate.release(conn.transport.remoteIp)
+    this.releasePlain(conn, conn.clientId)
     this.shared.removeMember(conn)
   }
 
   onSlowConsumer(conn: ClientConnection, queued: number): void {
     this.stats.slowConsumerDisconnects++
-    this.log.warn({ client: conn.client?.id, remote: conn.transport.remoteAddress, queued, code: 'ESLOW_CONSUMER' },
+    this.log.warn({ client: conn.clientId, remote: conn.transport.remoteAddress, queued, code: 'ESLOW_CONSUMER' },
       'client stopped reading: queue over the hard bound, disconnecting')
     conn.destroy()
   }
@@ -485,7 +549,7 @@ export class MqttBroker {
       const client = conn.client
       if (client && client.version === 5 && client.disconnect) client.disconnect({ reasonCode: SERVER_SHUTTING_DOWN })
       else if (client) client.close()
-      else conn.destroy()
+      else conn.shutDown(SERVER_SHUTTING_DOWN)
     }
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()))
     for (const conn of this.connections) conn.destroy()

@@ -6,6 +6,7 @@ import { EdgebusError } from '../core/errors.ts'
 import { decodePublishProperties, encodePublishQos0, findProperty, findPropertyOffset, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult, writeVarint, type PublishProperties } from './codec.ts'
 import { PacketAssembler } from './packet-assembler.ts'
 import { checkConnect, checkPacketProperties, checkTopics, qos0WithoutProperties, type PacketProblem } from './packet-check.ts'
+import { plainConnect, type PlainConnect } from './plain-connect.ts'
 import type { SessionOwner } from './session-registry.ts'
 import { TokenBucket } from '../limits/token-bucket.ts'
 import { ALLOW_ALL } from '../auth/acl.ts'
@@ -32,6 +33,11 @@ const State = { AWAITING_CONNECT: 0, CONNECTING: 1, CONNECTED: 2, CLOSED: 3 } as
 type StateValue = (typeof State)[keyof typeof State]
 
 const EMPTY = Buffer.alloc(0)
+const PINGRESP = Buffer.from([0xd0, 0x00])
+/** MQTT 5 reason codes of the MQTT 3.1.1 CONNACK refusals 2, 4 and 5. */
+const V5_REFUSALS: Record<number, number> = { 2: 0x85, 4: 0x86, 5: 0x87 }
+/** How long a connection may take to send CONNECT (aedes' connectTimeout). */
+const CONNECT_TIMEOUT_MS = 30_000
 const noop = (): void => {}
 const vi = new VarintResult()
 /** Filters we serve ourselves: $share/, $stream/, $replay/ (after the '$'). */
@@ -77,12 +83,26 @@ export function refusalCode(err: unknown): number {
  *   (routed here, bytes forwarded to subscribers); every other packet goes to aedes in order.
  * - writes: everything for the client (fast-path frames and aedes' packets) goes through one
  *   queue that is written once per event-loop turn, bounded by the slow-consumer limits.
+ * - a plain CONNECT (clean, no will: plain-connect.ts) is answered here, and the client is served
+ *   without an aedes client (about 5 KB of heap less per idle device) for as long as it only
+ *   publishes on the fast path, pings or disconnects. Its first other packet promotes it: the
+ *   CONNECT is replayed to aedes (its CONNACK swallowed), then that packet and the rest follow.
  */
 export class ClientConnection implements TransportSink, LinkOwner, StreamSubscriber {
   readonly id = nextConnectionId++
   readonly transport: Transport
-  readonly link: AedesLink
+  /** The stream aedes reads and writes: made at a CONNECT that aedes answers, or at promotion. */
+  link: AedesLink | null = null
   readonly #broker: MqttBroker
+  /** Until CONNECT: the HTTP request of a WebSocket, for aedes. */
+  #req: IncomingMessage | undefined
+  /** A client served without aedes: its CONNECT (replayed to aedes at promotion) and identifier. */
+  #plain: PlainConnect | null = null
+  #plainConnect: Buffer | null = null
+  /** While aedes takes over a plain client: its CONNACK is not the client's (it had ours). */
+  promoting = false
+  /** Connect timeout, then (plain clients) the keepalive [MQTT-3.1.2-24]. */
+  #timer: NodeJS.Timeout | null = null
   #state: StateValue = State.AWAITING_CONNECT
   /** The aedes client once CONNECT succeeded. */
   client: AedesClient | null = null
@@ -93,8 +113,14 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   // read side
   #partial: Buffer | null = null
   #held: Buffer[] = [] // packets that arrived between CONNECT and CONNACK
-  /** Input that waits until pending acks are sent, so a packet for aedes cannot overtake them. */
+  /**
+   * Input that waits until pending acks are sent, so a packet for aedes cannot overtake them, or
+   * until aedes has answered the client's SUBSCRIBE/UNSUBSCRIBE, so a PUBLISH that follows is
+   * routed by the subscriptions as they are then.
+   */
   #deferred: Buffer | null = null
+  /** SUBSCRIBE/UNSUBSCRIBE packets with aedes that it has not answered yet. */
+  #subscribing = 0
   /** QoS 1 acks of the fast path waiting for streams, in PUBLISH order. */
   #acks: AckSlot[] | null = null
   /** QoS 1/2 PUBLISHes sent to aedes whose ack waits for a stream, in order. */
@@ -120,8 +146,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   #waitingDrain = false
 
   // what aedes writes, cut into whole packets, and MQTT 5 flow control around it
-  readonly #fromAedes = new PacketAssembler()
-  readonly #onAedesPacket = (packet: Buffer): void => this.#sendAedesPacket(packet)
+  #fromAedes: PacketAssembler | null = null
+  #onAedesPacket: ((packet: Buffer) => void) | null = null
   /** QoS 1/2 PUBLISHes sent to the client and not yet acknowledged by it. */
   #outInflight = 0
   /** PUBLISHes held back by the client's Receive Maximum [MQTT-3.3.4-7]. */
@@ -164,10 +190,99 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     this.transport = transport
     const rate = broker.limits.publishRate
     this.#publishBudget = rate > 0 ? new TokenBucket(rate, rate, Date.now()) : null
-    this.link = new AedesLink(this)
-    broker.aedes.handle(this.link as never, req as never)
+    this.#req = req
+    this.#timer = setTimeout(() => {
+      if (this.#state === State.AWAITING_CONNECT) this.destroy()
+    }, CONNECT_TIMEOUT_MS)
+    this.#timer.unref()
+  }
+
+  /** Hands the connection to aedes from here on. */
+  #attachAedes(): AedesLink {
+    const link = new AedesLink(this)
+    this.link = link
+    this.#fromAedes = new PacketAssembler()
+    this.#onAedesPacket = (packet: Buffer): void => this.#sendAedesPacket(packet)
+    this.#broker.aedes.handle(link as never, this.#req as never)
+    this.#req = undefined
     const peer = this.#peer
     if (peer !== undefined) peer.duplicates = NO_DEDUPE
+    return link
+  }
+
+  /**
+   * A plain CONNECT, answered here: the identity is checked as aedes would (MQTT 3.1.1 return
+   * codes, MQTT 5 reason codes), and the client is connected without an aedes client.
+   */
+  #connectPlain(connect: PlainConnect, packet: Buffer): void {
+    this.#state = State.CONNECTING
+    this.version = connect.level
+    this.#plain = connect
+    this.#plainConnect = Buffer.from(packet)
+    this.#maxOutgoingPacket = connect.maximumPacketSize
+    const broker = this.#broker
+    broker.authenticate(this, connect.clientId, connect.username, connect.password, null).then((code) => {
+      if (this.#state === State.CLOSED) return
+      if (code !== 0) {
+        // 3.1.1 return codes 2, 4, 5; MQTT 5 reason codes 0x85, 0x86, 0x87
+        this.#plain = null
+        this.#enqueue(Buffer.from(connect.level === 5 ? [0x20, 0x03, 0x00, V5_REFUSALS[code] ?? 0x87, 0x00] : [0x20, 0x02, 0x00, code]))
+        this.closeFromAedes()
+        return
+      }
+      broker.holdPlain(this, connect.clientId)
+      this.#enqueue(broker.plainConnack(connect.level))
+      this.#keepalive(connect.keepalive)
+      this.#state = State.CONNECTED
+      const held = this.#held
+      this.#held = []
+      for (const chunk of held) this.#read(chunk)
+    }, (err: unknown) => {
+      broker.log.error({ conn: this.id, err: (err as Error)?.stack ?? String(err) }, 'authentication failed unexpectedly: closing the connection')
+      this.destroy()
+    })
+  }
+
+  /** [MQTT-3.1.2-24] A plain client silent for one and a half keepalives is closed. */
+  #keepalive(seconds: number): void {
+    if (this.#timer !== null) clearTimeout(this.#timer)
+    this.#timer = null
+    if (seconds === 0) return
+    this.#timer = setTimeout(() => {
+      if (this.#state === State.CLOSED) return
+      this.#broker.log.info({ client: this.clientId }, 'keepalive timeout: closing')
+      this.destroy()
+    }, seconds * 1500 + 1)
+    this.#timer.unref()
+  }
+
+  /**
+   * A plain client sent a packet aedes must handle: aedes gets its CONNECT (it does not
+   * authenticate again), and `rest` waits until aedes is ready.
+   */
+  #promote(rest: Buffer): void {
+    const connect = this.#plainConnect as Buffer
+    this.#plainConnect = null
+    this.#keepalive(0) // aedes keeps it from now on
+    this.#state = State.CONNECTING
+    this.promoting = true
+    this.#held.push(rest)
+    this.#attachAedes().push(connect)
+  }
+
+  /** A client with our identifier connected (after authentication) [MQTT-3.1.4-2]. */
+  takenOver(): void {
+    this.#disconnectWith(0x8e, 'session taken over')
+  }
+
+  /** The server is going away (reason 0x8B for MQTT 5 clients). */
+  shutDown(reasonCode: number): void {
+    if (this.#state === State.CONNECTED) this.#disconnectWith(reasonCode, 'server shutting down')
+    else this.destroy()
+  }
+
+  get closed(): boolean {
+    return this.#state === State.CLOSED
   }
 
   get connected(): boolean {
@@ -187,20 +302,32 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   /** aedes accepted the CONNECT and sent CONNACK. */
   onReady(client: AedesClient): void {
     if (this.#state === State.CLOSED) return
+    if (this.#plain !== null) {
+      this.#broker.releasePlain(this, this.#plain.clientId)
+      this.#plain = null
+    }
     this.client = client
     this.version = client.version ?? 4
     this.#maxOutgoingPacket = client.maximumPacketSize ?? 0
     this.#state = State.CONNECTED
     const held = this.#held
     this.#held = []
-    for (const packet of held) this.onData(packet)
+    for (const packet of held) this.#read(packet)
   }
 
   // --- read side ----------------------------------------------------------------------------
 
   onData(chunk: Buffer): void {
     if (this.#state === State.CLOSED) return
-    if (!this.#prepaid) this.#broker.stats.bytesIn += chunk.length // (a resumed chunk was counted)
+    this.#broker.stats.bytesIn += chunk.length
+    // a plain client's keepalive: any packet counts
+    if (this.#plain !== null) this.#timer?.refresh()
+    this.#read(chunk)
+  }
+
+  /** Input, counted already (also what waited: held, deferred or throttled). */
+  #read(chunk: Buffer): void {
+    if (this.#state === State.CLOSED) return
     if (this.#throttled !== null) {
       // waiting for the publish budget: keep the order
       this.#throttled = Buffer.concat([this.#throttled, chunk])
@@ -242,7 +369,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       if (this.#state === State.CONNECTED) {
         // MQTT 5 property blocks are checked before anything reads them (packet-check.ts)
         if (this.version === 5 && type >= PacketType.PUBLISH && type !== PacketType.PINGREQ && !(b0 === 0x30 && qos0WithoutProperties(chunk, o + headerLen, o + total))) {
-          const problem = checkPacketProperties(chunk, o, o + total, this.client?.sessionExpiryInterval ?? -1)
+          const problem = checkPacketProperties(chunk, o, o + total, this.client?.sessionExpiryInterval ?? (this.#plain !== null ? 0 : -1))
           if (problem !== null) {
             if (runStart !== -1) this.#toAedes(chunk.subarray(runStart, o))
             this.#badPacket(problem)
@@ -264,6 +391,16 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
           this.messagesIn++
           this.#broker.stats.messagesIn++
         }
+        if (type === PacketType.PUBLISH && this.#subscribing > 0) {
+          // routed once aedes has taken the subscriptions sent before it (see #readDeferred)
+          this.messagesIn--
+          this.#broker.stats.messagesIn-- // counted again when it is read anew
+          if (budget !== null) this.#prepaid = true
+          if (runStart !== -1) this.#toAedes(chunk.subarray(runStart, o))
+          this.#deferred = chunk.subarray(o)
+          if (!this.#readPaused) { this.#readPaused = true; this.transport.pause() }
+          return
+        }
         // QoS 0 (no DUP, no RETAIN) and QoS 1 without RETAIN: the fast path
         if ((b0 === 0x30 && this.#fastPublish(chunk, o, headerLen, o + total, 0)) ||
           ((b0 & 0xf7) === 0x32 && this.#inInflight === 0 && this.#fastPublish(chunk, o, headerLen, o + total, 1))) {
@@ -271,6 +408,28 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
           fastSeen = true
           o += total
           continue
+        }
+        if (this.link === null) {
+          // a plain client (see #connectPlain): what is not on the fast path
+          // (reserved flags, or a body where there is none: aedes refuses them)
+          if (b0 === 0xc0 && total === 2) {
+            this.#enqueue(PINGRESP)
+            o += total
+            continue
+          }
+          if (b0 === 0xe0 && (total === 2 || this.version === 5)) {
+            // no will to discard, no session to end: the client goes [MQTT-3.14.4-1]
+            this.closeFromAedes()
+            return
+          }
+          if (type === PacketType.PUBLISH) {
+            // read again once aedes is ready: counted then, and its publish token is paid
+            this.messagesIn--
+            this.#broker.stats.messagesIn--
+            if (budget !== null) this.#prepaid = true
+          }
+          this.#promote(chunk.subarray(o))
+          return
         }
         // what aedes gets: topics and filters as the spec wants them (mqtt-packet is lenient)
         if (type === PacketType.PUBLISH || type === PacketType.SUBSCRIBE || type === PacketType.UNSUBSCRIBE) {
@@ -304,20 +463,35 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
         if ((type === PacketType.SUBSCRIBE || type === PacketType.UNSUBSCRIBE) && hasReservedFilter(chunk, o, o + total)) {
           if (runStart !== -1) { this.#toAedes(chunk.subarray(runStart, o)); runStart = -1 }
           const forAedes = this.#interceptReserved(chunk.subarray(o, o + total), type)
-          if (forAedes !== null) this.#toAedes(forAedes)
+          if (forAedes !== null) {
+            this.#subscribing++
+            this.#toAedes(forAedes)
+          }
           o += total
           continue
         }
+        if (type === PacketType.SUBSCRIBE || type === PacketType.UNSUBSCRIBE) this.#subscribing++
         if (runStart === -1) runStart = o
       } else if (this.#state === State.AWAITING_CONNECT) {
         if (type === PacketType.CONNECT) {
-          const problem = checkConnect(chunk.subarray(o, o + total))
+          const packet = chunk.subarray(o, o + total)
+          const problem = checkConnect(packet)
           if (problem !== null) {
             this.#badPacket(problem, problem.level)
             return
           }
+          if (this.#timer !== null) clearTimeout(this.#timer)
+          this.#timer = null
+          const plain = plainConnect(packet)
+          if (plain !== null && this.#broker.mayServePlain(plain.clientId)) {
+            this.#connectPlain(plain, packet)
+            if (o + total < len) this.#held.push(chunk.subarray(o + total))
+            return
+          }
           this.#state = State.CONNECTING
         }
+        // aedes answers the CONNECT (and closes a connection that starts with another packet)
+        if (this.link === null) this.#attachAedes()
         if (runStart === -1) runStart = o
       } else {
         // CONNECTING: hold until aedes has answered the CONNECT, so nothing overtakes it
@@ -356,11 +530,11 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   /** Reads what waited for the publish budget; its first PUBLISH has its token already. */
   #continueThrottled(held: Buffer): void {
     this.#prepaid = true
-    this.onData(held)
+    this.#read(held)
   }
 
   #toAedes(bytes: Buffer): void {
-    if (!this.link.push(bytes) && !this.#readPaused) {
+    if (!(this.link as AedesLink).push(bytes) && !this.#readPaused) {
       this.#readPaused = true
       this.transport.pause()
     }
@@ -512,14 +686,17 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     }
     if (acks.length === 0) {
       this.#acks = null
-      const deferred = this.#deferred
-      if (deferred !== null) {
-        // input that waited behind these acks (see onData)
-        this.#deferred = null
-        this.resumeReading()
-        this.onData(deferred)
-      }
+      this.#readDeferred()
     }
+  }
+
+  /** Reads the input that waited behind our acks or aedes' SUBACKs (see #read), once nothing holds it. */
+  #readDeferred(): void {
+    const deferred = this.#deferred
+    if (deferred === null || this.#acks !== null || this.#subscribing > 0) return
+    this.#deferred = null
+    this.resumeReading()
+    this.#read(deferred)
   }
 
   /**
@@ -533,7 +710,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     } else if (this.version === 5) {
       this.#enqueue(Buffer.from([b0, 0x03, id >> 8, id & 0xff, code]))
     } else {
-      this.#broker.log.warn({ client: this.client?.id, packetId: id, reasonCode: code }, 'message not stored: no acknowledgement sent to the MQTT 3.1.1 client')
+      this.#broker.log.warn({ client: this.clientId, packetId: id, reasonCode: code }, 'message not stored: no acknowledgement sent to the MQTT 3.1.1 client')
     }
   }
 
@@ -565,7 +742,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       qos,
       retain: false,
       dup: false,
-      clientId: this.client?.id,
+      clientId: this.clientId,
     }
     if (properties !== undefined) {
       packet.properties = properties as Record<string, unknown>
@@ -578,7 +755,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   // --- stream deliveries (StreamSubscriber) ----------------------------------------------------
 
   get clientId(): string {
-    return this.client?.id ?? ''
+    return this.client?.id ?? this.#plain?.clientId ?? ''
   }
 
   /** The next id of aedes' own sequence for this client, so the two never hand out the same id. */
@@ -652,7 +829,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
 
   writeFromAedes(chunk: Buffer): boolean {
     if (this.#state === State.CLOSED) return true
-    this.#fromAedes.push(chunk, this.#onAedesPacket)
+    ;(this.#fromAedes as PacketAssembler).push(chunk, this.#onAedesPacket as (packet: Buffer) => void)
     const queued = this.queuedBytes
     if (queued >= this.#broker.limits.maxQueuedBytesHard) {
       this.#broker.onSlowConsumer(this, queued)
@@ -665,7 +842,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
 
   /** The aedes client's view of the CONNECT (set by aedes before it writes anything). */
   get #peer(): AedesPeer | undefined {
-    return (this.link as unknown as { client?: AedesPeer }).client
+    return (this.link as unknown as { client?: AedesPeer } | null)?.client
   }
 
   /**
@@ -703,7 +880,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
         try {
           parsed = parseStreamFilter(topic)
         } catch (err) {
-          this.#broker.log.info({ client: this.client?.id, filter: topic, code: 'ESUBJECT_INVALID' }, (err as Error).message)
+          this.#broker.log.info({ client: this.clientId, filter: topic, code: 'ESUBJECT_INVALID' }, (err as Error).message)
           shared++
           codes.push(v5 ? 0x8f : 0x80) // Topic Filter invalid
           continue
@@ -800,7 +977,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   expireAt(at: number): void {
     const t = setTimeout(() => {
       if (this.#state === State.CLOSED) return
-      this.#broker.log.info({ client: this.client?.id, user: this.principal.identity.user }, 'access token expired: disconnecting')
+      this.#broker.log.info({ client: this.clientId, user: this.principal.identity.user }, 'access token expired: disconnecting')
       this.#disconnectWith(0xa0, 'access token expired')
     }, Math.max(0, Math.min(at - Date.now(), 2 ** 31 - 1)))
     t.unref()
@@ -830,7 +1007,22 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     const b0 = packet[0] as number
     const type = b0 >> 4
     const peer = this.#peer
-    if (this.#ackMerges !== null && (type === PacketType.SUBACK || type === PacketType.UNSUBACK)) packet = this.#mergeAck(packet, type)
+    if (type === PacketType.SUBACK || type === PacketType.UNSUBACK) {
+      if (this.#ackMerges !== null) packet = this.#mergeAck(packet, type)
+      if (this.#subscribing > 0) {
+        this.#subscribing--
+        queueMicrotask(() => this.#readDeferred()) // after this SUBACK is queued
+      }
+    }
+    if (type === PacketType.CONNACK && this.promoting) {
+      // the replayed CONNECT of a client that has our CONNACK already (see #promote)
+      this.promoting = false
+      readVarint(packet, 1, packet.length, vi)
+      if (packet[1 + vi.length + 1] === 0) return
+      this.#broker.log.warn({ conn: this.id, client: this.clientId, reasonCode: packet[1 + vi.length + 1] }, 'closing connection: aedes refused the session of a connected client')
+      this.destroy()
+      return
+    }
     // aedes announces shared subscriptions as unavailable; we serve them, so the property goes
     if (type === PacketType.CONNACK && peer !== undefined) {
       packet = this.#broker.sessions.connack(packet, peer)
@@ -996,7 +1188,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       // MQTT 5 clients know the limit from CONNACK [MQTT-3.3.4-9]; 3.1.1 clients are held to it
       // for QoS 2 only, whose half-open flows would otherwise grow the session store without bound
       if (this.#inInflight > this.#broker.limits.receiveMaximum && (this.version === 5 || qos === 2)) {
-        this.#broker.log.warn({ conn: this.id, client: this.client?.id, inflight: this.#inInflight, code: 'ERECEIVE_MAXIMUM' }, 'closing connection: Receive Maximum exceeded')
+        this.#broker.log.warn({ conn: this.id, client: this.clientId, inflight: this.#inInflight, code: 'ERECEIVE_MAXIMUM' }, 'closing connection: Receive Maximum exceeded')
         this.#disconnectWith(0x93, 'Receive Maximum exceeded')
         return false
       }
@@ -1044,7 +1236,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     this.#broker.stats.bytesOut += data.length
     if (!this.transport.write(data)) this.#waitingDrain = true
     else {
-      this.link.release()
+      this.link?.release()
       this.#streamSubs?.pump() // stream deliveries wait for the backlog to go
     }
   }
@@ -1086,9 +1278,10 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     this.#outHeldBytes = 0
     if (this.#throttleTimer !== null) clearTimeout(this.#throttleTimer)
     if (this.#expiry !== null) clearTimeout(this.#expiry)
+    if (this.#timer !== null) clearTimeout(this.#timer)
     this.#streamSubs?.close()
     this.#streamSubs = null
-    if (!this.link.destroyed) this.link.destroy()
+    if (this.link !== null && !this.link.destroyed) this.link.destroy()
     this.#broker.onConnectionClosed(this)
   }
 
@@ -1103,11 +1296,11 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
    * client is told (MQTT 5: CONNACK or DISCONNECT with the reason code) and the connection closed.
    */
   #badPacket(problem: PacketProblem, connectLevel = 0): void {
-    this.#broker.warnings.warn('EPACKET_MALFORMED', { conn: this.id, client: this.client?.id, remote: this.transport.remoteAddress, code: 'EPACKET_MALFORMED', reasonCode: problem.code }, `closing connection: ${problem.why}`)
+    this.#broker.warnings.warn('EPACKET_MALFORMED', { conn: this.id, client: this.clientId, remote: this.transport.remoteAddress, code: 'EPACKET_MALFORMED', reasonCode: problem.code }, `closing connection: ${problem.why}`)
     if (connectLevel === 5) {
       this.#enqueue(Buffer.from([0x20, 0x03, 0x00, problem.code, 0x00])) // CONNACK with the reason
       this.closeFromAedes()
-      if (!this.link.destroyed) this.link.destroy()
+      if (this.link !== null && !this.link.destroyed) this.link.destroy()
       return
     }
     if (connectLevel !== 0) this.#state = State.CLOSED // MQTT 3.1.1: close without CONNACK
@@ -1115,7 +1308,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   }
 
   #packetTooLarge(size: number): void {
-    this.#broker.log.warn({ conn: this.id, client: this.client?.id, remote: this.transport.remoteAddress, code: 'EPACKET_TOO_LARGE', size, max: this.#broker.limits.maxPacketSize }, 'closing connection: packet too large')
+    this.#broker.log.warn({ conn: this.id, client: this.clientId, remote: this.transport.remoteAddress, code: 'EPACKET_TOO_LARGE', size, max: this.#broker.limits.maxPacketSize }, 'closing connection: packet too large')
     this.#disconnectWith(0x95, 'packet too large')
   }
 
@@ -1129,7 +1322,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       this.transport.end()
       setTimeout(() => this.transport.destroy(), 2000).unref()
     }
-    if (!this.link.destroyed) this.link.destroy()
+    if (this.link !== null && !this.link.destroyed) this.link.destroy()
   }
 }
 

@@ -47,6 +47,10 @@ export class SessionRegistry {
     this.#ids.delete(id)
   }
 
+  has(id: string): boolean {
+    return this.#ids.has(id)
+  }
+
   get size(): number {
     return this.#ids.size
   }

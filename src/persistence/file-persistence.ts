@@ -366,6 +366,11 @@ export class FilePersistence {
     return this.#write({ t: RecordType.IN_DEL, clientId: client.id, messageId: mid })
   }
 
+  /** Whether anything is kept under this client identifier: a session, its QoS 2 state, a will. */
+  hasSession(clientId: string): boolean {
+    return this.#state.client(clientId) !== undefined || this.#state.wills.has(clientId)
+  }
+
   // ---- wills
 
   putWill(client: ClientLike, packet: PacketLike): Promise<void> {
