@@ -219,6 +219,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     this.version = connect.level
     this.#plain = connect
     this.#plainConnect = Buffer.from(packet)
+    this.#req = undefined // aedes reads it for proxy headers only (trustProxy, which edgebus does not set)
     this.#maxOutgoingPacket = connect.maximumPacketSize
     const broker = this.#broker
     broker.authenticate(this, connect.clientId, connect.username, connect.password, null).then((code) => {
@@ -393,12 +394,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
         }
         if (type === PacketType.PUBLISH && this.#subscribing > 0) {
           // routed once aedes has taken the subscriptions sent before it (see #readDeferred)
-          this.messagesIn--
-          this.#broker.stats.messagesIn-- // counted again when it is read anew
-          if (budget !== null) this.#prepaid = true
           if (runStart !== -1) this.#toAedes(chunk.subarray(runStart, o))
-          this.#deferred = chunk.subarray(o)
-          if (!this.#readPaused) { this.#readPaused = true; this.transport.pause() }
+          this.#defer(chunk.subarray(o), budget !== null)
           return
         }
         // QoS 0 (no DUP, no RETAIN) and QoS 1 without RETAIN: the fast path
@@ -422,12 +419,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
             this.closeFromAedes()
             return
           }
-          if (type === PacketType.PUBLISH) {
-            // read again once aedes is ready: counted then, and its publish token is paid
-            this.messagesIn--
-            this.#broker.stats.messagesIn--
-            if (budget !== null) this.#prepaid = true
-          }
+          if (type === PacketType.PUBLISH) this.#uncount(budget !== null) // read again once aedes is ready
           this.#promote(chunk.subarray(o))
           return
         }
@@ -442,11 +434,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
         }
         if (type === PacketType.PUBLISH && (b0 & 0x06) !== 0 && this.#acks !== null) {
           // a QoS 1/2 PUBLISH for aedes would be acked before the stream acks we still owe
-          this.messagesIn--
-          this.#broker.stats.messagesIn-- // counted again when it is read anew
           if (runStart !== -1) this.#toAedes(chunk.subarray(runStart, o))
-          this.#deferred = chunk.subarray(o)
-          if (!this.#readPaused) { this.#readPaused = true; this.transport.pause() }
+          this.#defer(chunk.subarray(o), budget !== null)
           return
         }
         if (type >= PacketType.PUBLISH && type <= PacketType.PUBCOMP && !this.#flowFromClient(chunk, o, type, b0, headerLen)) {
@@ -506,6 +495,23 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     if (o < len) this.#partial = chunk.subarray(o)
     // packets aedes did not see still count as activity for its keepalive timer
     if (fastSeen) this.client?._keepaliveTimer?.refresh()
+  }
+
+  /**
+   * The PUBLISH at the start of `rest` and what follows wait in #deferred (see #readDeferred),
+   * and reading pauses.
+   */
+  #defer(rest: Buffer, paid: boolean): void {
+    this.#uncount(paid)
+    this.#deferred = rest
+    if (!this.#readPaused) { this.#readPaused = true; this.transport.pause() }
+  }
+
+  /** A PUBLISH counted (and paid for) in #read is read again later: counted then, its token already paid. */
+  #uncount(paid: boolean): void {
+    this.messagesIn--
+    this.#broker.stats.messagesIn--
+    if (paid) this.#prepaid = true
   }
 
   /**
