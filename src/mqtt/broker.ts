@@ -3,7 +3,7 @@ import { writeToStream } from 'mqtt-packet'
 import type { IncomingMessage } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { Logger } from '../core/log.ts'
-import { Router, type Listener } from '../router/router.ts'
+import { Router, SUBSCRIPTION_IDS, type Listener } from '../router/router.ts'
 import { SubjectTrie } from '../subjects/trie.ts'
 import { isWildcardFilter, topicMatchesFilter } from '../subjects/topic.ts'
 import { ClientConnection } from './connection.ts'
@@ -245,6 +245,10 @@ export class MqttBroker {
         cb(null)
       },
       authorizeForward: (client, packet) => {
+        // a merged delivery carries every matching Subscription Identifier (router.ts) [MQTT-3.3.4-4]
+        const props = (packet as { properties?: Record<string | symbol, unknown> }).properties
+        const ids = props?.[SUBSCRIPTION_IDS]
+        if (ids !== undefined) (packet as { properties?: Record<string, unknown> }).properties = { ...props, subscriptionIdentifier: ids }
         // every delivery aedes makes (retained, queued for a session, QoS 2, shared) is checked as it goes
         const conn = (client as unknown as AedesClient | null)?.conn.owner
         if (conn === undefined || conn.principal.access === ALLOW_ALL || self?.security == null) return packet

@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer'
 import type { IncomingMessage } from 'node:http'
-import type { RoutedPacket, RouteEntry } from '../router/router.ts'
+import { packetForEntry, type RoutedPacket, type RouteEntry } from '../router/router.ts'
 import { AedesLink, type LinkOwner } from './aedes-link.ts'
 import { EdgebusError } from '../core/errors.ts'
 import { decodePublishProperties, encodePublishQos0, findProperty, findPropertyOffset, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult, writeVarint, type PublishProperties } from './codec.ts'
@@ -630,7 +630,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
         // internal listeners, and QoS 1 deliveries (packet ids, retries): through aedes' function
         if (target !== null && ((entry.nl && target === this) || target.#state !== State.CONNECTED)) continue
         packet ??= this.#packetFor(topic, buf.subarray(propsEnd, end), qos, properties)
-        entry.fn(packet, noop)
+        entry.fn(packetForEntry(packet, entry), noop)
         continue
       }
       if (entry.nl && target === this) continue // [MQTT-3.8.3-3] No Local
@@ -643,9 +643,11 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       let frame: Buffer
       if (target.version === 5) {
         if (entry.si !== 0) {
-          // [MQTT-3.3.4-3] echo the Subscription Identifier: a frame of its own
+          // [MQTT-3.3.4-3] echo the Subscription Identifier (all of them, for merged subscriptions
+          // [MQTT-3.3.4-4]): a frame of its own
+          const ids = entry.sis === null ? subscriptionIdentifierProp(entry.si) : Buffer.concat(entry.sis.map(subscriptionIdentifierProp))
           frame = encodePublishQos0(buf.subarray(topicStart, topicEnd), buf.subarray(propsEnd, end),
-            buf.subarray(propsStart, propsEnd), false, subscriptionIdentifierProp(entry.si))
+            buf.subarray(propsStart, propsEnd), false, ids)
         } else {
           // a QoS 0 publish of an MQTT 5 client is forwarded as it came
           frame = v5Frame ??= this.version === 5 && qos === 0

@@ -56,8 +56,48 @@ export class RouteEntry {
   rap = false
   /** MQTT 5 Subscription Identifier (0 = none). */
   si = 0
+  /**
+   * Set on the entry a client's overlapping subscriptions were merged into (see match()): the
+   * Subscription Identifiers of all of them, which the one copy carries [MQTT-3.3.4-4].
+   */
+  sis: readonly number[] | null = null
 
   constructor(readonly filter: string, readonly fn: Listener) {}
+}
+
+/**
+ * Where a packet for a merged entry carries its Subscription Identifiers through aedes (which
+ * sets only its own subscription's): a symbol key of `properties` survives aedes' copies, and
+ * MqttBroker's authorizeForward turns it into the `subscriptionIdentifier` list it writes.
+ */
+export const SUBSCRIPTION_IDS = Symbol('edgebus.subscriptionIds')
+
+/** The packet to hand to `entry.fn`: with the merged Subscription Identifiers, when there are. */
+export function packetForEntry(packet: RoutedPacket, entry: RouteEntry): RoutedPacket {
+  if (entry.sis === null) return packet
+  return { ...packet, properties: { ...packet.properties, [SUBSCRIPTION_IDS]: entry.sis } }
+}
+
+/**
+ * One entry for one client's matching subscriptions: the one with the highest QoS, carrying every
+ * Subscription Identifier among them when that is more than its own.
+ */
+function mergeEntries(entries: RouteEntry[]): RouteEntry {
+  let best = entries[0] as RouteEntry
+  const ids: number[] = []
+  for (const e of entries) {
+    if (e.qos > best.qos) best = e
+    if (e.si !== 0 && !ids.includes(e.si)) ids.push(e.si)
+  }
+  if (ids.length === 0 || (ids.length === 1 && ids[0] === best.si)) return best
+  const merged = new RouteEntry(best.filter, best.fn)
+  merged.target = best.target
+  merged.qos = best.qos
+  merged.nl = best.nl
+  merged.rap = best.rap
+  merged.si = ids[0] as number
+  merged.sis = ids
+  return merged
 }
 
 /** Where a message to one topic goes; cached per topic. */
@@ -145,7 +185,7 @@ export class Router {
       // [MQTT-3.3.5-1] deliver at the lower of the published QoS and the granted QoS
       // (aedes looks the granted QoS up by topic, which misses wildcard subscriptions).
       const p = entry.target !== null && packet.qos > entry.qos ? { ...packet, qos: entry.qos } : packet
-      entry.fn(p, noop)
+      entry.fn(packetForEntry(p, entry), noop)
     }
     if (done) done()
   }
@@ -198,12 +238,21 @@ export class Router {
     if (found.length <= 1) {
       result = found.slice()
     } else {
+      // entries of one target, in the order targets were first met
+      const byTarget: RouteEntry[][] = []
       result = []
       for (const entry of found) {
         if (entry.target === null) { result.push(entry); continue }
-        const i = result.findIndex((e) => e.target === entry.target)
-        if (i === -1) result.push(entry)
-        else if ((result[i] as RouteEntry).qos < entry.qos) result[i] = entry
+        const group = byTarget.find((g) => (g[0] as RouteEntry).target === entry.target)
+        if (group === undefined) {
+          byTarget.push([entry])
+          result.push(entry)
+        } else {
+          group.push(entry)
+        }
+      }
+      for (const group of byTarget) {
+        if (group.length > 1) result[result.indexOf(group[0] as RouteEntry)] = mergeEntries(group)
       }
     }
     found.length = 0

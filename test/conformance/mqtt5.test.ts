@@ -148,9 +148,7 @@ describe('MQTT 5.0: Paho interoperability scenarios (python paho-mqtt 1.6.1)', (
     expect([2, 3]).toContain(got.length)
   }, P)
 
-  // KNOWN GAP (a spec MUST edgebus does not meet yet; README "Known gaps"): one merged delivery carries only the subscription identifier of the subscription it was routed for.
-  // it.fails: this test passes while the gap is there and fails, to be turned back into it(), once it is fixed.
-  it.fails('KNOWN GAP: overlapping subscriptions (paho case): one copy at the maximum QoS with both subscription ids, or a copy per subscription with its own id [MQTT-3.3.4-2] [MQTT-3.3.4-3] [MQTT-3.3.4-4] [MQTT-3.3.4-5]', async () => {
+  it('overlapping subscriptions (paho case): one copy at the maximum QoS with both subscription ids, or a copy per subscription with its own id [MQTT-3.3.4-2] [MQTT-3.3.4-3] [MQTT-3.3.4-4] [MQTT-3.3.4-5]', async () => {
     const o = scenario(await paho, 'overlapping')
     expect(o.two.granted).toEqual([[2], [1]])
     const copies = o.two.copies.map((c: any) => ({ qos: c.qos, sids: [...(c.sids ?? [])].sort() }))
@@ -158,9 +156,7 @@ describe('MQTT 5.0: Paho interoperability scenarios (python paho-mqtt 1.6.1)', (
     else expect(copies.sort((a: any, b: any) => b.qos - a.qos)).toEqual([{ qos: 2, sids: [1] }, { qos: 1, sids: [2] }])
   }, P)
 
-  // KNOWN GAP (a spec MUST edgebus does not meet yet; README "Known gaps"): the QoS is the highest (fixed), but the copy carries one subscription identifier, not all.
-  // it.fails: this test passes while the gap is there and fails, to be turned back into it(), once it is fixed.
-  it.fails('KNOWN GAP: overlapping subscriptions with an exact filter at QoS 0 too: still the maximum QoS (2) and every subscription id [MQTT-3.3.4-2] [MQTT-3.3.4-4] [MQTT-3.3.4-5]', async () => {
+  it('overlapping subscriptions with an exact filter at QoS 0 too: still the maximum QoS (2) and every subscription id [MQTT-3.3.4-2] [MQTT-3.3.4-4] [MQTT-3.3.4-5]', async () => {
     const o = scenario(await paho, 'overlapping')
     expect(o.three.granted).toEqual([[2], [1], [0]])
     const copies = o.three.copies.map((c: any) => ({ qos: c.qos, sids: [...(c.sids ?? [])].sort() }))

@@ -54,6 +54,20 @@ describe('MQTT 5.0', () => {
     expect(got.map((m) => m.properties?.subscriptionIdentifier)).toEqual([42, 42])
   })
 
+  it('overlapping subscriptions: the one copy carries every Subscription Identifier, on the fast path (QoS 0) and through aedes (QoS 1) [MQTT-3.3.4-4]', async () => {
+    const sub = await connectClient(srv.mqttUrl, v5())
+    await sub.client.subscribeAsync('sids/+', { qos: 0, properties: { subscriptionIdentifier: 7 } })
+    await sub.client.subscribeAsync('sids/#', { qos: 1, properties: { subscriptionIdentifier: 9 } })
+    await sub.client.subscribeAsync('sids/a', { qos: 0 }) // no identifier
+    const pub = await connectClient(srv.mqttUrl, v5())
+    await pub.client.publishAsync('sids/a', 'q0')
+    await pub.client.publishAsync('sids/a', 'q1', { qos: 1 })
+    await sub.waitFor(2)
+    await sleep(100) // and no further copies
+    const ids = (v: unknown): number[] => [...(Array.isArray(v) ? v : [v])].sort()
+    expect(sub.messages.map((m) => [m.payload, m.qos, ids(m.properties?.subscriptionIdentifier)])).toEqual([['q0', 0, [7, 9]], ['q1', 1, [7, 9]]])
+  })
+
   it('No Local: a client does not get its own messages back', async () => {
     const c = await connectClient(srv.mqttUrl, v5())
     await c.client.subscribeAsync('nl/x', { qos: 0, nl: true })

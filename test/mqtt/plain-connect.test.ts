@@ -85,12 +85,14 @@ describe('clients served without aedes, on the running server', () => {
     await dev.client.publishAsync('pl/a', 'zero', { qos: 0 })
     await dev.client.publishAsync('pl/b', 'one', { qos: 1 })
     await dev.client.publishAsync('pl/r', 'kept', { qos: 1, retain: true }) // retained: aedes' part
+    // aedes acknowledges a QoS 1 PUBLISH before it routes it: subscribing before the route is done
+    // would get this message twice (live, then retained)
+    await watcher.waitFor(3)
     await dev.client.subscribeAsync('pl/#', { qos: 1 })
-    const got = await dev.waitFor(1)
-    expect(got[0]).toMatchObject({ topic: 'pl/r', payload: 'kept', retain: true })
+    await dev.waitFor(1)
     await dev.client.publishAsync('pl/c', 'two', { qos: 2 })
     await dev.waitFor(2)
-    expect(dev.messages[1]).toMatchObject({ topic: 'pl/c', payload: 'two', qos: 1 })
+    expect(dev.messages.map((m) => [m.topic, m.payload, m.qos, m.retain])).toEqual([['pl/r', 'kept', 1, true], ['pl/c', 'two', 1, false]])
     await watcher.waitFor(4)
     expect(watcher.messages.map((m) => m.payload)).toEqual(['zero', 'one', 'kept', 'two'])
   })
