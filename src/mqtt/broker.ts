@@ -13,6 +13,7 @@ import { ConnectionGate, type ConnectionLimits } from '../limits/connection-gate
 import { RateLimitedLog } from '../core/rate-limited-log.ts'
 import { refuseConnection } from './refused-connection.ts'
 import { plainConnack } from './plain-connect.ts'
+import { orderMarker, USER_PROPERTY_ORDER } from './user-property-order.ts'
 import { SessionRegistry } from './session-registry.ts'
 import { streamControlListener } from './stream-subscriptions.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
@@ -168,6 +169,8 @@ export class MqttBroker {
   /** Clients served without an aedes client (plain CONNECTs, see ClientConnection), by client identifier. */
   readonly #plainClients = new Map<string, ClientConnection>()
   #plainConnacks: [Buffer, Buffer] | null = null
+  /** Set once a delivery carried user properties in a marker (user-property-order.ts): connections look for it from then on. */
+  userPropertyMarkers = false
 
   private constructor(aedes: Aedes, router: Router, log: Logger, limits: MqttLimits) {
     this.aedes = aedes as Aedes & { id: string; counter: number }
@@ -211,7 +214,8 @@ export class MqttBroker {
         const conn = c.conn.owner
         // a client edgebus served itself until now: authenticated when it connected
         if (conn?.promoting === true) return cb(null, true)
-        const will = (client as unknown as { _will?: { topic: string } | null })._will
+        const will = (client as unknown as { _will?: { topic: string; properties?: Record<symbol, unknown> } | null })._will
+        if (will && conn?.willUserProperties) (will.properties ??= {})[USER_PROPERTY_ORDER] = conn.willUserProperties
         if (self === null || conn === undefined) return cb(null, true)
         self.authenticate(conn, c.id, user ?? null, pass ?? null, will?.topic ?? null).then((code) => {
           if (code === 0) cb(null, true)
@@ -221,6 +225,9 @@ export class MqttBroker {
       // what comes through aedes' path: the topic limits (the fast path checks them itself)
       authorizePublish: (client, packet, cb) => {
         const topic = (packet as { topic: string }).topic
+        const publisher = (client as unknown as AedesClient | null)?.conn.owner
+        const entries = publisher?.takeUserPropertyOrder((packet as { messageId?: number }).messageId ?? 0) ?? null
+        if (entries !== null) ((packet as { properties: Record<symbol, unknown> }).properties ??= {})[USER_PROPERTY_ORDER] = entries
         // a will goes out as a PUBLISH, and a PUBLISH has no Will Delay Interval (MQTT 5 §2.2.2.2):
         // aedes has used it to time the will by now
         const props = (packet as { properties?: { willDelayInterval?: number } }).properties
@@ -245,10 +252,20 @@ export class MqttBroker {
         cb(null)
       },
       authorizeForward: (client, packet) => {
-        // a merged delivery carries every matching Subscription Identifier (router.ts) [MQTT-3.3.4-4]
+        // a merged delivery carries every matching Subscription Identifier (router.ts) [MQTT-3.3.4-4];
+        // user properties go in their order (user-property-order.ts) [MQTT-3.3.2-18]
         const props = (packet as { properties?: Record<string | symbol, unknown> }).properties
         const ids = props?.[SUBSCRIPTION_IDS]
-        if (ids !== undefined) (packet as { properties?: Record<string, unknown> }).properties = { ...props, subscriptionIdentifier: ids }
+        const entries = props?.[USER_PROPERTY_ORDER] as Buffer | undefined
+        if (ids !== undefined || entries !== undefined) {
+          const out: Record<string | symbol, unknown> = { ...props }
+          if (ids !== undefined) out.subscriptionIdentifier = ids
+          if (entries !== undefined && self !== null) {
+            out.userProperties = orderMarker(entries)
+            self.userPropertyMarkers = true
+          }
+          ;(packet as { properties?: Record<string | symbol, unknown> }).properties = out
+        }
         // every delivery aedes makes (retained, queued for a session, QoS 2, shared) is checked as it goes
         const conn = (client as unknown as AedesClient | null)?.conn.owner
         if (conn === undefined || conn.principal.access === ALLOW_ALL || self?.security == null) return packet

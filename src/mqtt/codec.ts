@@ -121,33 +121,35 @@ export const PropertyKinds: Readonly<Record<number, PropertyKind>> = {
 
 /** The offset of a property in an MQTT 5 property block (walking property by property), or -1. */
 export function findPropertyOffset(buf: Buffer, start: number, end: number, id: number): number {
-  const vi = new VarintResult()
   if (end > buf.length) end = buf.length // a claimed length past the packet: never read beyond it
-  let o = start
-  while (o < end) {
-    const at = o
-    const pid = buf[o++] as number
-    if (pid === id) return at
-    switch (PropertyKinds[pid]) {
-      case 'byte': o += 1; break
-      case 'u16': o += 2; break
-      case 'u32': o += 4; break
-      case 'varint':
-        readVarint(buf, o, end, vi)
-        if (vi.length <= 0) return -1
-        o += vi.length
-        break
-      case 'string': case 'binary': case 'pair':
-        for (let k = PropertyKinds[pid] === 'pair' ? 2 : 1; k > 0; k--) { // a user property is two strings
-          if (o + 2 > end) return -1
-          o += 2 + buf.readUInt16BE(o)
-        }
-        break
-      default:
-        return -1 // unknown property: let aedes judge the packet
-    }
+  for (let o = start; o < end && o !== -1;) {
+    if (buf[o] === id) return o
+    o = propertyEnd(buf, o, end)
   }
   return -1
+}
+
+const stepVi = new VarintResult()
+
+/** The offset right after the property at `o` of a block ending at `end`; -1 when it cannot be stepped over. */
+export function propertyEnd(buf: Buffer, o: number, end: number): number {
+  const pid = buf[o++] as number
+  switch (PropertyKinds[pid]) {
+    case 'byte': return o + 1
+    case 'u16': return o + 2
+    case 'u32': return o + 4
+    case 'varint':
+      readVarint(buf, o, end, stepVi)
+      return stepVi.length <= 0 ? -1 : o + stepVi.length
+    case 'string': case 'binary': case 'pair':
+      for (let k = PropertyKinds[pid] === 'pair' ? 2 : 1; k > 0; k--) { // a user property is two strings
+        if (o + 2 > end) return -1
+        o += 2 + buf.readUInt16BE(o)
+      }
+      return o
+    default:
+      return -1 // unknown property: let aedes judge the packet
+  }
 }
 
 /** PUBLISH properties decoded the way mqtt-packet (and so aedes) shapes them. */

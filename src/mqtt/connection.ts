@@ -7,6 +7,7 @@ import { decodePublishProperties, encodePublishQos0, findProperty, findPropertyO
 import { PacketAssembler } from './packet-assembler.ts'
 import { checkConnect, checkPacketProperties, checkTopics, qos0WithoutProperties, type PacketProblem } from './packet-check.ts'
 import { plainConnect, type PlainConnect } from './plain-connect.ts'
+import { mayCarryMarker, restoreUserPropertyOrder, USER_PROPERTY_ORDER, userPropertyOrder, willUserPropertyOrder } from './user-property-order.ts'
 import type { SessionOwner } from './session-registry.ts'
 import { TokenBucket } from '../limits/token-bucket.ts'
 import { ALLOW_ALL } from '../auth/acl.ts'
@@ -99,6 +100,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   /** A client served without aedes: its CONNECT (replayed to aedes at promotion) and identifier. */
   #plain: PlainConnect | null = null
   #plainConnect: Buffer | null = null
+  /** The will's user properties as they came, when aedes would reorder them (user-property-order.ts). */
+  willUserProperties: Buffer | null = null
   /** While aedes takes over a plain client: its CONNACK is not the client's (it had ours). */
   promoting = false
   /** Connect timeout, then (plain clients) the keepalive [MQTT-3.1.2-24]. */
@@ -127,6 +130,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   #storeWaits: StoreWait[] | null = null
   /** aedes' PUBACK/PUBRECs in the order aedes wrote them, held while one ahead waits for a stream. */
   #aedesAcks: Array<Buffer | StoreWait> | null = null
+  /** User properties of QoS 1/2 PUBLISHes for aedes that it would reorder, by packet id, in order. */
+  #userPropertyOrders: Array<{ id: number; entries: Buffer }> | null = null
   /** Topic aliases of this client, mirrored from its PUBLISHes (aedes resolves them). */
   #aliases: Map<number, string> | null = null
   #readPaused = false
@@ -478,6 +483,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
             return
           }
           this.#state = State.CONNECTING
+          this.willUserProperties = willUserPropertyOrder(packet)
         }
         // aedes answers the CONNECT (and closes a connection that starts with another packet)
         if (this.link === null) this.#attachAedes()
@@ -603,6 +609,9 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       const decoded = decodePublishProperties(buf, propsStart, propsEnd)
       if (decoded === null) return false // a property a PUBLISH may not carry: aedes judges it
       properties = decoded
+      // aedes' deliveries would regroup repeated user property names (user-property-order.ts)
+      const entries = decoded.userProperties === undefined ? null : userPropertyOrder(buf, propsStart, propsEnd)
+      if (entries !== null) (properties as Record<symbol, unknown>)[USER_PROPERTY_ORDER] = entries
     }
 
     const entries = plan.entries
@@ -1038,6 +1047,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     }
     const maxSize = peer?.maximumPacketSize ?? 0
     if (type === PacketType.PUBLISH) {
+      if (this.#broker.userPropertyMarkers && this.version === 5 && mayCarryMarker(packet)) packet = restoreUserPropertyOrder(packet)
       const qos = (b0 >> 1) & 3
       if (maxSize > 0 && packet.length > maxSize) {
         this.#discardOversized(packet, qos)
@@ -1114,7 +1124,10 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       // mirror aedes' topic alias map, only to know the topic [MQTT-3.3.2-12]
       readVarint(buf, p, end, vi)
       if (vi.length > 0) {
-        const at = findPropertyOffset(buf, p + vi.length, p + vi.length + vi.value, Prop.TOPIC_ALIAS)
+        const propsEnd = p + vi.length + vi.value
+        const entries = userPropertyOrder(buf, p + vi.length, propsEnd)
+        if (entries !== null) (this.#userPropertyOrders ??= []).push({ id, entries })
+        const at = findPropertyOffset(buf, p + vi.length, propsEnd, Prop.TOPIC_ALIAS)
         if (at !== -1 && at + 3 <= end) {
           const alias = buf.readUInt16BE(at + 1)
           if (topicLen > 0) (this.#aliases ??= new Map()).set(alias, topic)
@@ -1124,6 +1137,18 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     }
     if (topic === '' || this.#broker.router.match(topic).stores === 0) return
     ;(this.#storeWaits ??= []).push(new StoreWait(id, qos))
+  }
+
+  /** The user properties of the QoS 1/2 PUBLISH `id` as they came, when aedes would reorder them (see user-property-order.ts). */
+  takeUserPropertyOrder(id: number): Buffer | null {
+    const queue = this.#userPropertyOrders
+    if (queue === null) return null
+    const i = queue.findIndex((e) => e.id === id)
+    if (i === -1) return null
+    const { entries } = queue[i] as { entries: Buffer }
+    queue.splice(0, i + 1) // any ahead of it aedes never authorized (refused before)
+    if (queue.length === 0) this.#userPropertyOrders = null
+    return entries
   }
 
   /**

@@ -109,9 +109,7 @@ describe('MQTT 5.0: Paho interoperability scenarios (python paho-mqtt 1.6.1)', (
     expect(m.props).toMatchObject({ PayloadFormatIndicator: 1, ContentType: 'text/plain', ResponseTopic: expect.stringMatching(/\/reply$/), CorrelationData: Buffer.from('corr-1').toString('hex') })
   }, P)
 
-  // KNOWN GAP (a spec MUST edgebus does not meet yet; README "Known gaps"): QoS 1/2 messages and wills are re-encoded by mqtt-packet, whose object form groups user properties by name.
-  // it.fails: this test passes while the gap is there and fails, to be turned back into it(), once it is fixed.
-  it.fails('KNOWN GAP: will: its user properties are published in the order given [MQTT-3.1.3-10] [MQTT-3.3.2-18]', async () => {
+  it('will: its user properties are published in the order given [MQTT-3.1.3-10] [MQTT-3.3.2-18]', async () => {
     const o = scenario(await paho, 'will_abnormal')
     expect(o.messages[0]?.props?.UserProperty).toEqual([['a', '2'], ['c', '3'], ['a', '1']])
   }, P)
@@ -181,9 +179,7 @@ describe('MQTT 5.0: Paho interoperability scenarios (python paho-mqtt 1.6.1)', (
     expect(o.responses).toEqual([{ topic: expect.stringMatching(/\/response$/), payload: 'response to ping', correlationHex: o.sentCorrelationHex }])
   }, P)
 
-  // KNOWN GAP (a spec MUST edgebus does not meet yet; README "Known gaps"): QoS 1/2 messages are re-encoded by mqtt-packet, whose object form groups user properties by name (QoS 0 keeps the order).
-  // it.fails: this test passes while the gap is there and fails, to be turned back into it(), once it is fixed.
-  it.fails('KNOWN GAP: user properties: all forwarded unaltered, repeated names and order kept, at QoS 0, 1 and 2 [MQTT-3.3.2-17] [MQTT-3.3.2-18]', async () => {
+  it('user properties: all forwarded unaltered, repeated names and order kept, at QoS 0, 1 and 2 [MQTT-3.3.2-17] [MQTT-3.3.2-18]', async () => {
     const o = scenario(await paho, 'user_properties')
     expect(o.received.q0, 'QoS 0').toEqual(o.sent)
     expect(o.received.q1, 'QoS 1').toEqual(o.sent)
@@ -621,9 +617,7 @@ describe('MQTT 5.0: delivery protocol (raw client)', () => {
     expect(sub.publishes().map(pl)).toEqual(['once', 'new'])
   })
 
-  // KNOWN GAP (a spec MUST edgebus does not meet yet; README "Known gaps"): the Will Delay Interval is now left out; the user properties are still grouped by name (mqtt-packet).
-  // it.fails: this test passes while the gap is there and fails, to be turned back into it(), once it is fixed.
-  it.fails('KNOWN GAP: a will PUBLISH carries PUBLISH properties only (no Will Delay Interval), user properties in order (section 2.2.2.2, [MQTT-3.1.3-10])', async () => {
+  it('a will PUBLISH carries PUBLISH properties only (no Will Delay Interval), user properties in order (section 2.2.2.2, [MQTT-3.1.3-10])', async () => {
     const id = uniq('willprops')
     const topic = `willprops/${id}`
     const sub = await connected(uniq('willprops-sub'))
