@@ -222,6 +222,12 @@ export class MqttBroker {
           else cb(Object.assign(new Error(CONNECT_REFUSALS[code] ?? 'not authorized'), { returnCode: code }) as never, false)
         }, (err: Error) => cb(err as never, false))
       },
+      // a QoS 1 PUBACK aedes wrote waits until this: the message is stored, queued and routed
+      published: (packet, client, cb) => {
+        const id = (packet as { qos: number; messageId?: number }).qos === 1 ? (packet as { messageId?: number }).messageId : undefined
+        if (id !== undefined) (client as unknown as AedesClient | null)?.conn.owner?.notePublished(id)
+        cb(null)
+      },
       // what comes through aedes' path: the topic limits (the fast path checks them itself)
       authorizePublish: (client, packet, cb) => {
         const topic = (packet as { topic: string }).topic

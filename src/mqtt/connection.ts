@@ -60,12 +60,18 @@ class AckSlot {
   constructor(readonly id: number) {}
 }
 
-/** A PUBLISH that went to aedes and whose ack waits for a stream. */
+/**
+ * A PUBLISH that went to aedes and whose ack waits: for the streams that capture it, and (QoS 1)
+ * until aedes has published it. aedes writes a QoS 1 PUBACK before it stores a retained message,
+ * queues it for offline sessions and routes it; the client must not hear it before.
+ */
 class StoreWait {
   stored: Promise<unknown> | null = null
   /** -1 while storing; 0 stored; a reason code otherwise. */
   code = -1
   ack: Buffer | null = null
+  /** QoS 1: aedes has published it (MqttBroker's `published` hook). */
+  published = false
   constructor(readonly id: number, readonly qos: number) {}
 }
 
@@ -1135,7 +1141,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
         }
       }
     }
-    if (topic === '' || this.#broker.router.match(topic).stores === 0) return
+    if (qos === 2 && (topic === '' || this.#broker.router.match(topic).stores === 0)) return
     ;(this.#storeWaits ??= []).push(new StoreWait(id, qos))
   }
 
@@ -1166,14 +1172,26 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
 
   /** The router stored a message this client published through aedes (in publish order). */
   noteStored(qos: number, stored: Promise<unknown>): void {
-    const wait = this.#storeWaits?.find((w) => w.stored === null && w.qos === qos)
+    // QoS 1: the message aedes is publishing now is the oldest not yet published (one stream or more)
+    const wait = this.#storeWaits?.find((w) => w.qos === qos && (qos === 1 ? !w.published : w.stored === null))
     if (wait === undefined) {
       stored.catch(noop) // QoS 0, or a message we did not see coming: nothing to hold
       return
     }
-    wait.stored = stored
-    stored.then(() => { wait.code = 0 }, (err: unknown) => { wait.code = refusalCode(err) })
+    const all = wait.stored === null ? stored : Promise.all([wait.stored, stored])
+    wait.stored = all
+    all.then(() => { if (wait.stored === all) wait.code = 0 }, (err: unknown) => { if (wait.stored === all) wait.code = refusalCode(err) })
       .then(() => this.#releaseAedesAcks())
+  }
+
+  /** aedes has published the QoS 1 PUBLISH `id` of this client: its PUBACK may go once its streams hold it. */
+  notePublished(id: number): void {
+    const wait = this.#storeWaits?.find((w) => w.id === id && w.qos === 1 && !w.published)
+    if (wait === undefined) return
+    wait.published = true
+    if (wait.stored !== null) return // the streams' answer releases it
+    wait.code = 0
+    this.#releaseAedesAcks()
   }
 
   #holdAedesAck(packet: Buffer, qos: number): void {
