@@ -519,7 +519,7 @@ export class MqttBroker {
    * session, a will or a takeover under that identifier lives in aedes or in the persistence.
    */
   mayServePlain(id: string): boolean {
-    if (id in Object.prototype || id.startsWith('$server/') || this.sessions.has(id)) return false
+    if (this.sessions.has(id)) return false
     const a = this.aedes as unknown as AedesSessionState
     return a.clients[id] === undefined && a.expiringSessions?.has(id) !== true && a.delayedWills?.has(id) !== true &&
       a._takingOver?.has(id) !== true && a.persistence.hasSession?.(id) !== true

@@ -616,8 +616,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       if (decoded === null) return false // a property a PUBLISH may not carry: aedes judges it
       properties = decoded
       // aedes' deliveries would regroup repeated user property names (user-property-order.ts)
-      const entries = decoded.userProperties === undefined ? null : userPropertyOrder(buf, propsStart, propsEnd)
-      if (entries !== null) (properties as Record<symbol, unknown>)[USER_PROPERTY_ORDER] = entries
+      const ordered = decoded.userProperties === undefined ? null : userPropertyOrder(buf, propsStart, propsEnd)
+      if (ordered !== null) (properties as Record<symbol, unknown>)[USER_PROPERTY_ORDER] = ordered
     }
 
     const entries = plan.entries
