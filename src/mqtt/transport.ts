@@ -49,37 +49,49 @@ export function onSinkError(err: unknown, remote: string): void {
 /** Above this many bytes buffered in the socket we stop writing and wait for 'drain'. */
 const SOCKET_HIGH_WATER = 256 * 1024
 
+/** The connection a socket feeds (one set of socket listeners for all sockets: no closures per connection). */
+const SINK = Symbol('edgebus.sink')
+type SinkSocket = Socket & { [SINK]: TransportSink }
+
+function onSocketData(this: SinkSocket, chunk: Buffer): void {
+  try {
+    this[SINK].onData(chunk)
+  } catch (err) {
+    // a bug met by one client's bytes ends that connection, never the process
+    onSinkError(err, `${this.remoteAddress ?? '?'}:${this.remotePort ?? 0}`)
+    this.destroy()
+  }
+}
+function onSocketDrain(this: SinkSocket): void { this[SINK].onDrain() }
+function onSocketClose(this: SinkSocket): void { this[SINK].onClose() }
+// errors (ECONNRESET, EPIPE) end in 'close'; the connection logs the reason there
+function onSocketError(): void {}
+
 export class TcpTransport implements Transport {
   readonly kind = 'tcp'
-  readonly remoteAddress: string
   readonly remoteIp: string
   readonly certUser: string | null
   readonly #socket: Socket
 
   constructor(socket: Socket) {
     this.#socket = socket
-    this.remoteIp = socket.remoteAddress ?? '?'
-    this.remoteAddress = `${this.remoteIp}:${socket.remotePort ?? 0}`
+    this.remoteIp = socket.remoteAddress ?? '?' // (Node keeps the peer name: remotePort below needs no second call)
     this.certUser = 'encrypted' in socket ? certificateUser(socket as TLSSocket) : null
     // Without TCP_NODELAY, request/ack round trips stall on Nagle plus delayed ACKs.
     socket.setNoDelay(true)
   }
 
+  get remoteAddress(): string {
+    return `${this.remoteIp}:${this.#socket.remotePort ?? 0}`
+  }
+
   attach(sink: TransportSink): void {
-    const socket = this.#socket
-    socket.on('data', (chunk: Buffer) => {
-      try {
-        sink.onData(chunk)
-      } catch (err) {
-        // a bug met by one client's bytes ends that connection, never the process
-        onSinkError(err, this.remoteAddress)
-        socket.destroy()
-      }
-    })
-    socket.on('drain', () => sink.onDrain())
-    socket.on('close', () => sink.onClose())
-    // errors (ECONNRESET, EPIPE) end in 'close'; the connection logs the reason there
-    socket.on('error', () => {})
+    const socket = this.#socket as SinkSocket
+    socket[SINK] = sink
+    socket.on('data', onSocketData)
+    socket.on('drain', onSocketDrain)
+    socket.on('close', onSocketClose)
+    socket.on('error', onSocketError)
   }
 
   get bufferedAmount(): number {
