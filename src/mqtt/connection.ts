@@ -1295,7 +1295,13 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   onDrain(): void {
     if (!this.#waitingDrain) return
     this.#waitingDrain = false
-    this.flush()
+    if (this.#outBytes > 0) {
+      this.flush()
+      return
+    }
+    // nothing queued meanwhile (the producers wait for this drain): wake them, or they never resume
+    this.link?.release()
+    this.#streamSubs?.pump()
   }
 
   /** Writes what is queued right now (before closing). */

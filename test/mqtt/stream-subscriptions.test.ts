@@ -292,6 +292,25 @@ describe('replay over MQTT ($replay/<stream>/<start>/<filter>)', () => {
     expect((await c.waitFor(1))[0]).toMatchObject({ topic: '$replay/orders/new/orders/0', payload: 'order 9' })
   })
 
+  it('a reader that stops reading until the socket is full gets the rest once it reads again', async () => {
+    const srv = await start()
+    // 24 MB: more than the loopback socket buffers hold, so the server's writes back up
+    const n = 12_000
+    const pub = await connectClient(srv.mqttUrl)
+    const body = 'x'.repeat(2000)
+    for (let i = 0; i < n; i++) pub.client.publish(`orders/${i % 3}`, body, { qos: 0 })
+    await pub.client.publishAsync('orders/0', 'last', { qos: 1 })
+    await pub.end()
+    const raw = await rawConnect(srv.mqttPort)
+    raw.socket.write(connectPacket('replay-paused'))
+    await raw.waitForBytes(CONNACK_OK)
+    raw.socket.write(subscribePacket('$replay/orders/all/#', 0))
+    raw.socket.pause()
+    await sleep(1500) // the server fills the socket and waits for it to drain
+    raw.socket.resume()
+    await raw.waitForBytes(Buffer.from('last'), 15_000)
+  }, 30_000)
+
   it('a replay is the client\'s own: two clients each get everything', async () => {
     const srv = await start()
     await publish(srv, 5)
