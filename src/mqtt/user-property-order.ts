@@ -4,8 +4,10 @@ import { propertyEnd, readVarint, VarintResult, writeVarint, varintSize } from '
  * User properties keep their order [MQTT-3.3.2-18] on aedes' path too. mqtt-packet decodes them
  * into an object of name -> value(s), so `b=1, a=2, b=3` would be written as `b=1, b=3, a=2`.
  * When a PUBLISH's order would change that way, its entries travel as they came:
- * - the connection reads them off the PUBLISH (`userPropertyOrder`) and MqttBroker puts them on
- *   the packet under the symbol USER_PROPERTY_ORDER when aedes authorizes it;
+ * - the connection reads them off the PUBLISH (`userPropertyOrder`) and they ride on the packet's
+ *   properties under the symbol USER_PROPERTY_ORDER: set by the fast path for the QoS 1 deliveries
+ *   it hands to aedes, by MqttBroker's authorizePublish for PUBLISHes aedes reads, and on the will
+ *   at CONNECT (`willUserPropertyOrder`);
  * - at delivery (authorizeForward), they become one user property named MARKER whose value is
  *   their bytes in base64, which mqtt-packet writes like any other;
  * - the receiving connection puts the bytes back in place of that marker (`restoreUserPropertyOrder`).
