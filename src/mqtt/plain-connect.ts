@@ -31,15 +31,14 @@ export function plainConnect(packet: Buffer): PlainConnect | null {
   const end = packet.length
   let o = 1 + vi.length
   if (vi.length <= 0 || o + 2 > end) return null
-  o += 2 + packet.readUInt16BE(o) // protocol name (checked by aedes' parser when it matters: not here)
+  const name = packet.toString('latin1', o + 2, o + 2 + packet.readUInt16BE(o)) // protocol name
+  o += 2 + name.length
   if (o + 4 > end) return null
   const level = packet[o] as number
   const flags = packet[o + 1] as number
   const keepalive = packet.readUInt16BE(o + 2)
   o += 4
-  if (level !== 3 && level !== 4 && level !== 5) return null
-  const name = packet.toString('latin1', 1 + vi.length + 2, 1 + vi.length + 2 + packet.readUInt16BE(1 + vi.length))
-  if (name !== (level === 3 ? 'MQIsdp' : 'MQTT')) return null
+  if (name !== (level === 3 ? 'MQIsdp' : level === 4 || level === 5 ? 'MQTT' : '')) return null
   // clean session (Clean Start), no will, no reserved bit
   if ((flags & 0x3f) !== 0x02) return null
   let maximumPacketSize = 0
@@ -85,7 +84,7 @@ export function plainConnect(packet: Buffer): PlainConnect | null {
     password = Buffer.from(p)
   }
   if (o !== end) return null
-  return { level, clientId, keepalive, username, password, maximumPacketSize }
+  return { level: level as 3 | 4 | 5, clientId, keepalive, username, password, maximumPacketSize }
 }
 
 /**

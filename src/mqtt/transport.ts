@@ -58,9 +58,13 @@ function onSocketData(this: SinkSocket, chunk: Buffer): void {
     this[SINK].onData(chunk)
   } catch (err) {
     // a bug met by one client's bytes ends that connection, never the process
-    onSinkError(err, `${this.remoteAddress ?? '?'}:${this.remotePort ?? 0}`)
+    onSinkError(err, peerName(this))
     this.destroy()
   }
+}
+/** `ip:port` of a socket's peer (Node keeps it once read, also after the socket closed). */
+function peerName(socket: Socket): string {
+  return `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`
 }
 function onSocketDrain(this: SinkSocket): void { this[SINK].onDrain() }
 function onSocketClose(this: SinkSocket): void { this[SINK].onClose() }
@@ -75,14 +79,14 @@ export class TcpTransport implements Transport {
 
   constructor(socket: Socket) {
     this.#socket = socket
-    this.remoteIp = socket.remoteAddress ?? '?' // (Node keeps the peer name: remotePort below needs no second call)
+    this.remoteIp = socket.remoteAddress ?? '?'
     this.certUser = 'encrypted' in socket ? certificateUser(socket as TLSSocket) : null
     // Without TCP_NODELAY, request/ack round trips stall on Nagle plus delayed ACKs.
     socket.setNoDelay(true)
   }
 
   get remoteAddress(): string {
-    return `${this.remoteIp}:${this.#socket.remotePort ?? 0}`
+    return peerName(this.#socket)
   }
 
   attach(sink: TransportSink): void {
