@@ -212,6 +212,7 @@ export class MqttBroker {
       authenticate: (client, user, pass, cb) => {
         const c = client as unknown as AedesClient
         const conn = c.conn.owner
+        if (self !== null) self.#resumeWhole(c)
         // a client edgebus served itself until now: authenticated when it connected
         if (conn?.promoting === true) return cb(null, true)
         const will = (client as unknown as { _will?: { topic: string; properties?: Record<symbol, unknown> } | null })._will
@@ -441,6 +442,23 @@ export class MqttBroker {
       }
     }
     this.router.invalidate()
+  }
+
+  /**
+   * [MQTT-3.1.2-4] A CONNECT with Clean Start 0 resumes the session whole, whatever its own Session
+   * Expiry Interval: that one governs only what happens after this connection ends. aedes reads
+   * "Session Expiry 0" as a clean client and drops the resumed queue after the CONNACK (its
+   * emptyQueueFilter), so a resuming MQTT 5 client without the property lost every queued message.
+   * Such a client is served as a kept session while connected (its queue sent, its in-flight
+   * messages tracked); aedes still ends the session when the connection ends, by its
+   * sessionExpiryInterval (scheduleSessionExpiry). Called after aedes read the CONNECT, before it
+   * looks the session up; only when there is a session to resume, so that clients reconnecting
+   * without one keep the fast path.
+   */
+  #resumeWhole(c: AedesClient & { _cleanStart?: boolean }): void {
+    if (c.version !== 5 || c._cleanStart !== false || !c.clean) return
+    const p = (this.aedes as unknown as AedesSessionState).persistence
+    if (this.sessions.has(c.id) || p.hasSession?.(c.id) === true) c.clean = false
   }
 
   /**
