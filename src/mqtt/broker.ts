@@ -181,6 +181,8 @@ export class MqttBroker {
     this.warnings = new RateLimitedLog(log)
     setSinkErrorLogger((err, remote) => log.error({ remote, err: (err as Error)?.stack ?? String(err) }, 'a connection failed on its input and was closed'))
     this.shared = new SharedSubscriptions(router)
+    // the early entry of a SUBSCRIBE just read becomes aedes' entry when aedes subscribes (early-subscriptions.ts)
+    router.claims = (entry, fn) => (entry.target as ClientConnection | null)?.claimsEarly(entry, fn) === true
     this.#wire()
     this.#trackPersistentSubscriptions()
     // stores of messages that came through aedes: the publisher's connection holds its ack for them
@@ -284,23 +286,18 @@ export class MqttBroker {
         const b = self
         if (b === null) return cb(null, sub)
         const c = client as unknown as AedesClient
-        if (!b.topicWithinLimits(sub.topic)) {
+        const conn = c.conn.owner
+        const refusal = b.subscriptionRefusal(conn, sub.topic, sub.topic in c.subscriptions ? -1 : Object.keys(c.subscriptions).length)
+        if (refusal === 'ELIMIT_TOPIC') {
           b.stats.topicLimitRefusals++
           b.warnings.warn('ELIMIT_TOPIC', { client: c.id, filter: sub.topic.slice(0, 200), code: 'ELIMIT_TOPIC' }, 'subscription refused: filter over limits.maxTopicLength or limits.maxTopicLevels')
-          return cb(null, null as never)
-        }
-        const conn = c.conn.owner
-        if (b.security !== null && conn !== undefined && !conn.principal.access.canSubscribe(sub.topic)) {
+        } else if (refusal === 'EACL_DENIED' && b.security !== null && conn !== undefined) {
           b.security.denied(conn.principal, 'sub', sub.topic, 'mqtt')
-          return cb(null, null as never)
-        }
-        const max = b.limits.maxSubscriptions
-        if (max > 0 && !(sub.topic in c.subscriptions) && Object.keys(c.subscriptions).length >= max) {
+        } else if (refusal === 'ELIMIT_SUBSCRIPTIONS') {
           b.stats.subscriptionLimitRefusals++
-          b.warnings.warn('ELIMIT_SUBSCRIPTIONS', { client: c.id, code: 'ELIMIT_SUBSCRIPTIONS', max }, 'subscription refused: the client has limits.maxSubscriptions subscriptions')
-          return cb(null, null as never)
+          b.warnings.warn('ELIMIT_SUBSCRIPTIONS', { client: c.id, code: 'ELIMIT_SUBSCRIPTIONS', max: b.limits.maxSubscriptions }, 'subscription refused: the client has limits.maxSubscriptions subscriptions')
         }
-        cb(null, sub)
+        cb(null, refusal === null ? sub : null as never)
       },
       ...extra,
     } as AedesOptions)
@@ -318,7 +315,11 @@ export class MqttBroker {
       this.#attachSubscriptions(c)
       downgradeRetained(c)
     })
-    aedes.on('subscribe', (_subs, client) => this.#attachSubscriptions(client as unknown as AedesClient))
+    aedes.on('subscribe', (subs, client) => {
+      const c = client as unknown as AedesClient
+      this.#attachSubscriptions(c)
+      c.conn.owner?.subscribed(subs.map((s) => s.topic))
+    })
     aedes.on('unsubscribe', (_topics, client) => this.#attachSubscriptions(client as unknown as AedesClient))
     aedes.on('clientDisconnect', (client) => {
       // MQTT 5: a session lives on only with a Session Expiry Interval (a DISCONNECT may set it to 0)
@@ -480,6 +481,20 @@ export class MqttBroker {
     }
     const results = await Promise.allSettled(stores.map((s) => s.stored))
     return stores.map((s, i) => ({ stream: s.stream, result: results[i] as PromiseSettledResult<unknown> }))
+  }
+
+  /**
+   * Why a subscription to `filter` is refused, or null: limits.maxTopicLength/maxTopicLevels, the
+   * ACL, limits.maxSubscriptions (`subscribed`: how many the client holds, -1 when it holds this
+   * filter already). aedes' authorizeSubscribe and the early entries of a SUBSCRIBE just read
+   * (early-subscriptions.ts) decide alike.
+   */
+  subscriptionRefusal(conn: ClientConnection | undefined, filter: string, subscribed: number): 'ELIMIT_TOPIC' | 'EACL_DENIED' | 'ELIMIT_SUBSCRIPTIONS' | null {
+    if (!this.topicWithinLimits(filter)) return 'ELIMIT_TOPIC'
+    if (this.security !== null && conn !== undefined && !conn.principal.access.canSubscribe(filter)) return 'EACL_DENIED'
+    const max = this.limits.maxSubscriptions
+    if (max > 0 && subscribed >= max) return 'ELIMIT_SUBSCRIPTIONS'
+    return null
   }
 
   /** limits.maxTopicLength (bytes) and limits.maxTopicLevels, for a topic or a filter. */

@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer'
 import type { IncomingMessage } from 'node:http'
-import { packetForEntry, type RoutedPacket, type RouteEntry } from '../router/router.ts'
+import { packetForEntry, type Listener, type RoutedPacket, type RouteEntry } from '../router/router.ts'
+import { EarlySubscriptions } from './early-subscriptions.ts'
 import { AedesLink, type LinkOwner } from './aedes-link.ts'
 import { EdgebusError } from '../core/errors.ts'
 import { decodePublishProperties, encodePublishQos0, findProperty, findPropertyOffset, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult, writeVarint, type PublishProperties } from './codec.ts'
@@ -110,6 +111,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   willUserProperties: Buffer | null = null
   /** While aedes takes over a plain client: its CONNACK is not the client's (it had ours). */
   promoting = false
+  /** From the promotion of a plain client until aedes is ready: the client is connected all along. */
+  #handingOver = false
   /** Connect timeout, then (plain clients) the keepalive [MQTT-3.1.2-24]. */
   #timer: NodeJS.Timeout | null = null
   #state: StateValue = State.AWAITING_CONNECT
@@ -170,6 +173,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   #discardedQos2: Set<number> | null = null
   /** Its `$stream/` and `$replay/` subscriptions (stream-subscriptions.ts). */
   #streamSubs: ConnectionStreams | null = null
+  /** Router entries of SUBSCRIBEs read and not yet answered by aedes (early-subscriptions.ts). */
+  #early: EarlySubscriptions | null = null
   /** SUBSCRIBE/UNSUBSCRIBE ids whose reserved entries we answered: our reason codes, null where aedes answers. */
   #ackMerges: Map<number, Array<number | null>> | null = null
 
@@ -278,6 +283,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     this.#keepalive(0) // aedes keeps it from now on
     this.#state = State.CONNECTING
     this.promoting = true
+    this.#handingOver = true
     this.#held.push(rest)
     this.#attachAedes().push(connect)
   }
@@ -319,12 +325,36 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       this.#plain = null
     }
     this.client = client
+    this.#handingOver = false
     this.version = client.version ?? 4
     this.#maxOutgoingPacket = client.maximumPacketSize ?? 0
     this.#state = State.CONNECTED
     const held = this.#held
     this.#held = []
     for (const packet of held) this.#read(packet)
+    this.#early?.ready()
+  }
+
+  /** A SUBSCRIBE was read: its filters are routed to this connection from now on (early-subscriptions.ts). */
+  #reserve(subscribe: Buffer): void {
+    const broker = this.#broker
+    this.#early ??= new EarlySubscriptions(this, broker.router, (_o, filter, subscribed) => broker.subscriptionRefusal(this, filter, subscribed) === null)
+    this.#early.reserve(subscribe, this.version === 5)
+  }
+
+  /** Router.claims: whether aedes' listener `fn` is the subscription an early entry of ours was reserved for. */
+  claimsEarly(entry: RouteEntry, fn: Listener): boolean {
+    return this.#early?.claims(entry, fn) === true
+  }
+
+  /** aedes answered a SUBSCRIBE of these filters. */
+  subscribed(filters: readonly string[]): void {
+    this.#early?.settled(filters)
+  }
+
+  /** Whether the fast path may write to the client: connected, also while aedes takes a plain client over. */
+  get #writable(): boolean {
+    return this.#state === State.CONNECTED || (this.#handingOver && this.#state === State.CONNECTING)
   }
 
   // --- read side ----------------------------------------------------------------------------
@@ -431,6 +461,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
             return
           }
           if (type === PacketType.PUBLISH) this.#uncount(budget !== null) // read again once aedes is ready
+          if (type === PacketType.SUBSCRIBE) this.#reserve(chunk.subarray(o, o + total))
           this.#promote(chunk.subarray(o))
           return
         }
@@ -464,6 +495,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
           if (runStart !== -1) { this.#toAedes(chunk.subarray(runStart, o)); runStart = -1 }
           const forAedes = this.#interceptReserved(chunk.subarray(o, o + total), type)
           if (forAedes !== null) {
+            if (type === PacketType.SUBSCRIBE) this.#reserve(forAedes)
             this.#subscribing++
             this.#toAedes(forAedes)
           }
@@ -471,6 +503,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
           continue
         }
         if (type === PacketType.SUBSCRIBE || type === PacketType.UNSUBSCRIBE) this.#subscribing++
+        if (type === PacketType.SUBSCRIBE) this.#reserve(chunk.subarray(o, o + total))
         if (runStart === -1) runStart = o
       } else if (this.#state === State.AWAITING_CONNECT) {
         if (type === PacketType.CONNECT) {
@@ -643,13 +676,13 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       }
       if (target === null || (qos === 1 && entry.qos > 0)) {
         // internal listeners, and QoS 1 deliveries (packet ids, retries): through aedes' function
-        if (target !== null && ((entry.nl && target === this) || target.#state !== State.CONNECTED)) continue
+        if (target !== null && ((entry.nl && target === this) || !target.#writable)) continue
         packet ??= this.#packetFor(topic, buf.subarray(propsEnd, end), qos, properties)
         entry.fn(packetForEntry(packet, entry), noop)
         continue
       }
       if (entry.nl && target === this) continue // [MQTT-3.8.3-3] No Local
-      if (target.#state !== State.CONNECTED) continue
+      if (!target.#writable) continue
       // the bytes as they came: forwarded as a range of the publisher's read buffer
       if (qos === 0 && (target.version === 5) === (this.version === 5) && (target.version !== 5 || entry.si === 0)) {
         target.#enqueueQos0Range(buf, start, end)
@@ -1338,6 +1371,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     if (this.#timer !== null) clearTimeout(this.#timer)
     this.#streamSubs?.close()
     this.#streamSubs = null
+    this.#early?.close()
+    this.#early = null
     if (this.link !== null && !this.link.destroyed) this.link.destroy()
     this.#broker.onConnectionClosed(this)
   }

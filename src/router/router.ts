@@ -62,7 +62,8 @@ export class RouteEntry {
    */
   sis: readonly number[] | null = null
 
-  constructor(readonly filter: string, readonly fn: Listener) {}
+  /** The listener; a reserved entry's changes once it is adopted (see Router.reserve). */
+  constructor(readonly filter: string, public fn: Listener) {}
 }
 
 /**
@@ -123,6 +124,10 @@ export class Router {
   #cache = new Map<string, RoutePlan>()
   #scratch: RouteEntry[] = []
   readonly #stores = new Map<string, Listener>()
+  /** Entries reserved for subscriptions still being made (see reserve), by filter. */
+  readonly #reserved = new Map<string, Set<RouteEntry>>()
+  /** Asked by on() for each reserved entry of its filter: whether `fn` is the subscription it was reserved for. */
+  claims: ((entry: RouteEntry, fn: Listener) => boolean) | null = null
   #closed = false
   /** Called with the store promises of messages aedes emits, so their acks can wait for them. */
   onStored: StoredHook | null = null
@@ -141,7 +146,7 @@ export class Router {
       byFn = new Map()
       this.#entries.set(filter, byFn)
     }
-    if (!byFn.has(fn)) {
+    if (!byFn.has(fn) && !this.#adopt(byFn, filter, fn)) {
       const entry = new RouteEntry(filter, fn)
       byFn.set(fn, entry)
       this.#trie.insert(filter, entry)
@@ -149,6 +154,50 @@ export class Router {
     }
     if (done) process.nextTick(done)
     return this
+  }
+
+  /**
+   * An entry routed from now on, for a subscription whose listener comes later (a SUBSCRIBE aedes
+   * has not taken yet, mqtt/early-subscriptions.ts): when on() is called with the listener it was
+   * reserved for (`claims`), the entry takes that listener, so the subscription is routed once and
+   * without a gap. Until then the entry's own `fn` receives.
+   */
+  reserve(entry: RouteEntry): void {
+    let byFn = this.#entries.get(entry.filter)
+    if (byFn === undefined) {
+      byFn = new Map()
+      this.#entries.set(entry.filter, byFn)
+    }
+    byFn.set(entry.fn, entry)
+    this.#trie.insert(entry.filter, entry)
+    let set = this.#reserved.get(entry.filter)
+    if (set === undefined) this.#reserved.set(entry.filter, (set = new Set()))
+    set.add(entry)
+    this.#cache.clear()
+  }
+
+  /** A reservation that was not adopted goes (its subscription was refused, or the client left). */
+  release(entry: RouteEntry): void {
+    const set = this.#reserved.get(entry.filter)
+    if (set === undefined || !set.delete(entry)) return
+    if (set.size === 0) this.#reserved.delete(entry.filter)
+    this.removeListener(entry.filter, entry.fn)
+  }
+
+  #adopt(byFn: Map<Listener, RouteEntry>, filter: string, fn: Listener): boolean {
+    const set = this.#reserved.get(filter)
+    if (set === undefined || this.claims === null) return false
+    for (const entry of set) {
+      if (!this.claims(entry, fn)) continue
+      set.delete(entry)
+      if (set.size === 0) this.#reserved.delete(filter)
+      byFn.delete(entry.fn)
+      entry.fn = fn
+      byFn.set(fn, entry)
+      this.#cache.clear()
+      return true
+    }
+    return false
   }
 
   removeListener(filter: string, fn: Listener, done?: () => void): this {
