@@ -155,3 +155,25 @@ describe.each(servers)('$name', (server) => {
     if (scenario === 'no_local') expect(o.own).toBe(0)
   }, 45_000)
 })
+
+describe('edgebus: a filter the server refuses gets no early route', () => {
+  it('limits.maxSubscriptions 1: of two filters in one SUBSCRIBE the second is refused (0x80) and a publish right behind it is not delivered', async () => {
+    const srv = await startEdgebus({ args: ['--limits-max-subscriptions', '1'] })
+    try {
+      const pub = await client(srv.mqttPort, 4, 'pub')
+      const sub = await client(srv.mqttPort, 4, 'sub')
+      const topic = uniq('early/limit')
+      sub.send(subscribe(1, [{ filter: `${topic}/a`, qos: 1 }, { filter: `${topic}/b`, qos: 1 }], 4))
+      await ahead()
+      pub.send(publish({ topic: `${topic}/b`, payload: 'refused', qos: 1, id: 1, version: 4 }))
+      pub.send(publish({ topic: `${topic}/a`, payload: 'granted', qos: 1, id: 2, version: 4 }))
+      expect(await gotBeforeMarker(sub, pub, `${topic}/a`, 'granted', 4, 3)).toBe(true)
+      expect(sub.all(T.SUBACK)[0]?.reasons).toEqual([1, 0x80])
+      expect(sub.publishes().map((p) => p.topic)).not.toContain(`${topic}/b`)
+    } finally {
+      dropAll()
+      await srv.stop()
+    }
+  })
+})
+
