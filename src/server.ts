@@ -53,7 +53,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   const persistence = config.persistence.enabled
     ? await FilePersistence.open(join(config.dataDir, 'mqtt'), { log, maxQueuedMessages: config.sessions.maxQueuedMessages, sessionExpiryMs: config.sessions.expiry })
     : null
-  const broker = await MqttBroker.create(log, config.limits, {
+  const broker = await MqttBroker.create(log, { ...config.limits, maxKeepAlive: Math.ceil(config.mqtt.maxKeepAlive / 1000) }, {
     // aedes' own level check closes the connection: ours (authorizePublish/Subscribe) answers instead
     maxTopicLevels: 65_535,
     // issue 5: sessions.expiry bounds MQTT 5 Session Expiry Intervals (told to the client in CONNACK)

@@ -20,6 +20,8 @@ interface Field {
   readonly kind: Kind
   readonly default: ConfigValue
   readonly doc: string
+  /** Largest value a 'duration' key takes (ms). */
+  readonly max?: number
 }
 
 export const ConfigFields = {
@@ -39,6 +41,7 @@ export const ConfigFields = {
   'sessions.expiry': { kind: 'duration', default: '7d', doc: 'how long a disconnected persistent session is kept: MQTT 3.1.1 sessions, and the upper bound of an MQTT 5 Session Expiry Interval (0 = no bound: MQTT 3.1.1 sessions never expire)' },
   // issue 8: listeners, TLS, limits and observability
   'mqtt.enabled': { kind: 'boolean', default: true, doc: 'serve plain MQTT on mqtt.port (false: only MQTT over TLS and WebSocket)' },
+  'mqtt.maxKeepAlive': { kind: 'duration', default: 0, max: 65_535_000, doc: 'longest Keep Alive a client may use, at most 65535s (0 = the client\'s own): MQTT 5 clients asking more, or none, are told this one (Server Keep Alive in CONNACK); MQTT 3.1.1 clients are accepted and closed after 1.5 x this silence' },
   'tls.cert': { kind: 'path', default: '', doc: 'PEM certificate chain file: enables MQTT over TLS on tls.mqttPort (reloaded on SIGHUP)' },
   'tls.key': { kind: 'path', default: '', doc: 'PEM private key file of tls.cert' },
   'tls.ca': { kind: 'path', default: '', doc: 'PEM CA file: clients may authenticate with a certificate it signed (mTLS; the certificate CN is the user name)' },
@@ -59,7 +62,7 @@ export type ConfigKey = keyof typeof ConfigFields
 
 export interface EdgebusConfig {
   host: string
-  mqtt: { port: number; enabled: boolean }
+  mqtt: { port: number; enabled: boolean; maxKeepAlive: number }
   http: { port: number }
   tls: { cert: string; key: string; ca: string; requireClientCert: boolean; mqttPort: number; http: boolean }
   sys: { interval: number }
@@ -126,6 +129,7 @@ export function coerceField(key: ConfigKey, raw: unknown, source: Source, file?:
     case 'duration': {
       const n = parseDuration(raw)
       if (n === null) bad("use a duration such as 500, '300ms', '30s', '5m' or '7d'")
+      if (field.max !== undefined && (n as number) > field.max) bad(`use a duration of at most ${formatDuration(field.max)}`)
       return n as number
     }
     case 'level':

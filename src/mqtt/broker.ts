@@ -12,7 +12,7 @@ import { SharedSubscriptions } from './shared-subscriptions.ts'
 import { ConnectionGate, type ConnectionLimits } from '../limits/connection-gate.ts'
 import { RateLimitedLog } from '../core/rate-limited-log.ts'
 import { refuseConnection } from './refused-connection.ts'
-import { plainConnack } from './plain-connect.ts'
+import { keepAliveCap, plainConnack } from './plain-connect.ts'
 import { orderMarker, USER_PROPERTY_ORDER } from './user-property-order.ts'
 import { SessionRegistry } from './session-registry.ts'
 import { streamControlListener } from './stream-subscriptions.ts'
@@ -77,6 +77,8 @@ export interface MqttLimits extends ConnectionLimits {
   maxSubscriptions: number
   /** Messages per second per client at most (0 = no limit); over it the client's reading pauses. */
   publishRate: number
+  /** mqtt.maxKeepAlive in seconds (0 or absent: the client's own Keep Alive). */
+  maxKeepAlive?: number
 }
 
 export interface BrokerStats {
@@ -168,7 +170,7 @@ export class MqttBroker {
   readonly #persistentCache = new Map<string, boolean>()
   /** Clients served without an aedes client (plain CONNECTs, see ClientConnection), by client identifier. */
   readonly #plainClients = new Map<string, ClientConnection>()
-  #plainConnacks: [Buffer, Buffer] | null = null
+  #plainConnacks: [Buffer, Buffer, Buffer] | null = null
   /** Set once a delivery carried user properties in a marker (user-property-order.ts): connections look for it from then on. */
   userPropertyMarkers = false
 
@@ -214,7 +216,12 @@ export class MqttBroker {
       authenticate: (client, user, pass, cb) => {
         const c = client as unknown as AedesClient
         const conn = c.conn.owner
-        if (self !== null) self.#resumeWhole(c)
+        if (self !== null) {
+          self.#resumeWhole(c)
+          // mqtt.maxKeepAlive: aedes times the client by it and (MQTT 5) says it in CONNACK
+          const cap = conn === undefined ? 0 : keepAliveCap(conn.keepAliveAsked, limits.maxKeepAlive ?? 0)
+          if (cap > 0) (c as AedesClient & { _serverKeepAlive?: number })._serverKeepAlive = cap
+        }
         // a client edgebus served itself until now: authenticated when it connected
         if (conn?.promoting === true) return cb(null, true)
         const will = (client as unknown as { _will?: { topic: string; properties?: Record<symbol, unknown> } | null })._will
@@ -558,12 +565,12 @@ export class MqttBroker {
       a._takingOver?.has(id) !== true && a.persistence.hasSession?.(id) !== true
   }
 
-  /** The CONNACK accepting a plain CONNECT of this protocol level. */
-  plainConnack(level: number): Buffer {
+  /** The CONNACK accepting a plain CONNECT of this protocol level; `capped`: with mqtt.maxKeepAlive as Server Keep Alive. */
+  plainConnack(level: number, capped: boolean): Buffer {
     const l = this.limits
     const v5 = { topicAliasMaximum: TOPIC_ALIAS_MAXIMUM, maxPacketSize: l.maxPacketSize, receiveMaximum: l.receiveMaximum }
-    const acks = this.#plainConnacks ??= [plainConnack(4, v5), plainConnack(5, v5)]
-    return level === 5 ? acks[1] : acks[0]
+    const acks = this.#plainConnacks ??= [plainConnack(4, v5), plainConnack(5, v5), plainConnack(5, { ...v5, serverKeepAlive: l.maxKeepAlive ?? 0 })]
+    return level === 5 ? acks[capped ? 2 : 1] : acks[0]
   }
 
   /** A client served without aedes holds its identifier (after authenticate()). */

@@ -7,7 +7,7 @@ import { EdgebusError } from '../core/errors.ts'
 import { decodePublishProperties, encodePublishQos0, findProperty, findPropertyOffset, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult, writeVarint, type PublishProperties } from './codec.ts'
 import { PacketAssembler } from './packet-assembler.ts'
 import { checkConnect, checkPacketProperties, checkTopics, qos0WithoutProperties, type PacketProblem } from './packet-check.ts'
-import { plainConnect, type PlainConnect } from './plain-connect.ts'
+import { connectKeepAlive, keepAliveCap, plainConnect, type PlainConnect } from './plain-connect.ts'
 import { mayCarryMarker, restoreUserPropertyOrder, USER_PROPERTY_ORDER, userPropertyOrder, willUserPropertyOrder } from './user-property-order.ts'
 import type { SessionOwner } from './session-registry.ts'
 import { TokenBucket } from '../limits/token-bucket.ts'
@@ -109,6 +109,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   #plainConnect: Buffer | null = null
   /** The will's user properties as they came, when aedes would reorder them (user-property-order.ts). */
   willUserProperties: Buffer | null = null
+  /** The Keep Alive its CONNECT asked for (seconds; see mqtt.maxKeepAlive). */
+  keepAliveAsked = 0
   /** While aedes takes over a plain client: its CONNACK is not the client's (it had ours). */
   promoting = false
   /** From the promotion of a plain client until aedes is ready: the client is connected all along. */
@@ -248,8 +250,9 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
         return
       }
       broker.holdPlain(this, connect.clientId)
-      this.#enqueue(broker.plainConnack(connect.level))
-      this.#keepalive(connect.keepalive)
+      const cap = keepAliveCap(connect.keepalive, broker.limits.maxKeepAlive ?? 0)
+      this.#enqueue(broker.plainConnack(connect.level, cap > 0))
+      this.#keepalive(cap > 0 ? cap : connect.keepalive)
       this.#state = State.CONNECTED
       const held = this.#held
       this.#held = []
@@ -515,6 +518,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
           }
           if (this.#timer !== null) clearTimeout(this.#timer)
           this.#timer = null
+          this.keepAliveAsked = connectKeepAlive(packet)
           const plain = plainConnect(packet)
           if (plain !== null && this.#broker.mayServePlain(plain.clientId)) {
             this.#connectPlain(plain, packet)

@@ -91,7 +91,7 @@ export function plainConnect(packet: Buffer): PlainConnect | null {
  * The CONNACK of an accepted plain CONNECT, the same bytes aedes writes for it (and edgebus then
  * edits): MQTT 5 with the server's Topic Alias Maximum, Maximum Packet Size and Receive Maximum.
  */
-export function plainConnack(level: number, limits: { topicAliasMaximum: number; maxPacketSize: number; receiveMaximum: number }): Buffer {
+export function plainConnack(level: number, limits: { topicAliasMaximum: number; maxPacketSize: number; receiveMaximum: number; serverKeepAlive?: number }): Buffer {
   if (level !== 5) return Buffer.from([0x20, 0x02, 0x00, 0x00])
   const props: number[] = []
   if (limits.topicAliasMaximum > 0) props.push(0x22, limits.topicAliasMaximum >> 8, limits.topicAliasMaximum & 0xff)
@@ -100,6 +100,29 @@ export function plainConnack(level: number, limits: { topicAliasMaximum: number;
     props.push(0x27, (n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff)
   }
   if (limits.receiveMaximum > 0) props.push(0x21, limits.receiveMaximum >> 8, limits.receiveMaximum & 0xff)
-  // at most 14 bytes of properties: every length fits one varint byte
+  const ska = limits.serverKeepAlive ?? 0
+  if (ska > 0) props.push(0x13, ska >> 8, ska & 0xff) // [MQTT-3.2.2-21]
+  // at most 17 bytes of properties: every length fits one varint byte
   return Buffer.from([0x20, 3 + props.length, 0x00, 0x00, props.length, ...props])
+}
+
+/** The Keep Alive of a CONNECT that passed checkConnect(), in seconds. */
+export function connectKeepAlive(packet: Buffer): number {
+  readVarint(packet, 1, packet.length, vi)
+  const o = 1 + vi.length
+  if (vi.length <= 0 || o + 2 > packet.length) return 0
+  const at = o + 2 + packet.readUInt16BE(o) + 2 // protocol name, level and flags
+  return at + 2 <= packet.length ? packet.readUInt16BE(at) : 0
+}
+
+/**
+ * mqtt.maxKeepAlive: the Keep Alive the server holds a client to, when not the one it asked for
+ * (0: the client's own). A client asking for more than `max`, or for none, gets `max`: MQTT 5 is
+ * told so in CONNACK (Server Keep Alive [MQTT-3.2.2-21]); MQTT 3.1.1 cannot be told, and is closed
+ * after one and a half times `max` of silence, as an MQTT 5 client would be. Refusing it instead
+ * (Mosquitto 2.0.12 on: CONNACK "identifier rejected") leaves a device that cannot change its
+ * Keep Alive retrying for ever; this way an active one stays connected.
+ */
+export function keepAliveCap(asked: number, max: number): number {
+  return max > 0 && (asked === 0 || asked > max) ? max : 0
 }

@@ -86,6 +86,15 @@ describe('loadConfig', () => {
     expect(flag.message).toContain('debug')
   })
 
+  it('mqtt.maxKeepAlive: a duration up to 65535 s, in seconds for the broker', () => {
+    expect(loadConfig({ cwd: dirWith({ mqtt: { maxKeepAlive: '5m' } }), env: {} }).config.mqtt.maxKeepAlive).toBe(300_000)
+    expect(loadConfig({ cwd: dirWith(), env: {} }).config.mqtt.maxKeepAlive).toBe(0)
+    const e = errorOf(() => loadConfig({ cwd: dirWith(), env: {}, flags: { 'mqtt.maxKeepAlive': '19h' } }))
+    expect(e.code).toBe('ECONFIG_INVALID')
+    expect(e.message).toContain('--mqtt-max-keep-alive')
+    expect(e.message).toContain('at most')
+  })
+
   it('refuses unknown keys with a suggestion', () => {
     const e = errorOf(() => loadConfig({ cwd: dirWith({ mqtt: { prot: 1884 } }), env: {} }))
     expect(e.code).toBe('ECONFIG_UNKNOWN_KEY')
