@@ -7,7 +7,8 @@ import { EdgebusError } from '../core/errors.ts'
 import { decodePublishProperties, encodePublishQos0, findProperty, findPropertyOffset, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult, writeVarint, type PublishProperties } from './codec.ts'
 import { PacketAssembler } from './packet-assembler.ts'
 import { checkConnect, checkPacketProperties, checkTopics, qos0WithoutProperties, type PacketProblem } from './packet-check.ts'
-import { connectKeepAlive, keepAliveCap, plainConnect, type PlainConnect } from './plain-connect.ts'
+import { connectAsks, keepAliveCap, plainConnect, type PlainConnect } from './plain-connect.ts'
+import { OutgoingTopicAliases } from './topic-aliases.ts'
 import { mayCarryMarker, restoreUserPropertyOrder, USER_PROPERTY_ORDER, userPropertyOrder, willUserPropertyOrder } from './user-property-order.ts'
 import type { SessionOwner } from './session-registry.ts'
 import { TokenBucket } from '../limits/token-bucket.ts'
@@ -143,6 +144,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   #aedesAcks: Array<Buffer | StoreWait> | null = null
   /** User properties of QoS 1/2 PUBLISHes for aedes that it would reorder, by packet id, in order. */
   #userPropertyOrders: Array<{ id: number; entries: Buffer }> | null = null
+  /** Topic aliases we use towards the client, when its CONNECT allows them (topic-aliases.ts). */
+  #outAliases: OutgoingTopicAliases | null = null
   /** Topic aliases of this client, mirrored from its PUBLISHes (aedes resolves them). */
   #aliases: Map<number, string> | null = null
   #readPaused = false
@@ -518,7 +521,9 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
           }
           if (this.#timer !== null) clearTimeout(this.#timer)
           this.#timer = null
-          this.keepAliveAsked = connectKeepAlive(packet)
+          const asks = connectAsks(packet)
+          this.keepAliveAsked = asks.keepAlive
+          if (asks.topicAliasMaximum > 0) this.#outAliases = new OutgoingTopicAliases(asks.topicAliasMaximum)
           const plain = plainConnect(packet)
           if (plain !== null && this.#broker.mayServePlain(plain.clientId)) {
             this.#connectPlain(plain, packet)
@@ -855,6 +860,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   /** #enqueueQos0 for `buf[start, end)`: extends the pending range when it continues it. */
   #enqueueQos0Range(buf: Buffer, start: number, end: number): void {
     if (!this.#admitQos0(end - start)) return
+    if (this.#outAliases !== null) return this.#enqueue(buf.subarray(start, end)) // its topic changes
     this.#outBytes += end - start
     if (this.#rangeSrc === buf && this.#rangeEnd === start) {
       this.#rangeEnd = end
@@ -1296,6 +1302,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
 
   #enqueue(frame: Buffer): void {
     if (this.#rangeSrc !== null) this.#endRange() // keep the order
+    if (this.#outAliases !== null && (frame[0] as number) >> 4 === PacketType.PUBLISH) frame = this.#outAliases.apply(frame, this.#maxOutgoingPacket)
     this.#out.push(frame)
     this.#outBytes += frame.length
     this.#markDirty()

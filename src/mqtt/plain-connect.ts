@@ -106,13 +106,23 @@ export function plainConnack(level: number, limits: { topicAliasMaximum: number;
   return Buffer.from([0x20, 3 + props.length, 0x00, 0x00, props.length, ...props])
 }
 
-/** The Keep Alive of a CONNECT that passed checkConnect(), in seconds. */
-export function connectKeepAlive(packet: Buffer): number {
+/** What a CONNECT that passed checkConnect() asks of the server: its Keep Alive (seconds) and (MQTT 5) Topic Alias Maximum. */
+export function connectAsks(packet: Buffer): { keepAlive: number; topicAliasMaximum: number } {
   readVarint(packet, 1, packet.length, vi)
-  const o = 1 + vi.length
-  if (vi.length <= 0 || o + 2 > packet.length) return 0
-  const at = o + 2 + packet.readUInt16BE(o) + 2 // protocol name, level and flags
-  return at + 2 <= packet.length ? packet.readUInt16BE(at) : 0
+  let o = 1 + vi.length
+  if (vi.length <= 0 || o + 2 > packet.length) return { keepAlive: 0, topicAliasMaximum: 0 }
+  o += 2 + packet.readUInt16BE(o) // protocol name
+  if (o + 4 > packet.length) return { keepAlive: 0, topicAliasMaximum: 0 }
+  const keepAlive = packet.readUInt16BE(o + 2)
+  let topicAliasMaximum = 0
+  if (packet[o] === 5) {
+    o += 4
+    readVarint(packet, o, packet.length, vi)
+    const start = o + vi.length
+    const at = vi.length > 0 ? findPropertyOffset(packet, start, Math.min(packet.length, start + vi.value), 0x22) : -1
+    if (at !== -1 && at + 3 <= packet.length) topicAliasMaximum = packet.readUInt16BE(at + 1)
+  }
+  return { keepAlive, topicAliasMaximum }
 }
 
 /**

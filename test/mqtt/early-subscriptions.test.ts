@@ -35,10 +35,11 @@ afterEach(() => dropAll())
 const RUNS = 20
 /**
  * How far the SUBSCRIBE goes out ahead of the other client's PUBLISH: enough for the server to read
- * it first (two sockets give no order otherwise; mosquitto misses some at 0 ms), far less than a
- * SUBACK round trip on a loaded link.
+ * it first (two sockets give no order otherwise: mosquitto misses some at 0-2 ms, and a loaded
+ * server may read both in one turn), far less than a SUBACK round trip on a real link. Issue 16
+ * measured at 5 ms: mosquitto 20 of 20, edgebus before early subscriptions 19 of 20.
  */
-const ahead = (): Promise<void> => sleep(2)
+const ahead = (): Promise<void> => sleep(5)
 
 const servers = [
   { name: 'edgebus', port: () => edgebus.mqttPort },
@@ -146,7 +147,7 @@ describe.each(servers)('$name', (server) => {
     }
   }, 30_000)
 
-  it.each(['first_subscribe_311', 'first_subscribe_5', 'no_local'])('paho-mqtt: %s, the SUBSCRIBE 2 ms ahead of the other client\'s PUBLISH: delivered every time (No Local: never to the publisher)', async (scenario) => {
+  it.each(['first_subscribe_311', 'first_subscribe_5', 'no_local'])('paho-mqtt: %s, the SUBSCRIBE 5 ms ahead of the other client\'s PUBLISH: delivered every time (No Local: never to the publisher)', async (scenario) => {
     const o = (await paho.get(server.name))?.[scenario]
     if (o === undefined) throw new Error(`no ${scenario} in the paho report`)
     if (o.error) throw new Error(o.error)
