@@ -355,7 +355,10 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
 
   /** aedes answered a SUBSCRIBE of these filters. */
   subscribed(filters: readonly string[]): void {
-    this.#early?.settled(filters)
+    const early = this.#early
+    if (early === null) return
+    early.settled(filters)
+    if (early.idle) this.#early = null
   }
 
   /** Whether the fast path may write to the client: connected, also while aedes takes a plain client over. */

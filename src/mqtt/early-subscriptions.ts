@@ -92,19 +92,25 @@ export class EarlySubscriptions {
 
   constructor(readonly owner: EarlyOwner, readonly router: Router, readonly allowed: SubscribeCheck) {}
 
-  get size(): number {
-    return this.#entries.size
+  /** Nothing reserved and nothing waiting: the connection may let go of this object. */
+  get idle(): boolean {
+    return this.#entries.size === 0 && this.#held === null
   }
 
   /** Reserves the filters of a SUBSCRIBE just read that aedes will grant. */
   reserve(packet: Buffer, v5: boolean): void {
     const read = readSubscribe(packet, v5)
     if (read === null) return
-    const subs = this.owner.client?.subscriptions
+    const client = this.owner.client
+    const subs = client?.subscriptions
     for (const sub of read.subs) {
       const { filter } = sub
       // a filter the client holds already is routed by its entry (aedes replaces it in place)
       if (servedElsewhere(filter) || this.#entries.has(filter) || subs?.[filter] !== undefined) continue
+      // a kept session's QoS 1/2 messages go through aedes' persistence, which learns of the
+      // subscription only as aedes stores it: delivered early they would be queued twice, or
+      // acknowledged against a queue entry that is not there. Those wait for aedes, as before.
+      if (sub.qos > 0 && client !== null && !client.clean) continue
       if (topicFilterProblem(filter) !== null) continue
       const subscribed = (subs === undefined ? 0 : Object.keys(subs).length) + this.#entries.size
       if (!this.allowed(this.owner, filter, subscribed, true)) continue

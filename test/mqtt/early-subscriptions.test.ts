@@ -41,9 +41,14 @@ const RUNS = 20
  */
 const ahead = (): Promise<void> => sleep(5)
 
+/**
+ * edgebus must deliver every time. mosquitto shows the scenario is a real one that a broker serves,
+ * it is not the bar: it missed up to 3 of 20 here (issue 16 measured 19-20 of 20), so it is held
+ * to most of them.
+ */
 const servers = [
-  { name: 'edgebus', port: () => edgebus.mqttPort },
-  { name: 'mosquitto', port: () => mosquitto.port },
+  { name: 'edgebus', port: () => edgebus.mqttPort, least: RUNS },
+  { name: 'mosquitto', port: () => mosquitto.port, least: RUNS / 2 },
 ]
 
 async function client(port: number, version: Version, name: string): Promise<Raw> {
@@ -70,7 +75,7 @@ async function gotBeforeMarker(sub: Raw, from: Raw, topic: string, payload: stri
 
 describe.each(servers)('$name', (server) => {
   describe.each([4, 5] as const)('MQTT level %i', (version) => {
-    it(`a new connection's first SUBSCRIBE, then another client's QoS 1 PUBLISH without waiting for the SUBACK: delivered ${RUNS} times of ${RUNS}`, async () => {
+    it(`a new connection's first SUBSCRIBE, then another client's QoS 1 PUBLISH without waiting for the SUBACK: delivered ${RUNS} times of ${RUNS} (edgebus)`, async () => {
       const pub = await client(server.port(), version, 'pub')
       let delivered = 0
       for (let i = 0; i < RUNS; i++) {
@@ -82,10 +87,10 @@ describe.each(servers)('$name', (server) => {
         if (await gotBeforeMarker(sub, pub, topic, 'first', version, 2 * i + 2)) delivered++
         sub.drop()
       }
-      expect(delivered).toBe(RUNS)
+      expect(delivered).toBeGreaterThanOrEqual(server.least)
     }, 30_000)
 
-    it(`a later SUBSCRIBE of a subscribed client, with a wildcard, the same way: ${RUNS} of ${RUNS}`, async () => {
+    it(`a later SUBSCRIBE of a subscribed client, with a wildcard, the same way: ${RUNS} of ${RUNS} (edgebus)`, async () => {
       const pub = await client(server.port(), version, 'pub')
       const sub = await client(server.port(), version, 'sub')
       await sub.sub(1, [{ filter: uniq('early/other'), qos: 0 }])
@@ -98,7 +103,7 @@ describe.each(servers)('$name', (server) => {
         if (await gotBeforeMarker(sub, pub, `${base}/x`, 'first', version, 2 * i + 2)) delivered++
         sub.packets.length = 0
       }
-      expect(delivered).toBe(RUNS)
+      expect(delivered).toBeGreaterThanOrEqual(server.least)
     }, 30_000)
 
     it('the other order: a message published (and acknowledged) before the SUBSCRIBE is not delivered to it', async () => {
@@ -123,11 +128,12 @@ describe.each(servers)('$name', (server) => {
         if (await gotBeforeMarker(sub, pub, topic, 'first', version, i + 1)) delivered++
         sub.drop()
       }
-      expect(delivered).toBe(RUNS)
+      expect(delivered).toBeGreaterThanOrEqual(server.least)
     }, 30_000)
   })
 
   it(`MQTT 5 No Local between two clients: both subscribe with No Local and, without waiting, A publishes: B gets it, A does not, ${RUNS} times [MQTT-3.8.3-3]`, async () => {
+    let delivered = 0
     for (let i = 0; i < RUNS; i++) {
       const a = await client(server.port(), 5, 'nl-a')
       const b = await client(server.port(), 5, 'nl-b')
@@ -136,7 +142,7 @@ describe.each(servers)('$name', (server) => {
       b.send(subscribe(1, [{ filter: topic, qos: 1, nl: true }], 5))
       await ahead()
       a.send(publish({ topic, payload: 'from a', qos: 1, id: 1, version: 5 }))
-      expect(await gotBeforeMarker(b, a, topic, 'from a', 5, 2)).toBe(true)
+      if (await gotBeforeMarker(b, a, topic, 'from a', 5, 2)) delivered++
       // what b publishes reaches a, what a published did not
       await a.next(T.SUBACK)
       b.send(publish({ topic, payload: 'from b', qos: 1, id: 3, version: 5 }))
@@ -145,16 +151,35 @@ describe.each(servers)('$name', (server) => {
       a.drop()
       b.drop()
     }
+    expect(delivered).toBeGreaterThanOrEqual(server.least)
   }, 30_000)
 
-  it.each(['first_subscribe_311', 'first_subscribe_5', 'no_local'])('paho-mqtt: %s, the SUBSCRIBE 5 ms ahead of the other client\'s PUBLISH: delivered every time (No Local: never to the publisher)', async (scenario) => {
+  it.each(['first_subscribe_311', 'first_subscribe_5', 'no_local'])('paho-mqtt: %s, the SUBSCRIBE 5 ms ahead of the other client\'s PUBLISH: delivered every time by edgebus (No Local: never to the publisher)', async (scenario) => {
     const o = (await paho.get(server.name))?.[scenario]
     if (o === undefined) throw new Error(`no ${scenario} in the paho report`)
     if (o.error) throw new Error(o.error)
-    expect(o.delivered).toBe(o.runs)
     expect(o.runs).toBe(RUNS)
+    expect(o.delivered).toBeGreaterThanOrEqual(server.least)
     if (scenario === 'no_local') expect(o.own).toBe(0)
   }, 45_000)
+})
+
+describe('edgebus: a persistent session', () => {
+  it('QoS 1 subscriptions of a kept session wait for aedes (its queue learns of them then): a message right behind the SUBSCRIBE comes at most once, the connection stays', async () => {
+    const { c: sub } = await rawClient(edgebus.mqttPort, { clientId: uniq('early-kept'), version: 4, clean: false })
+    sub.autoAck = true
+    const pub = await client(edgebus.mqttPort, 4, 'pub')
+    for (let i = 0; i < RUNS; i++) {
+      const topic = uniq('early/kept')
+      sub.send(subscribe(1 + i, [{ filter: topic, qos: 1 }], 4))
+      await ahead()
+      pub.send(publish({ topic, payload: 'first', qos: 1, id: 2 * i + 1, version: 4 }))
+      await gotBeforeMarker(sub, pub, topic, 'first', 4, 2 * i + 2)
+      const firsts = sub.publishes().filter((p) => p.topic === topic && p.payload?.toString() === 'first')
+      expect(firsts.length).toBeLessThanOrEqual(1)
+    }
+    expect(sub.closed).toBe(false)
+  }, 30_000)
 })
 
 describe('edgebus: a filter the server refuses gets no early route', () => {
