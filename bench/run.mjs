@@ -182,7 +182,7 @@ if (opts['max-minutes'] === undefined && estimate / 60 > ctx.maxMinutes) {
 }
 log(`bench: ${variants.length} scenario rows x ${brokers.map((b) => b.name).join(', ')} x ${ctx.reps} rep(s) = ${totalRuns} runs, about ${Math.ceil(estimate / 60)} min`);
 if (opts['dry-run']) {
-  for (const v of variants) log(`  ${v.key}: loadgen ${v.scenario.loadgen(ctx).join(' ')} -B ${v.batch} on ${applicable(v.scenario).map((b) => b.name).join(', ')}`);
+  for (const v of variants) log(`  ${v.key}: ${v.scenario.loadgen ? `loadgen ${v.scenario.loadgen(ctx).join(' ')} -B ${v.batch}` : 'its own client'} on ${applicable(v.scenario).map((b) => b.name).join(', ')}`);
   process.exit(0);
 }
 

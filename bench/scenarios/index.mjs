@@ -183,6 +183,18 @@ export const SCENARIOS = [
     ],
   })),
   {
+    name: 'suback',
+    title: 'SUBSCRIBE to SUBACK (issue 16): a new connection\'s first SUBSCRIBE, one after the other; later SUBSCRIBEs of subscribed connections at 1,000/s, each to a new filter',
+    run: runSuback,
+    extraSeconds: 3,
+    metrics: [
+      { id: 'first_p50', label: 'first SUBSCRIBE to SUBACK p50', unit: 'µs', better: 'lower', value: (r) => num(r.first_us?.p50) },
+      { id: 'first_p99', label: 'first SUBSCRIBE to SUBACK p99', unit: 'µs', better: 'lower', value: (r) => num(r.first_us?.p99) },
+      { id: 'later_p50', label: 'SUBSCRIBE to SUBACK p50 (1,000/s)', unit: 'µs', better: 'lower', value: (r) => num(r.later_us?.p50) },
+      { id: 'later_p99', label: 'SUBSCRIBE to SUBACK p99 (1,000/s)', unit: 'µs', better: 'lower', value: (r) => num(r.later_us?.p99) },
+    ],
+  },
+  {
     name: 'conns',
     title: 'Idle connections: CONNECT (keepalive 0) + CONNACK, held; broker RSS before/after',
     loadgen: (ctx) => ['conns', '-c', String(ctx.conns), '-k', '0'],
@@ -233,6 +245,19 @@ async function runConns(ctx, broker, { batch, scenario }) {
     } : {}),
     ...(readyAt ? {} : { error: 'loadgen never reported ready' }),
   };
+}
+
+const SUBACK_TIMER = fileURLToPath(new URL('../lib/suback-latency.mjs', import.meta.url));
+
+/** suback: bench/lib/suback-latency.mjs on the generator's CPU, against the broker. */
+async function runSuback(ctx, broker) {
+  const spec = { port: broker.port, rate: 1000, seconds: ctx.duration, firsts: ctx.quick ? 50 : 200 };
+  const [cmd, cmdArgs] = pinnedCommand(ctx.loadgenCpu, process.execPath, [SUBACK_TIMER, JSON.stringify(spec)]);
+  const res = await runCapture(cmd, cmdArgs, { timeoutMs: (ctx.duration + 60) * 1000 });
+  let out = null;
+  try { out = JSON.parse(res.stdout.trim().split('\n').filter(Boolean).pop() || 'null'); } catch { /* below */ }
+  if (!out) return { ok: false, error: `suback timer ${res.timedOut ? 'timed out' : `exit ${res.code ?? res.signal}`}: ${res.stderr.trim().split('\n').slice(-3).join(' | ')}` };
+  return out;
 }
 
 /** The largest sessions.maxQueuedMessages edgebus accepts (a config 'count': 1 .. 65535). */
