@@ -341,8 +341,9 @@ export class MqttBroker {
     })
     aedes.on('subscribe', (subs, client) => {
       const c = client as unknown as AedesClient
-      this.#attachSubscriptions(c, subs.map((s) => s.topic))
-      c.conn.owner?.subscribed(subs.map((s) => s.topic))
+      const filters = subs.map((s) => s.topic)
+      this.#attachSubscriptions(c, filters)
+      c.conn.owner?.subscribed(filters)
     })
     aedes.on('unsubscribe', (_topics, client) => this.#attachSubscriptions(client as unknown as AedesClient))
     aedes.on('clientDisconnect', (client) => {

@@ -344,7 +344,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   /** A SUBSCRIBE was read: its filters are routed to this connection from now on (early-subscriptions.ts). */
   #reserve(subscribe: Buffer): void {
     const broker = this.#broker
-    this.#early ??= new EarlySubscriptions(this, broker.router, (_o, filter, subscribed) => broker.subscriptionRefusal(this, filter, subscribed) === null)
+    this.#early ??= new EarlySubscriptions(this, broker.router, (filter, subscribed) => broker.subscriptionRefusal(this, filter, subscribed) === null)
     this.#early.reserve(subscribe, this.version === 5)
   }
 

@@ -82,7 +82,7 @@ export interface EarlyOwner extends FastTarget {
 }
 
 /** Whether `filter` may be subscribed by this connection (the checks of aedes' authorizeSubscribe). */
-export type SubscribeCheck = (owner: EarlyOwner, filter: string, subscribed: number, isNew: boolean) => boolean
+export type SubscribeCheck = (filter: string, subscribed: number) => boolean
 
 export class EarlySubscriptions {
   /** Reserved entries not yet adopted or refused, by filter. */
@@ -103,6 +103,7 @@ export class EarlySubscriptions {
     if (read === null) return
     const client = this.owner.client
     const subs = client?.subscriptions
+    const held = subs === undefined ? 0 : Object.keys(subs).length
     for (const sub of read.subs) {
       const { filter } = sub
       // a filter the client holds already is routed by its entry (aedes replaces it in place)
@@ -112,8 +113,7 @@ export class EarlySubscriptions {
       // acknowledged against a queue entry that is not there. Those wait for aedes, as before.
       if (sub.qos > 0 && client !== null && !client.clean) continue
       if (topicFilterProblem(filter) !== null) continue
-      const subscribed = (subs === undefined ? 0 : Object.keys(subs).length) + this.#entries.size
-      if (!this.allowed(this.owner, filter, subscribed, true)) continue
+      if (!this.allowed(filter, held + this.#entries.size)) continue
       const entry = new RouteEntry(filter, noopListener)
       entry.fn = (p, cb) => this.#deliver(entry, p, cb)
       entry.target = this.owner
