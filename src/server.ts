@@ -6,6 +6,7 @@ import { EdgebusError } from './core/errors.ts'
 import { createLogger, type Logger } from './core/log.ts'
 import type { EdgebusConfig } from './config/schema.ts'
 import { HttpFront, sendJson } from './http/server.ts'
+import { parseCorsPolicy } from './http/cors.ts'
 import { MqttBroker } from './mqtt/broker.ts'
 import { createMqttTcpServer } from './mqtt/tcp.ts'
 import { Security } from './auth/security.ts'
@@ -74,7 +75,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   broker.security = security.open ? null : security
   const startedAt = Date.now()
 
-  const http = new HttpFront(log, config.tls.http && tlsOptions !== null ? { module: await import('node:https'), options: tlsOptions } : null)
+  const http = new HttpFront(log, config.tls.http && tlsOptions !== null ? { module: await import('node:https'), options: tlsOptions } : null, parseCorsPolicy(config.http.cors))
   const httpAuth = new HttpAuth(broker.security)
   mountStreamsApi(http, streams, httpAuth)
   mountPublishApi(http, broker, httpAuth)
@@ -96,7 +97,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     if (CLIENT_JS === null) return sendJson(res, 404, { error: { code: 'ENOTFOUND', message: 'the browser client is part of the built bundle (npm run build)' } })
     res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'public, max-age=300', 'access-control-allow-origin': '*' })
     res.end(CLIENT_JS)
-  })
+  }, null)
   http.route('GET', '/healthz', (_req, res) => {
     sendJson(res, 200, { status: 'ok', version: VERSION, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), connections: broker.connections.size, ...broker.stats, ...(persistence ? { persistence: persistence.stats } : {}) })
   })

@@ -35,6 +35,9 @@ export const ErrorCodes = {
   ESTREAM_CONFIGURED: 'a stream declared in the config file cannot be changed at run time',
   EHTTP_BODY: 'an HTTP request body is too large or not valid JSON',
   EHTTP_METHOD: 'the HTTP method is not allowed on that path',
+  // issue 20: operators' papercuts
+  EHTTP_QUERY: 'an HTTP request has a query parameter the endpoint does not know (the answer lists the known ones)',
+  EREFUSED: 'the server the CLI reached refused the request (an MQTT reason code or a server error code says why)',
   // issue 4: stream consumers (src/stream/consumer*.ts)
   ECONSUMER_INVALID: 'a consumer definition is malformed',
   ECONSUMER_IN_USE: 'a durable consumer is already open in this process',

@@ -12,7 +12,7 @@ export function mountDashboard(http: HttpFront, broker: MqttBroker, startedAt: n
     if (DASHBOARD_HTML === null) return sendJson(res, 404, { error: { code: 'ENOTFOUND', message: 'the dashboard is part of the built bundle (npm run build)' } })
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-cache' })
     res.end(DASHBOARD_HTML)
-  })
+  }, null)
   http.route('GET', '/api/stats', async (req, res, url) => {
     auth.mayReadInternals(await auth.principal(req, url))
     const mem = process.memoryUsage()
