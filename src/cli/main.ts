@@ -1,4 +1,4 @@
-import { isEdgebusError } from '../core/errors.ts'
+import { isEdgebusError, type ErrorCode } from '../core/errors.ts'
 import { VERSION } from '../version.ts'
 import { ExitCode } from './args.ts'
 
@@ -15,8 +15,11 @@ Commands:
   passwd FILE USER   set or (-D) remove a user in a password file
 
 Run edgebus COMMAND --help for a command's options. edgebus --version prints the version.
-Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+Exit codes: 0 success, 1 runtime failure or the server refused, 2 usage, configuration or validation error.
 `
+
+/** Errors that say the input was wrong (here or as the server checked it): exit 2, as a usage error. */
+const USAGE_CODES = new Set<ErrorCode>(['EUSAGE', 'EACL_INVALID', 'ETLS_CONFIG', 'ESTREAM_INVALID', 'ESTREAM_OVERLAP'])
 
 // Commands load on demand: the server does not carry the MQTT client library in memory, nor the
 // client commands the server.
@@ -49,9 +52,10 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (isEdgebusError(err)) {
       process.stderr.write(`edgebus: ${err.code}: ${err.message}\n`)
-      const usage = err.code === 'EUSAGE' || err.code.startsWith('ECONFIG') || err.code === 'EACL_INVALID' || err.code === 'ETLS_CONFIG' || err.code.startsWith('ESUBJECT') ||
-        err.code === 'ESTREAM_INVALID' || err.code === 'ESTREAM_OVERLAP'
-      return usage ? ExitCode.USAGE : ExitCode.FAILURE
+      // a server's answer: 400 says the input was wrong (exit 2, as if checked here); 404, 409, 503... exit 1
+      const status = err.detail.status
+      if (typeof status === 'number') return status === 400 ? ExitCode.USAGE : ExitCode.FAILURE
+      return USAGE_CODES.has(err.code) || err.code.startsWith('ECONFIG') || err.code.startsWith('ESUBJECT') ? ExitCode.USAGE : ExitCode.FAILURE
     }
     process.stderr.write(`edgebus: unexpected error: ${(err as Error).stack ?? String(err)}\n`)
     return ExitCode.FAILURE

@@ -83,3 +83,51 @@ describe('edgebus CLI', () => {
     expect(Date.now() - t0).toBeLessThan(5000)
   })
 })
+
+describe('edgebus stream/consumer against a server that says no', () => {
+  it("prints the server's code (not ECONNECT); what the server found invalid exits 2, a conflict 1", async () => {
+    const srv = await startEdgebus()
+    const cli = (...args: string[]) => edgebus([...args, '--server', srv.httpUrl])
+    try {
+      expect((await cli('stream', 'add', 'jobs', '--subjects', 'jobs.>')).code).toBe(0)
+      const twice = await cli('stream', 'add', 'jobs', '--subjects', 'jobs.>')
+      expect(twice.code).toBe(1)
+      expect(twice.stderr).toMatch(/^edgebus: ESTREAM_EXISTS: a stream named "jobs" exists already/)
+      const invalid = await cli('stream', 'add', 'other', '--subjects', 'other.>', '--max-age', 'a while')
+      expect(invalid.code).toBe(2)
+      expect(invalid.stderr).toMatch(/^edgebus: ESTREAM_INVALID: .*maxAge "a while"/)
+      const deliver = await cli('consumer', 'add', 'jobs', 'w', '--deliver', 'sometimes')
+      expect(deliver.code).toBe(2)
+      expect(deliver.stderr).toMatch(/^edgebus: ECONSUMER_INVALID: /)
+      const missing = await cli('consumer', 'info', 'nope', 'w')
+      expect(missing.code).toBe(1)
+      expect(missing.stderr).toMatch(/^edgebus: ESTREAM_NOT_FOUND: /)
+      for (const r of [twice, invalid, deliver, missing]) expect(r.stderr).not.toContain('ECONNECT')
+    } finally {
+      await srv.stop()
+    }
+  })
+
+  it('consumer next --wait takes a duration: it waits for a message published meanwhile', async () => {
+    const srv = await startEdgebus({ config: { streams: [{ name: 'jobs', subjects: ['jobs.>'], consumers: [{ name: 'w' }] }] } })
+    try {
+      const started = Date.now()
+      const next = edgebus(['consumer', 'next', 'jobs', 'w', '--wait', '5s', '--server', srv.httpUrl])
+      // published while the CLI waits, or just before it asks: either way it prints it, well before 5 s
+      expect((await edgebus(['pub', 'jobs.a', 'work', '--qos', '1', '--url', srv.mqttUrl])).code).toBe(0)
+      const got = await next
+      expect(got.code, got.stderr).toBe(0)
+      expect(got.stdout.trim()).toBe('1 jobs/a work')
+      expect(Date.now() - started).toBeLessThan(5000)
+      // nothing to take: it waits the whole 400 ms (before, '400ms' read as 0 and it returned at once)
+      const empty = Date.now()
+      expect((await edgebus(['consumer', 'next', 'jobs', 'w', '--wait', '400ms', '--server', srv.httpUrl])).stdout).toBe('')
+      expect(Date.now() - empty).toBeGreaterThanOrEqual(400)
+      const bad = await edgebus(['consumer', 'next', 'jobs', 'w', '--wait', 'soon', '--server', srv.httpUrl])
+      expect(bad.code).toBe(2)
+      expect(bad.stderr).toContain('EUSAGE: --wait "soon"')
+    } finally {
+      await srv.stop()
+    }
+  })
+})
