@@ -55,7 +55,7 @@ describe('edgebus pub/sub connection flags', () => {
     await vi.waitFor(async () => {
       const { connections } = await (await fetch(`${open.httpUrl}/api/connections`)).json() as { connections: Array<{ subscriptions: string[] }> }
       expect(connections.filter((c) => c.subscriptions.includes('props/#'))).toHaveLength(2)
-    })
+    }, { timeout: 10_000, interval: 50 })
     const pub = await edgebus(['pub', 'props/a', 'hi', '--url', open.mqttUrl, '--user-property', 'site=north', '--user-property', 'site=south', '--user-property', 'unit=kWh=x'])
     expect(pub.code, pub.stderr).toBe(0)
     const [m] = await watcher.waitFor(1)
@@ -78,7 +78,7 @@ describe('edgebus pub/sub connection flags', () => {
     await vi.waitFor(async () => {
       const { connections } = await (await fetch(`${open.httpUrl}/api/connections`)).json() as { connections: Array<{ clientId: string | null; subscriptions: string[] }> }
       expect(connections.find((c) => c.clientId === 'will-cli')?.subscriptions).toEqual(['nothing/here'])
-    })
+    }, { timeout: 10_000, interval: 50 })
     // a clean end (pub) sends DISCONNECT: no will
     expect((await edgebus(['pub', 'x', 'y', '--url', open.mqttUrl, '--will-topic', 'wills/pub', '--will-payload', 'never'])).code).toBe(0)
     sub.proc.kill('SIGKILL')
