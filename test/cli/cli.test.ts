@@ -131,3 +131,28 @@ describe('edgebus stream/consumer against a server that says no', () => {
     }
   })
 })
+
+describe('edgebus serve --config', () => {
+  it("finds the certificates and the password file beside the config file, started from another folder", async () => {
+    const { makeTestPki } = await import('../support/tls.ts')
+    const { copyFileSync, mkdirSync } = await import('node:fs')
+    const pki = makeTestPki()
+    const folder = mkdtempSync(join(tmpdir(), 'edgebus-etc-'))
+    mkdirSync(join(folder, 'pki'))
+    copyFileSync(pki.serverCert, join(folder, 'pki', 'server.pem'))
+    copyFileSync(pki.serverKey, join(folder, 'pki', 'server.key'))
+    expect((await edgebus(['passwd', join(folder, 'passwd'), 'ops'], { input: 'secret-pass\n' })).code).toBe(0)
+    writeFileSync(join(folder, 'edgebus.json'), JSON.stringify({
+      dataDir: 'data', tls: { cert: 'pki/server.pem', key: 'pki/server.key', mqttPort: 0 }, auth: { passwordFile: 'passwd' },
+    }))
+    const srv = await startEdgebus({ args: ['--config', join(folder, 'edgebus.json')] }) // cwd: a fresh temp folder
+    try {
+      const url = `mqtts://localhost:${srv.tlsPort}`
+      const pub = await edgebus(['pub', 'x', 'y', '--url', url, '--cafile', pki.ca, '--username', 'ops', '--password', 'secret-pass'])
+      expect(pub.code, pub.stderr).toBe(0)
+      expect(srv.output.join('\n')).toContain(join(folder, 'data'))
+    } finally {
+      await srv.stop()
+    }
+  })
+})
