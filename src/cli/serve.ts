@@ -22,6 +22,11 @@ Options:
   --print-config                 print the merged configuration as JSON and exit
   -h, --help                     show this help
 ${rows.join('\n')}
+
+Sections of the config file only (JSON; no environment variable or flag sets them):
+  "streams": [...]               streams with their limits and durable consumers (README "Streams", src/stream/CONSUMERS.md)
+  "auth": {...}                  users, tokens and ACLs: passwordFile, allowAnonymous, tokenSecret, acl (docs/security.md)
+Relative paths in the config file (dataDir, tls.*, auth.passwordFile) are relative to the file's folder.
 `
 }
 

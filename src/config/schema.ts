@@ -8,7 +8,7 @@ import { formatDuration, formatSize, parseDuration, parseSize } from './units.ts
  * Every configuration key: its type, default and meaning. The file, the EDGEBUS_* environment
  * variables and the command-line flags are all derived from this one table, so a key has the same
  * name everywhere: `limits.maxPacketSize` = env EDGEBUS_LIMITS_MAX_PACKET_SIZE = flag
- * --limits-max-packet-size. docs/configuration.md is generated from it (`edgebus serve --help`).
+ * --limits-max-packet-size. `edgebus serve --help` lists them from it.
  */
 
 type Kind = 'string' | 'path' | 'port' | 'size' | 'duration' | 'level' | 'count' | 'limit' | 'boolean' | 'origins'

@@ -20,6 +20,13 @@ describe('edgebus CLI', () => {
     expect((await edgebus(['--help'])).stdout).toContain('Commands:')
   })
 
+  it('serve --help names the sections only the config file sets', async () => {
+    const h = (await edgebus(['serve', '--help'])).stdout
+    expect(h).toContain('--http-cors')
+    expect(h).toMatch(/config file only[\s\S]*"streams": \[\.\.\.\][\s\S]*"auth": \{\.\.\.\}/)
+    expect(h).toContain("relative to the file's folder")
+  })
+
   it('exits 2 with a named error on bad config, unknown flags and unknown commands', async () => {
     const cwd = mkdtempSync(join(tmpdir(), 'edgebus-cli-'))
     writeFileSync(join(cwd, 'edgebus.json'), JSON.stringify({ mqtt: { port: 'x' } }))
