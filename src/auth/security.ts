@@ -38,6 +38,8 @@ export class Security {
   }
 
   static async open(config: AuthConfig, log: Logger): Promise<Security> {
+    const problem = anonymousRulesUnused(config)
+    if (problem !== null) log.warn({ key: 'auth.allowAnonymous' }, problem)
     return new Security(await Authenticator.create(config), new AccessControl(config.acl), log)
   }
 
@@ -92,3 +94,14 @@ export const OPEN_PRINCIPAL: Principal = Object.freeze({
   identity: Object.freeze({ user: null, method: 'anonymous', restrict: null, expiresAt: null }) as Identity,
   access: ALLOW_ALL,
 })
+
+/**
+ * `acl.anonymous` rules while anonymous clients are refused (users exist and allowAnonymous is not
+ * true): the rules can never apply. A config that says two things: the warning names the fix.
+ */
+export function anonymousRulesUnused(config: AuthConfig): string | null {
+  const rules = config.acl?.anonymous.length ?? 0
+  if (rules === 0 || config.allowAnonymous) return null
+  return `auth.acl.anonymous has ${rules} rule${rules === 1 ? '' : 's'} but anonymous clients are refused (users exist): ` +
+    'they apply to no one; set "auth": {"allowAnonymous": true} to let clients without credentials in under them, or remove them'
+}
