@@ -19,6 +19,7 @@ import { StreamManager } from './stream/stream-manager.ts'
 import { mountStreamsApi } from './http/streams-api.ts'
 import { mountPublishApi } from './http/publish-api.ts'
 import { mountDashboard } from './http/dashboard-api.ts'
+import { mountConnectionsApi } from './http/connections-api.ts'
 import { HttpAuth } from './http/http-auth.ts'
 import { mountMetrics } from './http/metrics-api.ts'
 import { SysTopics } from './mqtt/sys-topics.ts'
@@ -80,6 +81,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   mountStreamsApi(http, streams, httpAuth)
   mountPublishApi(http, broker, httpAuth)
   mountDashboard(http, broker, startedAt, httpAuth)
+  mountConnectionsApi(http, broker, httpAuth)
   mountMetrics(http, broker, streams, broker.security, startedAt)
   const sys = new SysTopics(broker, startedAt, config.sys.interval)
   let closing: Promise<void> | null = null

@@ -12,6 +12,7 @@ Commands:
   sub FILTER...      print messages on matching subjects
   stream COMMAND     manage streams: ls, info, add, edit, rm, purge, view
   consumer COMMAND   manage durable consumers: ls, info, add, rm, next
+  client COMMAND     the server's client connections: ls, info, kick
   passwd FILE USER   set or (-D) remove a user in a password file
 
 Run edgebus COMMAND --help for a command's options. edgebus --version prints the version.
@@ -29,6 +30,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   sub: async (argv) => (await import('./sub.ts')).sub(argv),
   stream: async (argv) => (await import('./stream.ts')).stream(argv),
   consumer: async (argv) => (await import('./consumer.ts')).consumer(argv),
+  client: async (argv) => (await import('./clients.ts')).client(argv),
   passwd: async (argv) => (await import('./passwd.ts')).passwd(argv),
 }
 

@@ -33,6 +33,7 @@ View:
 Options:
   --server URL           the server's HTTP address (default ${DEFAULT_HTTP_URL}, or EDGEBUS_HTTP_URL)
   --json                 print JSON (ls)
+  (a server with users: an access token in EDGEBUS_TOKEN)
   -h, --help             show this help
 
 Exit codes: 0 done, 1 the server refused or cannot be reached, 2 usage or validation error.
@@ -130,7 +131,7 @@ export async function stream(argv: string[]): Promise<number> {
 async function view(base: string, path: string, json: boolean, follow: boolean): Promise<void> {
   let res: Response
   try {
-    res = await fetch(base + path)
+    res = await fetch(base + path, { headers: authHeader() })
   } catch (err) {
     throw new EdgebusError('ECONNECT', `cannot reach ${base}: ${((err as Error).cause as Error | undefined)?.message ?? (err as Error).message}`)
   }
@@ -154,13 +155,19 @@ async function view(base: string, path: string, json: boolean, follow: boolean):
   }
 }
 
+/** EDGEBUS_TOKEN, an access token for a server with users (docs/security.md), as a Bearer header. */
+function authHeader(): Record<string, string> {
+  const token = process.env.EDGEBUS_TOKEN
+  return token === undefined || token === '' ? {} : { authorization: `Bearer ${token}` }
+}
+
 /** One API call; the server's error code and message become ours. */
 export async function apiCall(base: string, method: string, path: string, body?: unknown, as: 'json' | 'text' = 'json'): Promise<unknown> {
   let res: Response
   try {
     res = await fetch(base + path, {
       method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      headers: { ...authHeader(), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       body: body === undefined ? undefined : JSON.stringify(body),
     })
   } catch (err) {

@@ -37,6 +37,7 @@ export const ErrorCodes = {
   EHTTP_METHOD: 'the HTTP method is not allowed on that path',
   // issue 20: operators' papercuts
   EHTTP_QUERY: 'an HTTP request has a query parameter the endpoint does not know (the answer lists the known ones)',
+  ECONNECTION_NOT_FOUND: 'no client connection has that id (GET /api/connections lists them)',
   EREFUSED: 'the server the CLI reached refused the request (an MQTT reason code or a server error code says why)',
   // issue 4: stream consumers (src/stream/consumer*.ts)
   ECONSUMER_INVALID: 'a consumer definition is malformed',
