@@ -20,6 +20,7 @@ import { mountStreamsApi } from './http/streams-api.ts'
 import { mountPublishApi } from './http/publish-api.ts'
 import { mountDashboard } from './http/dashboard-api.ts'
 import { mountConnectionsApi } from './http/connections-api.ts'
+import { mountAuthApi, reapply } from './http/auth-api.ts'
 import { HttpAuth } from './http/http-auth.ts'
 import { mountMetrics } from './http/metrics-api.ts'
 import { SysTopics } from './mqtt/sys-topics.ts'
@@ -47,7 +48,8 @@ export interface StartOptions {
 /** The only place that knows all the parts: wires listeners, broker and HTTP routes. */
 export async function startServer(config: EdgebusConfig, opts: StartOptions = {}): Promise<EdgebusServer> {
   const log = opts.log ?? createLogger(config.log.level)
-  const security = await Security.open(config.auth, log)
+  // issue 20: users and rules added at run time are kept in <dataDir>/auth
+  const security = await Security.open(config.auth, log, join(config.dataDir, 'auth'))
   // node:tls and node:https load only when TLS is configured (they cost ~1.5 MB of RSS)
   const tlsConfig = config.tls.cert !== '' ? await import('./tls/tls-config.ts') : null
   const tlsOptions = tlsConfig !== null ? await tlsConfig.readTlsOptions(config.tls) : null
@@ -82,6 +84,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   mountPublishApi(http, broker, httpAuth)
   mountDashboard(http, broker, startedAt, httpAuth)
   mountConnectionsApi(http, broker, httpAuth)
+  mountAuthApi(http, broker, security, httpAuth)
   mountMetrics(http, broker, streams, broker.security, startedAt)
   const sys = new SysTopics(broker, startedAt, config.sys.interval)
   let closing: Promise<void> | null = null
@@ -150,6 +153,15 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
         if (security.authenticator.passwordPath !== null) log.info({ file: security.authenticator.passwordPath, users: security.authenticator.users }, 'password file reloaded')
       } catch (err) {
         log.error({ code: (err as EdgebusError).code, err: (err as Error).message }, 'password file not reloaded: the old one stays in force')
+      }
+      try {
+        // issue 20: run-time users and rules, edited by hand or restored: in force on live connections too
+        await security.reloadRuntime()
+        httpAuth.forgetCredentials()
+        if (broker.security !== null) reapply(broker, security, null, false)
+        if (security.runtime !== null) log.info({ dir: security.runtime.dir }, 'run-time users and ACLs reloaded')
+      } catch (err) {
+        log.error({ code: (err as EdgebusError).code, err: (err as Error).message }, 'run-time users and ACLs not reloaded: the old ones stay in force')
       }
     },
     close() {

@@ -13,6 +13,8 @@ Commands:
   stream COMMAND     manage streams: ls, info, add, edit, rm, purge, view
   consumer COMMAND   manage durable consumers: ls, info, add, rm, next
   client COMMAND     the server's client connections: ls, info, kick
+  user COMMAND       users at run time: ls, add, passwd, rm
+  acl COMMAND        a user's ACL rules at run time: ls, get, set, rm
   passwd FILE USER   set or (-D) remove a user in a password file
 
 Run edgebus COMMAND --help for a command's options. edgebus --version prints the version.
@@ -31,6 +33,8 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   stream: async (argv) => (await import('./stream.ts')).stream(argv),
   consumer: async (argv) => (await import('./consumer.ts')).consumer(argv),
   client: async (argv) => (await import('./clients.ts')).client(argv),
+  user: async (argv) => (await import('./users.ts')).user(argv),
+  acl: async (argv) => (await import('./users.ts')).acl(argv),
   passwd: async (argv) => (await import('./passwd.ts')).passwd(argv),
 }
 
