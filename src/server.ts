@@ -84,7 +84,6 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   mountPublishApi(http, broker, httpAuth)
   mountDashboard(http, broker, startedAt, httpAuth)
   mountConnectionsApi(http, broker, httpAuth)
-  mountAuthApi(http, broker, security, httpAuth)
   mountMetrics(http, broker, streams, broker.security, startedAt)
   const sys = new SysTopics(broker, startedAt, config.sys.interval)
   let closing: Promise<void> | null = null
@@ -98,6 +97,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   http.upgrade('/mqtt', ws)
   const json = new JsonWebSocketEndpoint(broker, streams, log)
   http.upgrade('/ws', json)
+  mountAuthApi(http, broker, security, httpAuth, [json]) // /ws sessions follow run-time ACL changes too
   http.route('GET', '/client.js', (_req, res) => {
     if (CLIENT_JS === null) return sendJson(res, 404, { error: { code: 'ENOTFOUND', message: 'the browser client is part of the built bundle (npm run build)' } })
     res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'public, max-age=300', 'access-control-allow-origin': '*' })
@@ -158,7 +158,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
         // issue 20: run-time users and rules, edited by hand or restored: in force on live connections too
         await security.reloadRuntime()
         httpAuth.forgetCredentials()
-        if (broker.security !== null) reapply(broker, security, null, false)
+        if (broker.security !== null) reapply(broker, security, null, false, [json])
         if (security.runtime !== null) log.info({ dir: security.runtime.dir }, 'run-time users and ACLs reloaded')
       } catch (err) {
         log.error({ code: (err as EdgebusError).code, err: (err as Error).message }, 'run-time users and ACLs not reloaded: the old ones stay in force')

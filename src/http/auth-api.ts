@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { EdgebusError } from '../core/errors.ts'
-import type { Security } from '../auth/security.ts'
+import type { Principal, Security } from '../auth/security.ts'
 import type { MqttBroker } from '../mqtt/broker.ts'
 import type { HttpAuth } from './http-auth.ts'
 import { checkQuery } from './query.ts'
@@ -23,7 +23,7 @@ const ADMINISTRATIVE_ACTION = 0x98
  * A change applies at once: live connections of the user are checked against the new rules from
  * their next message on.
  */
-export function mountAuthApi(http: HttpFront, broker: MqttBroker, security: Security, auth: HttpAuth): void {
+export function mountAuthApi(http: HttpFront, broker: MqttBroker, security: Security, auth: HttpAuth, others: Reauthorizer[] = []): void {
   http.prefix('/api/auth', async (req: IncomingMessage, res: ServerResponse, url: URL) => {
     checkQuery(url, [])
     const method = req.method === 'HEAD' ? 'GET' : req.method ?? 'GET'
@@ -34,7 +34,7 @@ export function mountAuthApi(http: HttpFront, broker: MqttBroker, security: Secu
     const change = async (user: string, removed: boolean, fn: Parameters<Security['changeRuntime']>[0]): Promise<void> => {
       await security.changeRuntime(fn)
       auth.forgetCredentials()
-      reapply(broker, security, user, removed)
+      reapply(broker, security, user, removed, others)
     }
 
     if (kind === 'users') {
@@ -104,12 +104,19 @@ export function mountAuthApi(http: HttpFront, broker: MqttBroker, security: Secu
   })
 }
 
+/** Connections outside the MQTT broker whose rights follow the ACLs (the /ws sessions). */
+export interface Reauthorizer {
+  reauthorize(user: string | null, change: (p: Principal, clientId: string) => Principal): void
+}
+
 /**
- * Puts a change in force on live MQTT connections: the user's connections get their rights again
+ * Puts a change in force on live MQTT connections (and `others`): the user's connections get their rights again
  * (deliveries, publishes and subscribes are checked against them from now on); a removed user's
  * connections that proved it with a password are closed.
  */
-export function reapply(broker: MqttBroker, security: Security, user: string | null, removed: boolean): void {
+export function reapply(broker: MqttBroker, security: Security, user: string | null, removed: boolean, others: readonly Reauthorizer[] = []): void {
+  // /ws sessions log in with tokens only: a removed password never closes them, their rules change
+  for (const o of others) o.reauthorize(user, (p, clientId) => security.reauthorize(p, clientId))
   for (const c of broker.connections) {
     const p = c.principal
     if (user !== null && p.identity.user !== user) continue

@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import mqtt from 'mqtt'
+import { WebSocket } from 'ws'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { signToken } from '../../src/auth/token.ts'
 import { BUNDLE, run, startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
@@ -126,14 +127,28 @@ describe('ACL rules at run time (/api/auth/acl)', () => {
     expect((await api('PUT', '/api/auth/acl/erin', [{ allow: 'nothing' }])).json).toMatchObject({ error: { code: 'EACL_INVALID' } })
   })
 
-  it('rules for a token user (no password here) apply to its next connection and its live ones', async () => {
+  it('rules for a token user (no password here) apply to its live connections: MQTT and /ws', async () => {
     const frank = await connectClient(srv.mqttUrl, { username: '$token', password: token('frank'), protocolVersion: 5 })
     await frank.client.subscribeAsync('public/#')
+    const ws = new WebSocket(`ws://127.0.0.1:${srv.httpPort}/ws?token=${token('frank')}`)
+    const frames: Array<{ op: string; subject?: string }> = []
+    ws.on('message', (d) => frames.push(JSON.parse(String(d)) as { op: string; subject?: string }))
+    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
+    ws.send(JSON.stringify({ op: 'sub', id: 1, filter: 'public/#' }))
+    await vi.waitFor(() => expect(frames.map((f) => f.op)).toContain('ok'), { timeout: 5000, interval: 20 })
+    const wsGot = async (marker: string): Promise<string[]> => {
+      await vi.waitFor(() => expect(frames.map((f) => f.subject)).toContain(marker), { timeout: 5000, interval: 20 })
+      const got = frames.filter((f) => f.op === 'msg').map((f) => f.subject as string)
+      frames.length = 0
+      return got
+    }
     const admin = await connectClient(srv.mqttUrl, { username: '$token', password: token('admin'), protocolVersion: 5 })
-    await admin.client.subscribeAsync('devices/frank/#')
     expect(await throughMarker(admin, frank, ['public/a'], 'public/m')).toEqual(['public/a', 'public/m'])
+    expect(await wsGot('public/m')).toEqual(['public/a', 'public/m'])
     expect((await api('PUT', '/api/auth/acl/frank', [{ deny: 'sub', subject: 'public/a' }])).status).toBe(200)
     expect(await throughMarker(admin, frank, ['public/a'], 'public/m')).toEqual(['public/m'])
+    expect(await wsGot('public/m')).toEqual(['public/m'])
+    ws.close()
     expect((await api('GET', '/api/auth/acl')).json.acl).toMatchObject({ frank: [{ deny: 'sub', subject: 'public/a' }] })
   })
 })
