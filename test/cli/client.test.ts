@@ -14,7 +14,7 @@ let tls: StartedEdgebus
 let locked: StartedEdgebus
 beforeAll(async () => {
   pki = makeTestPki()
-  open = await startEdgebus()
+  open = await startEdgebus({ config: { streams: [{ name: 'capped', subjects: ['capped/#'], maxMsgs: 1, discard: 'new' }] } })
   // MQTT over TLS with a private CA that also signs client certificates, which it requires
   tls = await startEdgebus({ config: { tls: { cert: pki.serverCert, key: pki.serverKey, ca: pki.ca, requireClientCert: true, mqttPort: 0 } } })
   // users only: no anonymous clients
@@ -104,6 +104,10 @@ describe('edgebus pub/sub connection flags', () => {
       expect(wrong.stderr, protocol).toMatch(/EREFUSED: .*reason code 0x(04|86) \(bad user name or password\)/)
       expect(wrong.stderr).not.toContain('ECONNECT')
     }
+    expect((await edgebus(['pub', 'capped/a', 'one', '--qos', '1', '--url', open.mqttUrl])).code).toBe(0)
+    const full = await edgebus(['pub', 'capped/a', 'two', '--qos', '1', '--url', open.mqttUrl])
+    expect(full.code).toBe(1)
+    expect(full.stderr).toMatch(/^edgebus: EREFUSED: the server refused the publish to capped\/a: reason code 0x97 \(quota exceeded\)/)
     const refusedSub = await edgebus(['sub', '$replay/nostream/all/#', '--url', open.mqttUrl])
     expect(refusedSub.code).toBe(1)
     expect(refusedSub.stderr).toMatch(/EREFUSED: the server refused a subscription: reason code 0x80/)
