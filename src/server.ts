@@ -35,8 +35,12 @@ export interface EdgebusServer {
   /** The MQTT over TLS port, or null without TLS. */
   readonly tlsPort: number | null
   readonly security: Security
-  /** Reads the TLS files and the password file again (SIGHUP); a file that fails keeps the old one in force. */
-  reload(): Promise<void>
+  /**
+   * Reads the TLS files, the password file and the run-time users again (SIGHUP); with `reread` (the
+   * config file read again) its `auth.acl` comes into force too, on live connections. A file that
+   * fails keeps the old one in force.
+   */
+  reload(reread?: EdgebusConfig): Promise<void>
   /** Stops accepting, disconnects clients, closes listeners. */
   close(): Promise<void>
 }
@@ -137,7 +141,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     tlsPort,
     security,
     log,
-    async reload() {
+    async reload(reread?: EdgebusConfig) {
       if (tlsConfig !== null) {
         try {
           const fresh = await tlsConfig.readTlsOptions(config.tls)
@@ -154,15 +158,23 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
       } catch (err) {
         log.error({ code: (err as EdgebusError).code, err: (err as Error).message }, 'password file not reloaded: the old one stays in force')
       }
+      if (reread !== undefined && broker.security !== null) {
+        // issue 20: the config file's ACL (the rest of the file needs a restart)
+        security.acl.setConfigRules(reread.auth.acl)
+        log.info({ users: reread.auth.acl === null ? 0 : Object.keys(reread.auth.acl.users).length }, 'ACL of the config file reloaded')
+      } else if (reread !== undefined && reread.auth.acl !== null) {
+        log.warn({ key: 'auth' }, 'the config file now has an ACL but the server started without security: restart to enforce it')
+      }
       try {
         // issue 20: run-time users and rules, edited by hand or restored: in force on live connections too
         await security.reloadRuntime()
-        httpAuth.forgetCredentials()
-        if (broker.security !== null) reapply(broker, security, null, false, [json])
         if (security.runtime !== null) log.info({ dir: security.runtime.dir }, 'run-time users and ACLs reloaded')
       } catch (err) {
         log.error({ code: (err as EdgebusError).code, err: (err as Error).message }, 'run-time users and ACLs not reloaded: the old ones stay in force')
       }
+      // what changed applies to live connections now
+      httpAuth.forgetCredentials()
+      if (broker.security !== null) reapply(broker, security, null, false, [json])
     },
     close() {
       closing ??= (async () => {

@@ -363,7 +363,7 @@ const SEARCH_BUDGET = Symbol('search budget')
 
 /** The ACL of a server: rules from the config, compiled per client on connect. */
 export class AccessControl {
-  readonly #acl: AclConfig | null
+  #acl: AclConfig | null
   readonly #options: AccessOptions
   /** Rule sets shared by all clients of a user (key: user name, or ANON). */
   readonly #shared = new Map<string, ClientAccess>()
@@ -378,6 +378,12 @@ export class AccessControl {
   /** False when there is no `acl` section and no run-time rules: ALLOW_ALL for everyone (token restrictions still apply). */
   get enabled(): boolean {
     return this.#acl !== null || this.#runtime.size > 0
+  }
+
+  /** The config file's `acl` read again (SIGHUP): accesses handed out from now on follow it. */
+  setConfigRules(acl: AclConfig | null): void {
+    this.#acl = acl
+    this.#shared.clear()
   }
 
   /** New run-time rules: accesses handed out from now on follow them (callers re-check live clients). */

@@ -60,8 +60,16 @@ export async function serve(argv: string[]): Promise<number> {
 
   const server = await startServer(config)
   if (file) server.log.info({ file }, 'config file read')
-  // SIGHUP: renewed TLS certificates and password file changes take effect without a restart
-  const onHup = (): void => { void server.reload() }
+  // SIGHUP: renewed TLS certificates, password file and ACL changes take effect without a restart
+  const onHup = (): void => {
+    let fresh
+    try {
+      fresh = loadConfig({ configPath: values.config as string | undefined, flags }).config
+    } catch (err) {
+      server.log.error({ code: (err as { code?: string }).code, err: (err as Error).message }, 'config file not read again: its ACL in force stays')
+    }
+    void server.reload(fresh)
+  }
   process.on('SIGHUP', onHup)
   return new Promise<number>((resolve) => {
     let stopping = false

@@ -183,6 +183,31 @@ describe('kept beside the data', () => {
     }
   })
 
+  it("SIGHUP reads the config file's ACL again: live connections follow it", async () => {
+    const d = mkdtempSync(join(tmpdir(), 'edgebus-auth-hup-'))
+    const rules = (publicRule: Record<string, string>) => ({ auth: { tokenSecret: SECRET, acl: { users: config.auth.acl.users, default: [publicRule, { allow: 'pubsub', subject: 'devices/%u/#' }] } } })
+    const hup = await startEdgebus({ dir: d, config: rules({ allow: 'sub', subject: 'public/#' }) })
+    try {
+      const ivy = await connectClient(hup.mqttUrl, { username: '$token', password: token('ivy'), protocolVersion: 5 })
+      await ivy.client.subscribeAsync(['public/#', 'devices/ivy/#'])
+      const admin = await connectClient(hup.mqttUrl, { username: '$token', password: token('admin'), protocolVersion: 5 })
+      expect(await throughMarker(admin, ivy, ['public/a'], 'devices/ivy/m1')).toEqual(['public/a', 'devices/ivy/m1'])
+      writeFileSync(join(d, 'edgebus.json'), JSON.stringify(rules({ deny: 'sub', subject: 'public/#' })))
+      hup.proc.kill('SIGHUP')
+      await vi.waitFor(() => expect(hup.output.join('\n')).toContain('ACL of the config file reloaded'), { timeout: 5000, interval: 20 })
+      expect(await throughMarker(admin, ivy, ['public/b'], 'devices/ivy/m2')).toEqual(['devices/ivy/m2'])
+      // a broken file keeps the ACL in force
+      writeFileSync(join(d, 'edgebus.json'), '{ not json')
+      hup.proc.kill('SIGHUP')
+      await vi.waitFor(() => expect(hup.output.join('\n')).toContain('config file not read again'), { timeout: 5000, interval: 20 })
+      expect(await throughMarker(admin, ivy, ['public/c'], 'devices/ivy/m3')).toEqual(['devices/ivy/m3'])
+    } finally {
+      await endAllClients()
+      await hup.stop()
+      rmSync(d, { recursive: true, force: true })
+    }
+  })
+
   it('a server without an auth section refuses run-time users (every client may do everything there)', async () => {
     const open = await startEdgebus()
     try {
