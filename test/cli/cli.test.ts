@@ -12,7 +12,7 @@ describe('edgebus CLI', () => {
     const v = await edgebus(['--version'])
     expect(v.code).toBe(0)
     expect(v.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/)
-    for (const cmd of ['serve', 'pub', 'sub', 'stream', 'consumer']) {
+    for (const cmd of ['serve', 'pub', 'sub', 'stream', 'consumer', 'client', 'user', 'acl']) {
       const h = await edgebus([cmd, '--help'])
       expect(h.code, cmd).toBe(0)
       expect(h.stdout).toContain(`Usage: edgebus ${cmd}`)
