@@ -26,9 +26,23 @@ export class RuntimeUsers {
     this.#rules = rules
   }
 
-  /** Reads both files; EAUTH_PASSWD_FILE or EACL_INVALID (naming the file) when one is damaged. */
-  static async open(dir: string): Promise<RuntimeUsers> {
-    return new RuntimeUsers(dir, await readPasswords(dir), await readRules(dir))
+  /**
+   * Reads both files. One that is damaged (EAUTH_PASSWD_FILE, EACL_INVALID) is renamed to
+   * `<name>.damaged` and told to `onDamaged`: the server starts without what it held, which can be
+   * added again, and never refuses to start over it.
+   */
+  static async open(dir: string, onDamaged: (file: string, err: Error) => void = () => {}): Promise<RuntimeUsers> {
+    const orAside = async <T>(name: string, read: () => Promise<T>): Promise<T> => {
+      try {
+        return await read()
+      } catch (err) {
+        const file = join(dir, name)
+        await rename(file, `${file}.damaged`).catch(() => {})
+        onDamaged(file, err as Error)
+        return read()
+      }
+    }
+    return new RuntimeUsers(dir, await orAside(PASSWORDS, () => readPasswords(dir)), await orAside(RULES, () => readRules(dir)))
   }
 
   get passwords(): PasswordFile {

@@ -46,15 +46,9 @@ export class Security {
   static async open(config: AuthConfig, log: Logger, runtimeDir: string | null = null): Promise<Security> {
     const problem = anonymousRulesUnused(config)
     if (problem !== null) log.warn({ key: 'auth.allowAnonymous' }, problem)
-    let runtime: RuntimeUsers | null = null
-    if (runtimeDir !== null) {
-      try {
-        runtime = await RuntimeUsers.open(runtimeDir)
-      } catch (err) {
-        // the server always starts: without them (logged), as if none had been added
-        log.error({ code: (err as EdgebusError).code, err: (err as Error).message }, 'run-time users and ACLs unreadable: started without them')
-      }
-    }
+    const runtime = runtimeDir === null ? null : await RuntimeUsers.open(runtimeDir, (file, err) => {
+      log.error({ code: (err as EdgebusError).code, file, err: err.message }, 'run-time users or ACLs unreadable: set aside as .damaged, started without them')
+    })
     return new Security(await Authenticator.create(config), new AccessControl(config.acl), runtime, log)
   }
 

@@ -208,6 +208,24 @@ describe('kept beside the data', () => {
     }
   })
 
+  it('a damaged acl.json is set aside and the server starts without it', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'edgebus-auth-damaged-'))
+    const { mkdirSync, existsSync } = await import('node:fs')
+    mkdirSync(join(d, 'data', 'auth'), { recursive: true })
+    writeFileSync(join(d, 'data', 'auth', 'acl.json'), '{"gina": [{"allow": "all"')
+    writeFileSync(join(d, 'passwd'), '')
+    const s = await startEdgebus({ dir: d, config })
+    try {
+      expect(s.output.join('\n')).toMatch(/EACL_INVALID.*set aside as \.damaged/)
+      expect(existsSync(join(d, 'data', 'auth', 'acl.json.damaged'))).toBe(true)
+      const res = await fetch(`${s.httpUrl}/api/auth/acl/gina`, { method: 'PUT', headers: { authorization: `Bearer ${token('admin')}` }, body: JSON.stringify([{ allow: 'sub', subject: 'gina/#' }]) })
+      expect(res.status).toBe(200)
+    } finally {
+      await s.stop()
+      rmSync(d, { recursive: true, force: true })
+    }
+  })
+
   it('a server without an auth section refuses run-time users (every client may do everything there)', async () => {
     const open = await startEdgebus()
     try {
