@@ -11,14 +11,36 @@ const fmtBytes = (n: number): string => (n >= 1 << 30 ? `${(n / (1 << 30)).toFix
 const fmtRate = (n: number): string => (n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)}k` : n.toFixed(n < 10 ? 1 : 0))
 const fmtUptime = (s: number): string => (s >= 86400 ? `${Math.floor(s / 86400)}d${s % 86400 >= 3600 ? ` ${Math.floor((s % 86400) / 3600)}h` : ''}` : s >= 3600 ? `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m` : `${Math.floor(s / 60)}m ${s % 60}s`)
 
-// on a server with users, open the dashboard as /?token=<access token> (edgebus' HTTP API and /ws take it)
-const token = new URLSearchParams(location.search).get('token') ?? undefined
+// on a server with users: /?token=<access token>, or the token given in the prompt (kept for this tab)
+const TOKEN_KEY = 'edgebus.token'
+const token = new URLSearchParams(location.search).get('token') ?? sessionStorage.getItem(TOKEN_KEY) ?? undefined
 
 async function get<T>(path: string): Promise<T> {
   const res = await fetch(path, token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } })
+  if (res.status === 401 || res.status === 403) askForToken(res.status)
   if (!res.ok) throw new Error(`${path}: ${res.status}`)
   return res.json() as Promise<T>
 }
+
+/** The API said no: show the token form, saying why (no token, a refused one, or too few rights). */
+function askForToken(status: number): void {
+  const form = $('login') as HTMLFormElement
+  if (!form.hidden) return
+  $('login-why').textContent = status === 403
+    ? 'this token may not read the server (it needs sub on $SYS/#): give another'
+    : token === undefined ? 'this server wants an access token' : 'the token was refused: give another'
+  form.hidden = false
+  ;($('token') as HTMLInputElement).focus()
+}
+
+$('login').addEventListener('submit', (e) => {
+  e.preventDefault()
+  const t = ($('token') as HTMLInputElement).value.trim()
+  if (t === '') sessionStorage.removeItem(TOKEN_KEY)
+  else sessionStorage.setItem(TOKEN_KEY, t)
+  // load again with it: the API calls and the /ws connection all take it from the start
+  location.replace(location.pathname)
+})
 
 // --- server stats and the rate plot (last 5 minutes, one point per 2 s) ---------------------
 

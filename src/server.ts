@@ -6,6 +6,7 @@ import { EdgebusError } from './core/errors.ts'
 import { createLogger, type Logger } from './core/log.ts'
 import type { EdgebusConfig } from './config/schema.ts'
 import { HttpFront, sendJson } from './http/server.ts'
+import { parseCorsPolicy } from './http/cors.ts'
 import { MqttBroker } from './mqtt/broker.ts'
 import { createMqttTcpServer } from './mqtt/tcp.ts'
 import { Security } from './auth/security.ts'
@@ -18,6 +19,8 @@ import { StreamManager } from './stream/stream-manager.ts'
 import { mountStreamsApi } from './http/streams-api.ts'
 import { mountPublishApi } from './http/publish-api.ts'
 import { mountDashboard } from './http/dashboard-api.ts'
+import { mountConnectionsApi } from './http/connections-api.ts'
+import { mountAuthApi, reapply } from './http/auth-api.ts'
 import { HttpAuth } from './http/http-auth.ts'
 import { mountMetrics } from './http/metrics-api.ts'
 import { SysTopics } from './mqtt/sys-topics.ts'
@@ -32,8 +35,12 @@ export interface EdgebusServer {
   /** The MQTT over TLS port, or null without TLS. */
   readonly tlsPort: number | null
   readonly security: Security
-  /** Reads the TLS files and the password file again (SIGHUP); a file that fails keeps the old one in force. */
-  reload(): Promise<void>
+  /**
+   * Reads the TLS files, the password file and the run-time users again (SIGHUP); with `reread` (the
+   * config file read again) its `auth.acl` comes into force too, on live connections. A file that
+   * fails keeps the old one in force.
+   */
+  reload(reread?: EdgebusConfig): Promise<void>
   /** Stops accepting, disconnects clients, closes listeners. */
   close(): Promise<void>
 }
@@ -45,7 +52,8 @@ export interface StartOptions {
 /** The only place that knows all the parts: wires listeners, broker and HTTP routes. */
 export async function startServer(config: EdgebusConfig, opts: StartOptions = {}): Promise<EdgebusServer> {
   const log = opts.log ?? createLogger(config.log.level)
-  const security = await Security.open(config.auth, log)
+  // issue 20: users and rules added at run time are kept in <dataDir>/auth
+  const security = await Security.open(config.auth, log, join(config.dataDir, 'auth'))
   // node:tls and node:https load only when TLS is configured (they cost ~1.5 MB of RSS)
   const tlsConfig = config.tls.cert !== '' ? await import('./tls/tls-config.ts') : null
   const tlsOptions = tlsConfig !== null ? await tlsConfig.readTlsOptions(config.tls) : null
@@ -74,11 +82,12 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   broker.security = security.open ? null : security
   const startedAt = Date.now()
 
-  const http = new HttpFront(log, config.tls.http && tlsOptions !== null ? { module: await import('node:https'), options: tlsOptions } : null)
+  const http = new HttpFront(log, config.tls.http && tlsOptions !== null ? { module: await import('node:https'), options: tlsOptions } : null, parseCorsPolicy(config.http.cors))
   const httpAuth = new HttpAuth(broker.security)
   mountStreamsApi(http, streams, httpAuth)
   mountPublishApi(http, broker, httpAuth)
   mountDashboard(http, broker, startedAt, httpAuth)
+  mountConnectionsApi(http, broker, httpAuth)
   mountMetrics(http, broker, streams, broker.security, startedAt)
   const sys = new SysTopics(broker, startedAt, config.sys.interval)
   let closing: Promise<void> | null = null
@@ -92,11 +101,12 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   http.upgrade('/mqtt', ws)
   const json = new JsonWebSocketEndpoint(broker, streams, log)
   http.upgrade('/ws', json)
+  mountAuthApi(http, broker, security, httpAuth, [json]) // /ws sessions follow run-time ACL changes too
   http.route('GET', '/client.js', (_req, res) => {
     if (CLIENT_JS === null) return sendJson(res, 404, { error: { code: 'ENOTFOUND', message: 'the browser client is part of the built bundle (npm run build)' } })
     res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'public, max-age=300', 'access-control-allow-origin': '*' })
     res.end(CLIENT_JS)
-  })
+  }, null)
   http.route('GET', '/healthz', (_req, res) => {
     sendJson(res, 200, { status: 'ok', version: VERSION, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), connections: broker.connections.size, ...broker.stats, ...(persistence ? { persistence: persistence.stats } : {}) })
   })
@@ -131,7 +141,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     tlsPort,
     security,
     log,
-    async reload() {
+    async reload(reread?: EdgebusConfig) {
       if (tlsConfig !== null) {
         try {
           const fresh = await tlsConfig.readTlsOptions(config.tls)
@@ -148,6 +158,23 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
       } catch (err) {
         log.error({ code: (err as EdgebusError).code, err: (err as Error).message }, 'password file not reloaded: the old one stays in force')
       }
+      if (reread !== undefined && broker.security !== null) {
+        // issue 20: the config file's ACL (the rest of the file needs a restart)
+        security.acl.setConfigRules(reread.auth.acl)
+        log.info({ users: reread.auth.acl === null ? 0 : Object.keys(reread.auth.acl.users).length }, 'ACL of the config file reloaded')
+      } else if (reread !== undefined && reread.auth.acl !== null) {
+        log.warn({ key: 'auth' }, 'the config file now has an ACL but the server started without security: restart to enforce it')
+      }
+      try {
+        // issue 20: run-time users and rules, edited by hand or restored: in force on live connections too
+        await security.reloadRuntime()
+        if (security.runtime !== null) log.info({ dir: security.runtime.dir }, 'run-time users and ACLs reloaded')
+      } catch (err) {
+        log.error({ code: (err as EdgebusError).code, err: (err as Error).message }, 'run-time users and ACLs not reloaded: the old ones stay in force')
+      }
+      // what changed applies to live connections now
+      httpAuth.forgetCredentials()
+      if (broker.security !== null) reapply(broker, security, null, false, [json])
     },
     close() {
       closing ??= (async () => {

@@ -363,19 +363,33 @@ const SEARCH_BUDGET = Symbol('search budget')
 
 /** The ACL of a server: rules from the config, compiled per client on connect. */
 export class AccessControl {
-  readonly #acl: AclConfig | null
+  #acl: AclConfig | null
   readonly #options: AccessOptions
   /** Rule sets shared by all clients of a user (key: user name, or ANON). */
   readonly #shared = new Map<string, ClientAccess>()
+  /** Users' rules set at run time (runtime-users.ts): they replace the config's rules of that user. */
+  #runtime: ReadonlyMap<string, readonly AclRule[]> = new Map()
 
   constructor(acl: AclConfig | null, options: AccessOptions = {}) {
     this.#acl = acl
     this.#options = options
   }
 
-  /** False when there is no `acl` section: ALLOW_ALL for everyone (token restrictions still apply). */
+  /** False when there is no `acl` section and no run-time rules: ALLOW_ALL for everyone (token restrictions still apply). */
   get enabled(): boolean {
-    return this.#acl !== null
+    return this.#acl !== null || this.#runtime.size > 0
+  }
+
+  /** The config file's `acl` read again (SIGHUP): accesses handed out from now on follow it. */
+  setConfigRules(acl: AclConfig | null): void {
+    this.#acl = acl
+    this.#shared.clear()
+  }
+
+  /** New run-time rules: accesses handed out from now on follow them (callers re-check live clients). */
+  setRuntimeRules(rules: ReadonlyMap<string, readonly AclRule[]>): void {
+    this.#runtime = rules
+    this.#shared.clear()
   }
 
   /**
@@ -384,8 +398,12 @@ export class AccessControl {
    */
   forClient(user: string | null, clientId: string, restrict: readonly AclRule[] | null = null): ClientAccess {
     const acl = this.#acl
-    if (acl === null && restrict === null) return ALLOW_ALL
-    const rules = acl === null ? null : user === null ? acl.anonymous : [...(acl.users[user] ?? []), ...acl.default]
+    const own = user === null ? undefined : this.#runtime.get(user)
+    // without an acl section a user is unrestricted, unless rules were given to it at run time
+    if (acl === null && own === undefined && restrict === null) return ALLOW_ALL
+    const rules = user === null ? acl?.anonymous ?? null
+      : acl === null ? own ?? null
+        : [...(own ?? acl.users[user] ?? []), ...acl.default]
     const shareable = restrict === null && rules !== null && !usesClientId(rules)
     const key = user ?? ANON
     if (shareable) {

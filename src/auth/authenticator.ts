@@ -50,6 +50,8 @@ export class Authenticator {
   /** The resolved password file path, or null. */
   readonly passwordPath: string | null
   #passwords: PasswordFile | null
+  /** Users added at run time (runtime-users.ts), checked after the password file. */
+  #runtime: PasswordFile | null = null
   readonly #now: () => number
 
   private constructor(config: AuthConfig, passwordPath: string | null, passwords: PasswordFile | null, now: () => number) {
@@ -64,6 +66,21 @@ export class Authenticator {
     const path = config.passwordFile === null ? null : resolve(options.baseDir ?? process.cwd(), config.passwordFile)
     const passwords = path === null ? null : await PasswordFile.load(path)
     return new Authenticator(config, path, passwords, options.now ?? Date.now)
+  }
+
+  /** The passwords of users added at run time: they log in as those of the password file do. */
+  useRuntimePasswords(passwords: PasswordFile | null): void {
+    this.#runtime = passwords
+  }
+
+  /** The users of the config's password file. */
+  passwordFileUsers(): string[] {
+    return this.#passwords?.users() ?? []
+  }
+
+  /** Whether the config's password file has this user (its password is changed there, not at run time). */
+  inPasswordFile(user: string): boolean {
+    return this.#passwords?.has(user) ?? false
   }
 
   /** Users in the password file (0 without one). */
@@ -103,7 +120,10 @@ export class Authenticator {
       return this.#fromToken(typeof pw === 'string' ? pw : pw.toString('utf8'))
     }
     if (username !== null && username !== '') {
-      const passwords = this.#passwords
+      const file = this.#passwords
+      const runtime = this.#runtime !== null && this.#runtime.size > 0 ? this.#runtime : null
+      // the file's user first; an unknown user still costs one scrypt (on either)
+      const passwords = file !== null && (file.has(username) || runtime === null || !runtime.has(username)) ? file : runtime
       if (passwords === null) {
         // Without a password file no user name can be proven: the client is anonymous, never that user.
         if (this.config.allowAnonymous) return ANONYMOUS

@@ -1,4 +1,5 @@
 import { EdgebusError } from '../core/errors.ts'
+import { parseDuration } from '../config/units.ts'
 import { ExitCode, parseCommandLine } from './args.ts'
 import { apiCall, DEFAULT_HTTP_URL, printTable } from './stream.ts'
 
@@ -22,14 +23,14 @@ add options:
 
 next options:
   --batch N              at most N messages (default 1)
-  --wait DURATION        wait this long for the first one (milliseconds, default 0)
+  --wait DURATION        wait this long for the first one: 2s, 500ms (a bare number is milliseconds; default 0, at most 60s)
   --ack                  acknowledge what was printed
 
 Options:
   --server URL           the server's HTTP address (default ${DEFAULT_HTTP_URL}, or EDGEBUS_HTTP_URL)
   -h, --help             show this help
 
-Exit codes: 0 done, 1 the server refused or cannot be reached, 2 usage error.
+Exit codes: 0 done, 1 the server refused or cannot be reached, 2 usage or validation error.
 `
 
 export async function consumer(argv: string[]): Promise<number> {
@@ -92,7 +93,9 @@ export async function consumer(argv: string[]): Promise<number> {
       await apiCall(base, 'DELETE', `${path}/${needName()}`)
       break
     case 'next': {
-      const q = new URLSearchParams({ batch: (values.batch as string | undefined) ?? '1', wait: (values.wait as string | undefined) ?? '0', client: 'cli' })
+      const wait = parseDuration((values.wait as string | undefined) ?? '0')
+      if (wait === null) throw new EdgebusError('EUSAGE', `--wait ${JSON.stringify(values.wait)} is not valid: use a duration such as 2s or 500ms (a bare number is milliseconds)`)
+      const q = new URLSearchParams({ batch: (values.batch as string | undefined) ?? '1', wait: String(wait), client: 'cli' })
       const lines = await apiCall(base, 'POST', `${path}/${needName()}/next?${q}`, undefined, 'text') as string
       const got = lines.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { seq: number; subject: string; payload?: string; payload_base64?: string })
       for (const m of got) process.stdout.write(`${m.seq} ${m.subject} ${m.payload ?? `base64:${m.payload_base64 ?? ''}`}\n`)

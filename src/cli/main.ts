@@ -1,4 +1,4 @@
-import { isEdgebusError } from '../core/errors.ts'
+import { isEdgebusError, type ErrorCode } from '../core/errors.ts'
 import { VERSION } from '../version.ts'
 import { ExitCode } from './args.ts'
 
@@ -12,11 +12,17 @@ Commands:
   sub FILTER...      print messages on matching subjects
   stream COMMAND     manage streams: ls, info, add, edit, rm, purge, view
   consumer COMMAND   manage durable consumers: ls, info, add, rm, next
+  client COMMAND     the server's client connections: ls, info, kick
+  user COMMAND       users at run time: ls, add, passwd, rm
+  acl COMMAND        a user's ACL rules at run time: ls, get, set, rm
   passwd FILE USER   set or (-D) remove a user in a password file
 
 Run edgebus COMMAND --help for a command's options. edgebus --version prints the version.
-Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+Exit codes: 0 success, 1 runtime failure or the server refused, 2 usage, configuration or validation error.
 `
+
+/** Errors that say the input was wrong (here or as the server checked it): exit 2, as a usage error. */
+const USAGE_CODES = new Set<ErrorCode>(['EUSAGE', 'EACL_INVALID', 'ETLS_CONFIG', 'ESTREAM_INVALID', 'ESTREAM_OVERLAP'])
 
 // Commands load on demand: the server does not carry the MQTT client library in memory, nor the
 // client commands the server.
@@ -26,6 +32,9 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   sub: async (argv) => (await import('./sub.ts')).sub(argv),
   stream: async (argv) => (await import('./stream.ts')).stream(argv),
   consumer: async (argv) => (await import('./consumer.ts')).consumer(argv),
+  client: async (argv) => (await import('./clients.ts')).client(argv),
+  user: async (argv) => (await import('./users.ts')).user(argv),
+  acl: async (argv) => (await import('./users.ts')).acl(argv),
   passwd: async (argv) => (await import('./passwd.ts')).passwd(argv),
 }
 
@@ -49,9 +58,10 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (isEdgebusError(err)) {
       process.stderr.write(`edgebus: ${err.code}: ${err.message}\n`)
-      const usage = err.code === 'EUSAGE' || err.code.startsWith('ECONFIG') || err.code === 'EACL_INVALID' || err.code === 'ETLS_CONFIG' || err.code.startsWith('ESUBJECT') ||
-        err.code === 'ESTREAM_INVALID' || err.code === 'ESTREAM_OVERLAP'
-      return usage ? ExitCode.USAGE : ExitCode.FAILURE
+      // a server's answer: 400 says the input was wrong (exit 2, as if checked here); 404, 409, 503... exit 1
+      const status = err.detail.status
+      if (typeof status === 'number') return status === 400 ? ExitCode.USAGE : ExitCode.FAILURE
+      return USAGE_CODES.has(err.code) || err.code.startsWith('ECONFIG') || err.code.startsWith('ESUBJECT') ? ExitCode.USAGE : ExitCode.FAILURE
     }
     process.stderr.write(`edgebus: unexpected error: ${(err as Error).stack ?? String(err)}\n`)
     return ExitCode.FAILURE

@@ -50,26 +50,36 @@ export async function passwd(argv: string[], io: PasswdIo = processIo): Promise<
     io.stdout.write(`removed user ${user} from ${file}\n`)
     return ExitCode.OK
   }
+  const password = await readNewPassword(io)
+  if (password === null) return ExitCode.FAILURE
+  await setPassword(file, user, password)
+  io.stdout.write(`set the password of ${user} in ${file}\n`)
+  return ExitCode.OK
+}
+
+/**
+ * A new password: typed twice without echo on a terminal, else the first line of standard input.
+ * Null when cancelled or the two differ (said on stderr); EUSAGE when it is empty.
+ */
+export async function readNewPassword(io: PasswdIo = processIo): Promise<string | null> {
   let password: string
   if (io.stdin.isTTY === true && typeof io.stdin.setRawMode === 'function') {
     const answers = await readHidden(io, ['Password: ', 'Repeat password: '])
     if (answers === null) {
       io.stderr.write('edgebus: cancelled; nothing was changed\n')
-      return ExitCode.FAILURE
+      return null
     }
     const [first, second] = answers
     if (first !== second) {
       io.stderr.write('edgebus: the passwords differ; nothing was changed\n')
-      return ExitCode.FAILURE
+      return null
     }
     password = first as string
   } else {
     password = await readFirstLine(io.stdin)
   }
   if (password.length === 0) throw new EdgebusError('EUSAGE', 'the password is empty; give a non-empty password')
-  await setPassword(file, user, password)
-  io.stdout.write(`set the password of ${user} in ${file}\n`)
-  return ExitCode.OK
+  return password
 }
 
 /** The first line of a piped stdin, without its line ending (the rest is ignored). */

@@ -1,7 +1,7 @@
 import { EdgebusError } from '../core/errors.ts'
 import { toMqttTopic } from '../subjects/mqtt-map.ts'
 import { ExitCode, intOption, parseCommandLine } from './args.ts'
-import { connect, connectionHelp, connectionOptions, endClient } from './client.ts'
+import { connect, connectionHelp, connectionOptions, endClient, refusedByServer, userProperties } from './client.ts'
 
 export const pubHelp = `Usage: edgebus pub SUBJECT [MESSAGE] [options]
 
@@ -35,6 +35,7 @@ export async function pub(argv: string[]): Promise<number> {
   const topic = toMqttTopic(subject)
   const qos = intOption(values.qos, 'qos', 0, 2, 0) as 0 | 1 | 2
   const count = intOption(values.count, 'count', 1, 1_000_000_000, 1)
+  const props = userProperties(values)
 
   let messages: Buffer[]
   if (message !== undefined) {
@@ -49,12 +50,12 @@ export async function pub(argv: string[]): Promise<number> {
     for (let i = 0; i < count; i++) {
       for (const payload of messages) {
         await new Promise<void>((resolve, reject) => {
-          client.publish(topic, payload, { qos, retain: values.retain === true }, (err, packet) => {
-            if (err) reject(new EdgebusError('ECONNECT', `publish to ${topic} failed: ${err.message}`))
+          client.publish(topic, payload, { qos, retain: values.retain === true, ...(props ? { properties: { userProperties: props } } : {}) }, (err, packet) => {
             // MQTT 5: a PUBACK reason code of 0x80 or more means the server did not take the message
-            else if (packet && 'reasonCode' in packet && typeof packet.reasonCode === 'number' && packet.reasonCode >= 0x80) {
-              reject(new EdgebusError('ECONNECT', `server refused the publish to ${topic}: reason code 0x${packet.reasonCode.toString(16)}`))
-            } else resolve()
+            const code = (err as { code?: unknown } | undefined)?.code ?? (packet && 'reasonCode' in packet ? packet.reasonCode : undefined)
+            if (typeof code === 'number' && code >= 0x80) reject(refusedByServer(`the publish to ${topic}`, code))
+            else if (err) reject(new EdgebusError('ECONNECT', `publish to ${topic} failed: ${err.message}`))
+            else resolve()
           })
         })
       }

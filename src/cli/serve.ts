@@ -22,6 +22,11 @@ Options:
   --print-config                 print the merged configuration as JSON and exit
   -h, --help                     show this help
 ${rows.join('\n')}
+
+Sections of the config file only (JSON; no environment variable or flag sets them):
+  "streams": [...]               streams with their limits and durable consumers (README "Streams", src/stream/CONSUMERS.md)
+  "auth": {...}                  users, tokens and ACLs: passwordFile, allowAnonymous, tokenSecret, acl (docs/security.md)
+Relative paths in the config file (dataDir, tls.*, auth.passwordFile) are relative to the file's folder.
 `
 }
 
@@ -55,8 +60,16 @@ export async function serve(argv: string[]): Promise<number> {
 
   const server = await startServer(config)
   if (file) server.log.info({ file }, 'config file read')
-  // SIGHUP: renewed TLS certificates and password file changes take effect without a restart
-  const onHup = (): void => { void server.reload() }
+  // SIGHUP: renewed TLS certificates, password file and ACL changes take effect without a restart
+  const onHup = (): void => {
+    let fresh
+    try {
+      fresh = loadConfig({ configPath: values.config as string | undefined, flags }).config
+    } catch (err) {
+      server.log.error({ code: (err as { code?: string }).code, err: (err as Error).message }, 'config file not read again: its ACL in force stays')
+    }
+    void server.reload(fresh)
+  }
   process.on('SIGHUP', onHup)
   return new Promise<number>((resolve) => {
     let stopping = false

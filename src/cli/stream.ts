@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { EdgebusError } from '../core/errors.ts'
+import { EdgebusError, ErrorCodes, type ErrorCode } from '../core/errors.ts'
 import { ExitCode, parseCommandLine } from './args.ts'
 
 export const DEFAULT_HTTP_URL = 'http://localhost:8080'
@@ -12,7 +12,7 @@ Commands:
   ls                     list streams with messages, bytes and sequences
   info NAME              a stream's definition and state (JSON)
   add NAME [limits]      create a stream (--subjects is required)
-  edit NAME [limits]     change a stream created at run time
+  edit NAME [limits]     change the limits given of a stream created at run time (the others are kept)
   rm NAME                delete a stream created at run time, with its messages
   purge NAME             drop every message of a stream
   view NAME              print a stream's messages: SEQ SUBJECT PAYLOAD per line
@@ -33,9 +33,11 @@ View:
 Options:
   --server URL           the server's HTTP address (default ${DEFAULT_HTTP_URL}, or EDGEBUS_HTTP_URL)
   --json                 print JSON (ls)
+  (a server with users: an access token in EDGEBUS_TOKEN)
   -h, --help             show this help
 
-Exit codes: 0 done, 1 the server refused or cannot be reached, 2 usage error.
+Exit codes: 0 done, 1 the server refused or cannot be reached, 2 usage or validation error.
+Errors print the server's code: edgebus: ESTREAM_EXISTS: ...
 `
 
 const limitFlags = {
@@ -129,14 +131,11 @@ export async function stream(argv: string[]): Promise<number> {
 async function view(base: string, path: string, json: boolean, follow: boolean): Promise<void> {
   let res: Response
   try {
-    res = await fetch(base + path)
+    res = await fetch(base + path, { headers: authHeader() })
   } catch (err) {
     throw new EdgebusError('ECONNECT', `cannot reach ${base}: ${((err as Error).cause as Error | undefined)?.message ?? (err as Error).message}`)
   }
-  if (!res.ok) {
-    const e = (await res.json().catch(() => ({})) as { error?: { code: string; message: string } }).error
-    throw new EdgebusError('ECONNECT', `${e?.code ?? res.status}: ${e?.message ?? res.statusText}`)
-  }
+  if (!res.ok) throw await serverRefusal(res)
   const print = (line: string): void => {
     if (json) { process.stdout.write(line + '\n'); return }
     const m = JSON.parse(line) as { seq: number; subject: string; payload?: string; payload_base64?: string }
@@ -156,27 +155,40 @@ async function view(base: string, path: string, json: boolean, follow: boolean):
   }
 }
 
+/** EDGEBUS_TOKEN, an access token for a server with users (docs/security.md), as a Bearer header. */
+function authHeader(): Record<string, string> {
+  const token = process.env.EDGEBUS_TOKEN
+  return token === undefined || token === '' ? {} : { authorization: `Bearer ${token}` }
+}
+
 /** One API call; the server's error code and message become ours. */
 export async function apiCall(base: string, method: string, path: string, body?: unknown, as: 'json' | 'text' = 'json'): Promise<unknown> {
   let res: Response
   try {
     res = await fetch(base + path, {
       method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      headers: { ...authHeader(), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       body: body === undefined ? undefined : JSON.stringify(body),
     })
   } catch (err) {
     throw new EdgebusError('ECONNECT', `cannot reach ${base}: ${((err as Error).cause as Error | undefined)?.message ?? (err as Error).message}`)
   }
   if (res.status === 204) return null
-  if (as === 'text' && res.ok) return res.text()
-  const answer = await res.json().catch(() => ({})) as { error?: { code: string; message: string } }
-  if (!res.ok) {
-    const e = answer.error
-    // the server's own code, so scripts can react to it; exit 1 (the server refused)
-    throw new EdgebusError('ECONNECT', `${e?.code ?? res.status}: ${e?.message ?? res.statusText}`, { status: res.status, serverCode: e?.code })
-  }
-  return answer
+  if (!res.ok) throw await serverRefusal(res)
+  return as === 'text' ? res.text() : res.json().catch(() => ({}))
+}
+
+/**
+ * The error of an answer that says no: the server's own code and message (`ESTREAM_EXISTS: ...`),
+ * so scripts can react to it, and a validation error exits 2 as it would here; EREFUSED with the
+ * HTTP status when the answer carries no code edgebus knows.
+ */
+async function serverRefusal(res: Response): Promise<EdgebusError> {
+  const e = (await res.json().catch(() => ({})) as { error?: { code?: unknown; message?: unknown } }).error
+  const code = typeof e?.code === 'string' && Object.hasOwn(ErrorCodes, e.code) ? e.code as ErrorCode : null
+  const message = typeof e?.message === 'string' ? e.message : res.statusText
+  if (code !== null) return new EdgebusError(code, message, { status: res.status })
+  return new EdgebusError('EREFUSED', `the server answered ${res.status}${typeof e?.code === 'string' ? ` ${e.code}` : ''}: ${message}`, { status: res.status })
 }
 
 export function printTable(rows: string[][]): void {

@@ -1,7 +1,7 @@
 import { EdgebusError } from '../core/errors.ts'
 import { detectSyntax, mqttToNats, toMqttFilter } from '../subjects/mqtt-map.ts'
 import { ExitCode, intOption, parseCommandLine } from './args.ts'
-import { connect, connectionHelp, connectionOptions, endClient } from './client.ts'
+import { connect, connectionHelp, connectionOptions, endClient, refusedByServer, userProperties } from './client.ts'
 
 export const subHelp = `Usage: edgebus sub FILTER [FILTER...] [options]
 
@@ -12,7 +12,7 @@ subjects are printed in the syntax of the first FILTER.
 Options:
   --qos 0|1|2          maximum quality of service (default 0)
   --count N            exit after N messages
-  --json               print one JSON object per message: {"subject","payload","qos","retain"}
+  --json               print one JSON object per message: {"subject","payload","qos","retain"} (and "userProperties")
 ${connectionHelp}
   -h, --help           show this help
 
@@ -34,17 +34,22 @@ export async function sub(argv: string[]): Promise<number> {
   const qos = intOption(values.qos, 'qos', 0, 2, 0) as 0 | 1 | 2
   const count = intOption(values.count, 'count', 1, Number.MAX_SAFE_INTEGER, 0)
 
+  const props = userProperties(values)
   const client = await connect(values)
   const granted = await new Promise<Array<{ qos: number }>>((resolve, reject) => {
-    client.subscribe(filters.map((f) => ({ topic: f, qos })).reduce((o, s) => ({ ...o, [s.topic]: { qos: s.qos } }), {}), (err, g) => {
-      if (err) reject(new EdgebusError('ECONNECT', `subscribe failed: ${err.message}`))
+    const topics = Object.fromEntries(filters.map((f) => [f, { qos }]))
+    client.subscribe(topics, props ? { properties: { userProperties: props } } : {}, (err, g) => {
+      // a SUBACK with a failure code: MQTT.js errs and carries the packet
+      const suback = (err as { packet?: { granted?: unknown } } | null)?.packet?.granted
+      if (Array.isArray(suback)) resolve(suback.map((code) => ({ qos: Number(code) })))
+      else if (err) reject(new EdgebusError('ECONNECT', `subscribe failed: ${err.message}`))
       else resolve(g ?? [])
     })
   })
   const refused = granted.find((g) => g.qos >= 0x80)
   if (refused) {
     await endClient(client)
-    throw new EdgebusError('ECONNECT', `the server refused a subscription (reason code 0x${refused.qos.toString(16)})`)
+    throw refusedByServer('a subscription', refused.qos)
   }
 
   return new Promise<number>((resolve) => {
@@ -52,8 +57,9 @@ export async function sub(argv: string[]): Promise<number> {
     const finish = (): void => { endClient(client).then(() => resolve(ExitCode.OK)) }
     client.on('message', (topic, payload, packet) => {
       const subject = nats ? mqttToNats(topic) : topic
+      const up = packet.properties?.userProperties
       const line = values.json
-        ? JSON.stringify({ subject, payload: payload.toString('utf8'), qos: packet.qos, retain: packet.retain })
+        ? JSON.stringify({ subject, payload: payload.toString('utf8'), qos: packet.qos, retain: packet.retain, ...(up ? { userProperties: up } : {}) })
         : `${subject} ${payload.toString('utf8')}`
       process.stdout.write(line + '\n')
       received++

@@ -1,12 +1,18 @@
 import { parseAuthConfig, OPEN_AUTH, type AuthConfig } from '../auth/acl-config.ts'
 import { existsSync, readFileSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { dirname, resolve } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
 import { checkNoOverlap, describeStreamDefinition, parseStreamDefinition, type StreamDefinition } from '../stream/stream-config.ts'
 import { coerceField, ConfigFields, envName, formatField, suggestKey, type ConfigKey, type ConfigValue, type EdgebusConfig, type Source } from './schema.ts'
 
 /** The file read when no --config is given, if it exists in the working directory. */
 export const DEFAULT_CONFIG_FILE = 'edgebus.json'
+
+/** Keys that name files or folders: relative ones in the config file resolve against its folder. */
+const FILE_PATHS = new Set<ConfigKey>([
+  'dataDir',
+  ...(Object.keys(ConfigFields) as ConfigKey[]).filter((k) => ConfigFields[k].kind === 'path'),
+])
 
 export interface LoadOptions {
   /** --config PATH: must exist. */
@@ -50,9 +56,15 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   let auth: AuthConfig = OPEN_AUTH
   if (file !== null) {
     const { streams: rawStreams, auth: rawAuth, ...flat } = readConfigFile(file)
-    if (rawAuth !== undefined) auth = parseAuthConfig(rawAuth)
+    // a path in the file is relative to the file's folder, wherever the server is started from
+    const folder = dirname(file)
+    if (rawAuth !== undefined) {
+      auth = parseAuthConfig(rawAuth)
+      if (auth.passwordFile !== null) auth = { ...auth, passwordFile: resolve(folder, auth.passwordFile) }
+    }
     for (const [key, raw] of Object.entries(flat)) {
-      values[key as ConfigKey] = coerceField(key as ConfigKey, raw, 'file', file)
+      const value = coerceField(key as ConfigKey, raw, 'file', file)
+      values[key as ConfigKey] = typeof value === 'string' && value !== '' && FILE_PATHS.has(key as ConfigKey) ? resolve(folder, value) : value
       sources[key as ConfigKey] = 'file'
     }
     if (rawStreams !== undefined) streams = readStreams(rawStreams, file)

@@ -8,10 +8,10 @@ import { formatDuration, formatSize, parseDuration, parseSize } from './units.ts
  * Every configuration key: its type, default and meaning. The file, the EDGEBUS_* environment
  * variables and the command-line flags are all derived from this one table, so a key has the same
  * name everywhere: `limits.maxPacketSize` = env EDGEBUS_LIMITS_MAX_PACKET_SIZE = flag
- * --limits-max-packet-size. docs/configuration.md is generated from it (`edgebus serve --help`).
+ * --limits-max-packet-size. `edgebus serve --help` lists them from it.
  */
 
-type Kind = 'string' | 'path' | 'port' | 'size' | 'duration' | 'level' | 'count' | 'limit' | 'boolean'
+type Kind = 'string' | 'path' | 'port' | 'size' | 'duration' | 'level' | 'count' | 'limit' | 'boolean' | 'origins'
 
 /** A key's value once read: booleans for 'boolean' keys. */
 export type ConfigValue = string | number | boolean
@@ -56,6 +56,8 @@ export const ConfigFields = {
   'limits.maxSubscriptions': { kind: 'limit', default: 1000, doc: 'subscriptions at most per client (0 = no limit)' },
   'limits.publishRate': { kind: 'limit', default: 0, doc: 'messages per second at most per client, bursts up to the same number; over it the client is slowed (reading paused), not disconnected (0 = no limit)' },
   'sys.interval': { kind: 'duration', default: '10s', doc: 'how often the $SYS/broker/... topics are published (0 = never)' },
+  // issue 20: pages on other origins
+  'http.cors': { kind: 'origins', default: '', doc: "origins whose pages may call the HTTP API from a browser (CORS): '*' for any, or a comma-separated list like 'https://app.example.com,http://localhost:5173' ('' = none)" },
 } as const satisfies Record<string, Field>
 
 export type ConfigKey = keyof typeof ConfigFields
@@ -63,7 +65,7 @@ export type ConfigKey = keyof typeof ConfigFields
 export interface EdgebusConfig {
   host: string
   mqtt: { port: number; enabled: boolean; maxKeepAlive: number }
-  http: { port: number }
+  http: { port: number; cors: string }
   tls: { cert: string; key: string; ca: string; requireClientCert: boolean; mqttPort: number; http: boolean }
   sys: { interval: number }
   log: { level: LogLevel }
@@ -115,6 +117,12 @@ export function coerceField(key: ConfigKey, raw: unknown, source: Source, file?:
     case 'path':
       if (typeof raw !== 'string') bad('use a file path (or an empty string for none)')
       return raw as string
+    case 'origins': {
+      if (typeof raw !== 'string') bad("use '*', or origins separated by commas like 'https://app.example.com'")
+      const problem = corsOriginsProblem(raw as string)
+      if (problem !== null) bad(`${problem}; an origin is scheme://host[:port], like 'https://app.example.com' (or '*' for any)`)
+      return raw as string
+    }
     case 'limit':
       return wholeNumber(raw, 0, 2 ** 31 - 1) ?? bad('use a whole number (0 for no limit where the key allows it)')
     case 'port':
@@ -143,6 +151,21 @@ export function coerceField(key: ConfigKey, raw: unknown, source: Source, file?:
       return bad('use true or false')
     }
   }
+}
+
+/** Whether a config value is '', '*' or origins like `https://app.example.com` (scheme, host, port; no path). */
+function corsOriginsProblem(text: string): string | null {
+  for (const o of text.split(',').map((x) => x.trim()).filter(Boolean)) {
+    if (o === '*') continue
+    let origin: string
+    try {
+      origin = new URL(o).origin
+    } catch {
+      return `"${o}" is not an origin`
+    }
+    if (origin !== o) return `"${o}" is not an origin: write it as ${origin}`
+  }
+  return null
 }
 
 /** A whole number in [min, max] from a number or a string of digits, else null. */

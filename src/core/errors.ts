@@ -35,6 +35,15 @@ export const ErrorCodes = {
   ESTREAM_CONFIGURED: 'a stream declared in the config file cannot be changed at run time',
   EHTTP_BODY: 'an HTTP request body is too large or not valid JSON',
   EHTTP_METHOD: 'the HTTP method is not allowed on that path',
+  // issue 20: operators' papercuts
+  EHTTP_QUERY: 'an HTTP request has a query parameter the endpoint does not know (the answer lists the known ones)',
+  EUSER_INVALID: 'a run-time user name or password is not valid',
+  EUSER_NOT_FOUND: 'no run-time user or ACL entry has that name',
+  EUSER_EXISTS: 'a user of that name exists already (add it with a new name, or change its password)',
+  EUSER_CONFIGURED: 'a user of the password file named in the config is changed there (edgebus passwd), not at run time',
+  EUSER_AUTH_OFF: 'users and ACLs cannot be changed at run time on a server without an auth section',
+  ECONNECTION_NOT_FOUND: 'no client connection has that id (GET /api/connections lists them)',
+  EREFUSED: 'the server the CLI reached refused the request (an MQTT reason code or a server error code says why)',
   // issue 4: stream consumers (src/stream/consumer*.ts)
   ECONSUMER_INVALID: 'a consumer definition is malformed',
   ECONSUMER_IN_USE: 'a durable consumer is already open in this process',

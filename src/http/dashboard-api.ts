@@ -4,15 +4,15 @@ import { sendJson, type HttpFront } from './server.ts'
 import type { HttpAuth } from './http-auth.ts'
 
 /**
- * What the dashboard reads: GET / (the page, built into the bundle), GET /api/stats and
- * GET /api/connections. Plain JSON, also useful to scripts.
+ * What the dashboard reads: GET / (the page, built into the bundle) and GET /api/stats (and
+ * GET /api/connections, connections-api.ts). Plain JSON, also useful to scripts.
  */
 export function mountDashboard(http: HttpFront, broker: MqttBroker, startedAt: number, auth: HttpAuth): void {
   http.route('GET', '/', (_req, res) => {
     if (DASHBOARD_HTML === null) return sendJson(res, 404, { error: { code: 'ENOTFOUND', message: 'the dashboard is part of the built bundle (npm run build)' } })
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-cache' })
     res.end(DASHBOARD_HTML)
-  })
+  }, null)
   http.route('GET', '/api/stats', async (req, res, url) => {
     auth.mayReadInternals(await auth.principal(req, url))
     const mem = process.memoryUsage()
@@ -24,21 +24,5 @@ export function mountDashboard(http: HttpFront, broker: MqttBroker, startedAt: n
       ...broker.stats,
       memory: { rss: mem.rss, heapUsed: mem.heapUsed },
     })
-  })
-  http.route('GET', '/api/connections', async (req, res, url) => {
-    auth.mayReadInternals(await auth.principal(req, url))
-    const list = [...broker.connections].map((c) => ({
-      id: c.id,
-      clientId: c.clientId || null,
-      protocol: `mqtt-${c.transport.kind}`,
-      version: c.connected ? c.version : null,
-      remote: c.transport.remoteAddress,
-      subscriptions: c.client ? Object.keys(c.client.subscriptions) : [],
-      queuedBytes: c.queuedBytes,
-      messagesIn: c.messagesIn,
-      messagesOut: c.messagesOut,
-      dropped: c.droppedQos0,
-    }))
-    sendJson(res, 200, { connections: list })
   })
 }

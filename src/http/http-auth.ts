@@ -63,6 +63,27 @@ export class HttpAuth {
     if (!p.access.canPublish(topic)) throw this.#security.denied(p, 'pub', topic, 'http')
   }
 
+  /**
+   * Disconnecting a client (DELETE /api/connections/<id>): the ACL must let the user publish to
+   * `$admin/clients/<client id>`; '/', '+' and '#' in the id read as '_' (one level, no wildcard).
+   */
+  mayKick(p: Principal, clientId: string): void {
+    if (this.#security === null) return
+    const topic = `$admin/clients/${clientId.replace(/[/+#]/g, '_') || '_'}`
+    if (!p.access.canPublish(topic)) throw this.#security.denied(p, 'pub', topic, 'http')
+  }
+
+  /** Users and ACLs at run time (/api/auth): the ACL must let the user publish to `$admin/auth`. */
+  mayManageAuth(p: Principal): void {
+    if (this.#security === null) return
+    if (!p.access.canPublish('$admin/auth')) throw this.#security.denied(p, 'pub', '$admin/auth', 'http')
+  }
+
+  /** Users or passwords changed: Basic credentials are checked again from the next request. */
+  forgetCredentials(): void {
+    this.#basic.clear()
+  }
+
   /** The server's internals (stats, connections): who may read `$SYS/#`. */
   mayReadInternals(p: Principal): void {
     if (this.#security === null) return

@@ -1,4 +1,5 @@
 import { EdgebusError, isEdgebusError } from '../core/errors.ts'
+import { checkQuery } from './query.ts'
 import type { MqttBroker } from '../mqtt/broker.ts'
 import { MSG_ID_PROPERTY } from '../stream/stream.ts'
 import { toMqttTopic } from '../subjects/mqtt-map.ts'
@@ -14,6 +15,7 @@ import type { HttpAuth } from './http-auth.ts'
 export function mountPublishApi(http: HttpFront, broker: MqttBroker, auth: HttpAuth): void {
   http.prefix('/api/publish', async (req, res, url) => {
     if (req.method !== 'POST') throw new EdgebusError('EHTTP_METHOD', `use POST to publish (got ${req.method ?? '?'})`)
+    checkQuery(url, ['qos', 'retain'])
     const raw = decodePathPart(url.pathname.slice('/api/publish/'.length))
     if (raw === '') throw new EdgebusError('ESUBJECT_INVALID', 'POST /api/publish/<subject>: the subject is missing')
     const subject = toMqttTopic(raw)

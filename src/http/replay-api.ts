@@ -12,6 +12,9 @@ const CHUNK_BYTES = 256 * 1024
 const DEFAULT_LIMIT = 1000
 const SSE_HEARTBEAT_MS = 15_000
 
+/** The query parameters of GET /api/streams/<name>/messages. */
+export const REPLAY_QUERY = ['from_seq', 'from_time', 'last', 'filter', 'limit', 'follow'] as const
+
 export interface ReplayQuery {
   fromSeq: number
   filter: string | null

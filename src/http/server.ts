@@ -4,6 +4,8 @@ import type { Duplex } from 'node:stream'
 import { EdgebusError, isEdgebusError, type ErrorCode } from '../core/errors.ts'
 import type { Logger } from '../core/log.ts'
 import { jsonTooDeep, MAX_JSON_DEPTH } from '../core/json-depth.ts'
+import { allowOrigin, answerOptions, type CorsPolicy } from './cors.ts'
+import { checkQuery } from './query.ts'
 
 /** A handler for WebSocket upgrades on one path. */
 export interface UpgradeHandler {
@@ -22,10 +24,15 @@ export class HttpFront {
   readonly #prefixes: Array<[string, RouteHandler]> = []
   readonly #upgrades = new Map<string, UpgradeHandler>()
   readonly #log: Logger
+  readonly #cors: CorsPolicy | null
 
-  /** With `https` (node:https, loaded only then) and its options, the listener serves HTTPS (and WSS). */
-  constructor(log: Logger, https: { module: typeof import('node:https'); options: TlsOptions } | null = null) {
+  /**
+   * With `https` (node:https, loaded only then) and its options, the listener serves HTTPS (and WSS).
+   * `cors`: the page origins whose browsers may call the API (http.cors), or null for none.
+   */
+  constructor(log: Logger, https: { module: typeof import('node:https'); options: TlsOptions } | null = null, cors: CorsPolicy | null = null) {
     this.#log = log
+    this.#cors = cors
     const handle = (req: IncomingMessage, res: ServerResponse): void => this.#handle(req, res)
     this.server = https === null ? createServer(handle) : https.module.createServer(https.options, handle)
     this.server.on('upgrade', (req, socket, head) => this.#upgrade(req, socket, head))
@@ -40,8 +47,15 @@ export class HttpFront {
     })
   }
 
-  route(method: string, path: string, handler: RouteHandler): void {
-    this.#routes.set(`${method} ${path}`, handler)
+  /**
+   * An exact-path route. `query`: the parameters it reads (others are refused with EHTTP_QUERY,
+   * `token` is always allowed); null for a page that takes any (its links may carry their own).
+   */
+  route(method: string, path: string, handler: RouteHandler, query: readonly string[] | null = []): void {
+    this.#routes.set(`${method} ${path}`, query === null ? handler : (req, res, url) => {
+      checkQuery(url, query)
+      return handler(req, res, url)
+    })
   }
 
   /** A handler for every path under `prefix` (it dispatches on method and the rest itself). */
@@ -59,13 +73,17 @@ export class HttpFront {
       sendJson(res, 400, { error: { code: 'EUSAGE', message: `the request target ${JSON.stringify(String(req.url).slice(0, 200))} is not a valid path` } })
       return
     }
-    const handler = this.#routes.get(`${req.method} ${url.pathname}`) ??
+    // issue 20: CORS for pages on other origins; OPTIONS answered; HEAD is GET without the body (node drops it)
+    allowOrigin(this.#cors, req, res)
+    if (req.method === 'OPTIONS') return answerOptions(this.#cors, req, res)
+    const handler = this.#routes.get(`${req.method === 'HEAD' ? 'GET' : req.method} ${url.pathname}`) ??
       this.#prefixes.find(([p]) => url.pathname === p || url.pathname.startsWith(p + '/'))?.[1]
     if (!handler) {
       sendJson(res, 404, { error: { code: 'ENOTFOUND', message: `no route for ${req.method} ${url.pathname}` } })
       return
     }
-    Promise.resolve(handler(req, res, url)).catch((err: Error) => {
+    // async: a handler that throws before its first await is answered too, never a crash
+    ;(async () => handler(req, res, url))().catch((err: Error) => {
       // a request whose body we did not read to the end cannot be followed on this connection
       if (!req.complete) res.setHeader('connection', 'close')
       if (isEdgebusError(err)) {
@@ -133,6 +151,7 @@ export function statusOf(code: ErrorCode): number {
   if (code.startsWith('EAUTH')) return 401
   if (code === 'EACL_DENIED') return 403
   if (code === 'ESTREAM_EXISTS' || code === 'ESTREAM_CONFIGURED' || code === 'ESTREAM_OVERLAP' || code === 'ECONSUMER_IN_USE' || code === 'ECONSUMER_CONFIGURED') return 409
+  if (code === 'EUSER_EXISTS' || code === 'EUSER_CONFIGURED' || code === 'EUSER_AUTH_OFF') return 409 // issue 20
   if (code.startsWith('EJOURNAL') || code === 'ECONSUMER_IO') return 503
   if (code === 'EPACKET_TOO_LARGE') return 413
   if (code === 'EHTTP_METHOD') return 405

@@ -1,9 +1,11 @@
 import { isUtf8 } from 'node:buffer'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { EdgebusError } from '../core/errors.ts'
+import { parseDuration } from '../config/units.ts'
 import type { StreamConsumers } from '../stream/consumer-manager.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
-import { replay } from './replay-api.ts'
+import { replay, REPLAY_QUERY } from './replay-api.ts'
+import { checkQuery } from './query.ts'
 import { decodePathPart, readJsonBody, sendJson, type HttpFront } from './server.ts'
 import type { HttpAuth } from './http-auth.ts'
 import { ALLOW_ALL, type ClientAccess } from '../auth/acl.ts'
@@ -19,6 +21,7 @@ export function mountStreamsApi(http: HttpFront, streams: StreamManager, auth: H
     const method = req.method ?? 'GET'
     const who = await auth.principal(req, url)
     if (parts.length === 0) {
+      checkQuery(url, [])
       if (method === 'GET') return sendJson(res, 200, { streams: streams.list() })
       if (method === 'POST') {
         const body = await readJsonBody(req)
@@ -30,6 +33,7 @@ export function mountStreamsApi(http: HttpFront, streams: StreamManager, auth: H
     const name = parts[0] as string
     if (method !== 'GET' && !(parts[1] === 'consumers' && (parts[3] === 'next' || parts[3] === 'ack'))) auth.mayManage(who, name)
     if (parts.length === 1) {
+      checkQuery(url, [])
       if (method === 'GET') return sendJson(res, 200, streams.describe(name))
       if (method === 'PUT') return sendJson(res, 200, { stream: await streams.edit(name, await readJsonBody(req)) })
       if (method === 'DELETE') {
@@ -46,12 +50,14 @@ export function mountStreamsApi(http: HttpFront, streams: StreamManager, auth: H
     }
     if (parts.length === 2 && parts[1] === 'messages') {
       if (method !== 'GET') throw notAllowed(method, url.pathname)
+      checkQuery(url, REPLAY_QUERY)
       const filter = url.searchParams.get('filter')
       auth.mayReadStream(who, streams, name, { filter: filter === null ? null : toMqttFilter(filter) })
       return replay(req, res, url, streams.get(name), who.access)
     }
     if (parts.length === 2 && parts[1] === 'purge') {
       if (method !== 'POST') throw notAllowed(method, url.pathname)
+      checkQuery(url, [])
       return sendJson(res, 200, { purged: await streams.purge(name), stream: streams.get(name).info() })
     }
     throw new EdgebusError('ESTREAM_NOT_FOUND', `no API at ${url.pathname}`)
@@ -64,6 +70,7 @@ export function mountStreamsApi(http: HttpFront, streams: StreamManager, auth: H
  * first; …/<c>/ack (POST) {"ack": [seq…], "nak": [seq…], "term": [seq…]}.
  */
 async function consumersApi(req: IncomingMessage, res: ServerResponse, url: URL, method: string, parts: string[], consumers: StreamConsumers, access: ClientAccess): Promise<void> {
+  checkQuery(url, parts[1] === 'next' ? ['batch', 'wait', 'client'] : [])
   if (parts.length === 0) {
     if (method === 'GET') return sendJson(res, 200, { consumers: consumers.list() })
     if (method === 'POST') return sendJson(res, 201, { consumer: await consumers.add(await readJsonBody(req)) })
@@ -83,7 +90,7 @@ async function consumersApi(req: IncomingMessage, res: ServerResponse, url: URL,
   if (parts[1] === 'next') {
     const q = url.searchParams
     const batch = Math.min(10_000, Math.max(1, Number(q.get('batch') ?? 1) || 1))
-    const wait = Math.min(60_000, Math.max(0, Number(q.get('wait') ?? 0) || 0))
+    const wait = Math.min(60_000, waitParam(q.get('wait')))
     const got = await consumers.next(name, batch, wait, q.get('client') ?? 'http', access === ALLOW_ALL ? null : (s) => access.canReceive(s))
     res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' })
     res.end(got.map((d) => JSON.stringify({
@@ -111,4 +118,12 @@ async function consumersApi(req: IncomingMessage, res: ServerResponse, url: URL,
 
 function notAllowed(method: string, path: string): EdgebusError {
   return new EdgebusError('EHTTP_METHOD', `${method} is not allowed on ${path}`)
+}
+
+/** `wait=`: milliseconds or a duration such as `2s` (what `consumer next --wait 2s` sends). */
+function waitParam(raw: string | null): number {
+  if (raw === null || raw === '') return 0
+  const ms = parseDuration(raw)
+  if (ms === null) throw new EdgebusError('EUSAGE', `wait=${raw.slice(0, 50)} is not valid: use milliseconds or a duration such as 2s (at most 60s)`)
+  return ms
 }

@@ -299,6 +299,12 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     this.#disconnectWith(0x8e, 'session taken over')
   }
 
+  /** Its rights changed at run time (issue 20): checks from now on follow `p`, the fast path's cached one too. */
+  reauthorize(p: Principal): void {
+    this.principal = p
+    this.#lastTopicBytes = EMPTY
+  }
+
   /** The server is going away (reason 0x8B for MQTT 5 clients). */
   shutDown(reasonCode: number): void {
     if (this.#state === State.CONNECTED) this.#disconnectWith(reasonCode, 'server shutting down')

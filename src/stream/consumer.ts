@@ -423,7 +423,10 @@ export class Consumer {
     if (!(n >= 1)) return out
     const now = this.#clock()
     this.#tick(now)
-    if (this.#explicit && this.#redeliver.size + this.#fresh.size > 0) this.#takeReady(n, client, now, out)
+    if (this.#redeliver.size + this.#fresh.size > 0) {
+      if (this.#explicit) this.#takeReady(n, client, now, out)
+      else this.#takeStarting(n, out)
+    }
     if (out.length < n) this.#takeNew(n, client, now, out)
     if (this.#store !== null && this.#cursor !== this.#cursorLogged) {
       this.#store.cursor(this.#cursor)
@@ -467,6 +470,23 @@ export class Consumer {
       if (freshOk && !this.#room()) freshOk = false
     }
     for (const e of skipped) this.#pushReady(e)
+  }
+
+  /**
+   * A consumer without acks has entries only from its start (lastPerSubject's newest message of
+   * each subject): each goes out once, in stream order, before the records after the cursor.
+   */
+  #takeStarting(n: number, out: Delivery[]): void {
+    while (out.length < n) {
+      const e = this.#fresh.pop()
+      if (e === undefined) break
+      e.inHeap = false
+      if (this.#entries.get(e.seq) !== e) continue
+      const rec = this.#journal.read(e.seq)
+      this.#remove(e, rec === null ? 'dropped' : 'ack')
+      if (rec === null) this.#counters.dropped++
+      else out.push(toDelivery(rec, 1))
+    }
   }
 
   #takeNew(n: number, client: string, now: number, out: Delivery[]): void {

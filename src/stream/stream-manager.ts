@@ -88,12 +88,18 @@ export class StreamManager {
     })
   }
 
-  /** Replaces a run-time stream's definition (its journal is kept). */
+  /**
+   * Changes a run-time stream's definition: the settings `raw` names, the others kept as they are
+   * (an edit of maxAge leaves subjects and maxMsgs alone). Its journal is kept.
+   */
   edit(name: string, raw: unknown): Promise<StreamInfo> {
     return this.#serial(async () => {
       const old = this.get(name)
       this.#refuseConfigured(name, 'edit')
-      const def = parseStreamDefinition({ ...(raw as object), name })
+      if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+        throw new EdgebusError('ESTREAM_INVALID', `an edit of stream "${name}" is an object of the settings to change, like {"maxAge": "2d"}`, { stream: name })
+      }
+      const def = parseStreamDefinition({ ...describeStreamDefinition(old.definition), ...raw, name })
       checkNoOverlap(def, this.#definitions())
       await this.#stop(old)
       const stream = await this.#start(def)

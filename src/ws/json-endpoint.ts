@@ -34,7 +34,6 @@ interface JsonReplay {
   closed: boolean
   nats: boolean
   waiting: boolean
-  access: ClientAccess
 }
 
 /** One browser connection on /ws. */
@@ -45,12 +44,14 @@ class JsonSession {
   readonly #client: string
   /** Who the browser is: settled from the URL's token, anonymous access, or a hello with a token. */
   #principal: Promise<Principal | null>
+  /** The settled principal, once a request has awaited it; what deliveries are checked against (it changes with run-time ACLs). */
+  #current: Principal | null = null
   readonly #subs = new Map<string, JsonSubscription>()
   readonly #replays = new Map<string, JsonReplay>()
   #nextSub = 1
   dropped = 0
 
-  constructor(ws: WebSocket, broker: MqttBroker, streams: StreamManager, client: string, token: string | null) {
+  constructor(ws: WebSocket, broker: MqttBroker, streams: StreamManager, client: string, token: string | null, onClose: () => void) {
     this.#ws = ws
     this.#broker = broker
     this.#streams = streams
@@ -60,8 +61,24 @@ class JsonSession {
       : token !== null ? security.identify({ clientId: client, token }, 'ws').catch((e: unknown) => { this.#send(errorFrame(null, e)); return null })
       : security.identify({ clientId: client }, 'ws').catch(() => null) // not anonymous: hello with a token first
     ws.on('message', (data: Buffer, isBinary: boolean) => { this.#onFrame(data, isBinary) })
-    ws.on('close', () => this.#close())
+    ws.on('close', () => { onClose(); this.#close() })
     ws.on('error', () => {})
+  }
+
+  get clientId(): string {
+    return this.#client
+  }
+
+  /** The user it acts as, once known (null: anonymous or not yet settled). */
+  get user(): string | null {
+    return this.#current?.identity.user ?? null
+  }
+
+  /** Its rights changed at run time (issue 20): requests and deliveries follow `change(p)` from now on. */
+  reauthorize(change: (p: Principal) => Principal): void {
+    if (this.#current === null) return
+    this.#current = change(this.#current)
+    this.#principal = Promise.resolve(this.#current)
   }
 
   #send(frame: object): void {
@@ -80,6 +97,7 @@ class JsonSession {
       if (req.token !== null && security !== null) {
         const p = await security.identify({ clientId: this.#client, token: req.token }, 'ws')
         this.#principal = Promise.resolve(p)
+        this.#current = p
       }
       const p = await this.#principal
       this.#send({ op: 'hello', id: req.id, server: 'edgebus', version: VERSION, user: p?.identity.user ?? null })
@@ -91,6 +109,7 @@ class JsonSession {
     }
     const who = await this.#principal
     if (who === null) throw new EdgebusError('EAUTH_ANONYMOUS', 'anonymous access is off: send {"op":"hello","token":"…"} first, or open /ws?token=…')
+    this.#current ??= who
     const access = who.access
     const security = this.#broker.security
     const deny = (action: 'pub' | 'sub', subject: string): never => { throw (security as Security).denied(who, action, subject, 'ws') }
@@ -102,7 +121,7 @@ class JsonSession {
         }
         this.#mayRead(who, req.stream, { filter: req.filter })
         const sub = String(this.#nextSub++)
-        const r: JsonReplay = { eph: null, closed: false, nats: req.nats, waiting: false, access }
+        const r: JsonReplay = { eph: null, closed: false, nats: req.nats, waiting: false }
         const def = { deliver: req.start, ack: 'none', ...(req.filter !== null ? { filter: [req.filter] } : {}) }
         r.eph = await this.#streams.consumers(req.stream).openEphemeral(def, () => this.#pumpReplay(sub))
         this.#replays.set(sub, r)
@@ -119,8 +138,9 @@ class JsonSession {
         const sub = String(this.#nextSub++)
         const nats = detectSyntax(req.input).syntax === 'nats'
         const fn: Listener = (packet, cb) => {
-          if (access === ALLOW_ALL || access.canReceive(packet.topic)) this.#deliver(sub, nats, packet)
-          else security?.denied(who, 'deliver', packet.topic, 'ws')
+          const now = this.#current ?? who
+          if (now.access === ALLOW_ALL || now.access.canReceive(packet.topic)) this.#deliver(sub, nats, packet)
+          else security?.denied(now, 'deliver', packet.topic, 'ws')
           cb()
         }
         this.#subs.set(sub, { filter: req.filter, nats, fn })
@@ -210,8 +230,9 @@ class JsonSession {
       if (c.closed) { this.#endReplay(sub, r); return }
       const got = c.next(64)
       if (got.length === 0) return
+      const access = this.#current?.access ?? ALLOW_ALL // a replay runs only once the principal is settled
       for (const d of got) {
-        if (r.access !== ALLOW_ALL && !r.access.canReceive(d.subject)) continue
+        if (access !== ALLOW_ALL && !access.canReceive(d.subject)) continue
         const p = d.payload
         ws.send(JSON.stringify({
           op: 'msg', sub, subject: r.nats ? mqttToNats(d.subject) : d.subject, seq: d.seq, time: new Date(d.timestamp).toISOString(),
@@ -248,6 +269,7 @@ export class JsonWebSocketEndpoint {
   readonly #streams: StreamManager
   readonly #log: Logger
   #sessions = 0
+  readonly #live = new Set<JsonSession>()
 
   constructor(broker: MqttBroker, streams: StreamManager, log: Logger) {
     this.#broker = broker
@@ -269,9 +291,15 @@ export class JsonWebSocketEndpoint {
     const token = new URL(req.url ?? '/', 'http://localhost').searchParams.get('token')
     this.#wss.handleUpgrade(req, socket, head, (ws) => {
       req.socket.setNoDelay(true)
-      new JsonSession(ws, this.#broker, this.#streams, `ws-${++this.#sessions}`, token)
+      const session: JsonSession = new JsonSession(ws, this.#broker, this.#streams, `ws-${++this.#sessions}`, token, () => this.#live.delete(session))
+      this.#live.add(session)
       this.#log.debug({ remote: req.socket.remoteAddress }, 'json websocket connected')
     })
+  }
+
+  /** Users or rules changed at run time: the sessions of `user` (null: every session) get their rights again. */
+  reauthorize(user: string | null, change: (p: Principal, clientId: string) => Principal): void {
+    for (const s of this.#live) if (user === null || s.user === user) s.reauthorize((p) => change(p, s.clientId))
   }
 
   close(): void {

@@ -12,12 +12,19 @@ describe('edgebus CLI', () => {
     const v = await edgebus(['--version'])
     expect(v.code).toBe(0)
     expect(v.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/)
-    for (const cmd of ['serve', 'pub', 'sub', 'stream', 'consumer']) {
+    for (const cmd of ['serve', 'pub', 'sub', 'stream', 'consumer', 'client', 'user', 'acl']) {
       const h = await edgebus([cmd, '--help'])
       expect(h.code, cmd).toBe(0)
       expect(h.stdout).toContain(`Usage: edgebus ${cmd}`)
     }
     expect((await edgebus(['--help'])).stdout).toContain('Commands:')
+  })
+
+  it('serve --help names the sections only the config file sets', async () => {
+    const h = (await edgebus(['serve', '--help'])).stdout
+    expect(h).toContain('--http-cors')
+    expect(h).toMatch(/config file only[\s\S]*"streams": \[\.\.\.\][\s\S]*"auth": \{\.\.\.\}/)
+    expect(h).toContain("relative to the file's folder")
   })
 
   it('exits 2 with a named error on bad config, unknown flags and unknown commands', async () => {
@@ -81,5 +88,78 @@ describe('edgebus CLI', () => {
     const t0 = Date.now()
     expect(await srv.stop()).toBe(0)
     expect(Date.now() - t0).toBeLessThan(5000)
+  })
+})
+
+describe('edgebus stream/consumer against a server that says no', () => {
+  it("prints the server's code (not ECONNECT); what the server found invalid exits 2, a conflict 1", async () => {
+    const srv = await startEdgebus()
+    const cli = (...args: string[]) => edgebus([...args, '--server', srv.httpUrl])
+    try {
+      expect((await cli('stream', 'add', 'jobs', '--subjects', 'jobs.>')).code).toBe(0)
+      const twice = await cli('stream', 'add', 'jobs', '--subjects', 'jobs.>')
+      expect(twice.code).toBe(1)
+      expect(twice.stderr).toMatch(/^edgebus: ESTREAM_EXISTS: a stream named "jobs" exists already/)
+      const invalid = await cli('stream', 'add', 'other', '--subjects', 'other.>', '--max-age', 'a while')
+      expect(invalid.code).toBe(2)
+      expect(invalid.stderr).toMatch(/^edgebus: ESTREAM_INVALID: .*maxAge "a while"/)
+      const deliver = await cli('consumer', 'add', 'jobs', 'w', '--deliver', 'sometimes')
+      expect(deliver.code).toBe(2)
+      expect(deliver.stderr).toMatch(/^edgebus: ECONSUMER_INVALID: /)
+      const missing = await cli('consumer', 'info', 'nope', 'w')
+      expect(missing.code).toBe(1)
+      expect(missing.stderr).toMatch(/^edgebus: ESTREAM_NOT_FOUND: /)
+      for (const r of [twice, invalid, deliver, missing]) expect(r.stderr).not.toContain('ECONNECT')
+    } finally {
+      await srv.stop()
+    }
+  })
+
+  it('consumer next --wait takes a duration: it waits for a message published meanwhile', async () => {
+    const srv = await startEdgebus({ config: { streams: [{ name: 'jobs', subjects: ['jobs.>'], consumers: [{ name: 'w' }] }] } })
+    try {
+      const started = Date.now()
+      const next = edgebus(['consumer', 'next', 'jobs', 'w', '--wait', '5s', '--server', srv.httpUrl])
+      // published while the CLI waits, or just before it asks: either way it prints it, well before 5 s
+      expect((await edgebus(['pub', 'jobs.a', 'work', '--qos', '1', '--url', srv.mqttUrl])).code).toBe(0)
+      const got = await next
+      expect(got.code, got.stderr).toBe(0)
+      expect(got.stdout.trim()).toBe('1 jobs/a work')
+      expect(Date.now() - started).toBeLessThan(5000)
+      // nothing to take: it waits the whole 400 ms (before, '400ms' read as 0 and it returned at once)
+      const empty = Date.now()
+      expect((await edgebus(['consumer', 'next', 'jobs', 'w', '--wait', '400ms', '--server', srv.httpUrl])).stdout).toBe('')
+      expect(Date.now() - empty).toBeGreaterThanOrEqual(400)
+      const bad = await edgebus(['consumer', 'next', 'jobs', 'w', '--wait', 'soon', '--server', srv.httpUrl])
+      expect(bad.code).toBe(2)
+      expect(bad.stderr).toContain('EUSAGE: --wait "soon"')
+    } finally {
+      await srv.stop()
+    }
+  })
+})
+
+describe('edgebus serve --config', () => {
+  it("finds the certificates and the password file beside the config file, started from another folder", async () => {
+    const { makeTestPki } = await import('../support/tls.ts')
+    const { copyFileSync, mkdirSync } = await import('node:fs')
+    const pki = makeTestPki()
+    const folder = mkdtempSync(join(tmpdir(), 'edgebus-etc-'))
+    mkdirSync(join(folder, 'pki'))
+    copyFileSync(pki.serverCert, join(folder, 'pki', 'server.pem'))
+    copyFileSync(pki.serverKey, join(folder, 'pki', 'server.key'))
+    expect((await edgebus(['passwd', join(folder, 'passwd'), 'ops'], { input: 'secret-pass\n' })).code).toBe(0)
+    writeFileSync(join(folder, 'edgebus.json'), JSON.stringify({
+      dataDir: 'data', tls: { cert: 'pki/server.pem', key: 'pki/server.key', mqttPort: 0 }, auth: { passwordFile: 'passwd' },
+    }))
+    const srv = await startEdgebus({ args: ['--config', join(folder, 'edgebus.json')] }) // cwd: a fresh temp folder
+    try {
+      const url = `mqtts://localhost:${srv.tlsPort}`
+      const pub = await edgebus(['pub', 'x', 'y', '--url', url, '--cafile', pki.ca, '--username', 'ops', '--password', 'secret-pass'])
+      expect(pub.code, pub.stderr).toBe(0)
+      expect(srv.output.join('\n')).toContain(join(folder, 'data'))
+    } finally {
+      await srv.stop()
+    }
   })
 })

@@ -116,3 +116,22 @@ describe('loadConfig', () => {
     expect(printableConfig(config)).toMatchObject({ mqtt: { port: 1883 }, limits: { maxPacketSize: '64KB', drainTimeout: '10s' } })
   })
 })
+
+describe('paths in the config file', () => {
+  it("resolve against the file's folder, not the working directory; absolute ones, env and flags stay as given", () => {
+    const folder = dirWith({ dataDir: 'state', tls: { cert: 'pki/server.pem', key: '/etc/edgebus/server.key', ca: '' }, auth: { passwordFile: 'passwd', allowAnonymous: true } })
+    const elsewhere = dirWith()
+    const { config } = loadConfig({ configPath: join(folder, 'edgebus.json'), cwd: elsewhere, env: {} })
+    expect(config.dataDir).toBe(join(folder, 'state'))
+    expect(config.tls.cert).toBe(join(folder, 'pki/server.pem'))
+    expect(config.tls.key).toBe('/etc/edgebus/server.key')
+    expect(config.tls.ca).toBe('')
+    expect(config.auth.passwordFile).toBe(join(folder, 'passwd'))
+    // given on the command line or in the environment: relative to where the command runs, as a shell user expects
+    const fromFlags = loadConfig({ configPath: join(folder, 'edgebus.json'), cwd: elsewhere, env: { EDGEBUS_DATA_DIR: 'env-data' }, flags: { 'tls.cert': 'flag.pem' } })
+    expect(fromFlags.config.dataDir).toBe('env-data')
+    expect(fromFlags.config.tls.cert).toBe('flag.pem')
+    // no file: the defaults are as documented (./data, relative to the working directory)
+    expect(loadConfig({ cwd: elsewhere, env: {} }).config.dataDir).toBe('./data')
+  })
+})

@@ -1,4 +1,4 @@
-import { copyFileSync, mkdtempSync, statSync } from 'node:fs'
+import { copyFileSync, mkdtempSync, readFileSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
@@ -24,6 +24,13 @@ async function roundTrip(srv: StartedEdgebus): Promise<void> {
 describe('the built artefacts', () => {
   it(`dist/edgebus.mjs stays within its size budget (${BUNDLE_BUDGET_BYTES / 1024} KiB)`, () => {
     expect(statSync(BUNDLE).size).toBeLessThan(BUNDLE_BUDGET_BYTES)
+  })
+
+  it("the README's size of the bundle is the size it has (within 10%)", () => {
+    const said = /`dist\/edgebus\.mjs` \([^)]*about (\d+) KiB\)/.exec(readFileSync(join(ROOT, 'README.md'), 'utf8'))
+    expect(said, 'README: "dist/edgebus.mjs (..., about N KiB)"').not.toBeNull()
+    const kib = statSync(BUNDLE).size / 1024
+    expect(Math.abs(Number(said?.[1]) - kib) / kib, `README says ${said?.[1]} KiB, the bundle is ${Math.round(kib)} KiB`).toBeLessThan(0.1)
   })
 
   it('the bundle runs alone in an empty directory, with no node_modules', async () => {

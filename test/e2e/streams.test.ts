@@ -127,6 +127,25 @@ describe('streams in the server', () => {
     expect(((await api(srv, 'GET', '/api/streams')).json.streams as unknown[]).length).toBe(1)
   })
 
+  it('an edit changes what it names and keeps the rest (CLI and PUT)', async () => {
+    const srv = await start({})
+    const cli = (...args: string[]) => run(process.execPath, [BUNDLE, 'stream', ...args, '--server', srv.httpUrl])
+    expect((await cli('add', 'meters', '--subjects', 'meters.>', '--max-age', '7d', '--max-msgs', '500', '--discard', 'new')).code).toBe(0)
+    const config = async () => (await api(srv, 'GET', '/api/streams/meters')).json.config
+    const edited = await cli('edit', 'meters', '--subjects', 'meters.>', '--max-msgs', '100')
+    expect(edited.code, edited.stderr).toBe(0)
+    expect(await config()).toMatchObject({ subjects: ['meters/#'], maxMsgs: 100, maxAge: 7 * 86_400_000, discard: 'new' })
+    const age = await cli('edit', 'meters', '--max-age', '1d')
+    expect(age.code, age.stderr).toBe(0)
+    expect(await config()).toMatchObject({ subjects: ['meters/#'], maxMsgs: 100, maxAge: 86_400_000, discard: 'new' })
+    expect((await api(srv, 'PUT', '/api/streams/meters', { maxAge: '2d' })).status).toBe(200)
+    expect(await config()).toMatchObject({ subjects: ['meters/#'], maxMsgs: 100, maxAge: 2 * 86_400_000, discard: 'new' })
+    // what it names is still checked, and a bad edit changes nothing
+    expect((await api(srv, 'PUT', '/api/streams/meters', { maxAge: 'soon' })).json).toMatchObject({ error: { code: 'ESTREAM_INVALID' } })
+    expect((await api(srv, 'PUT', '/api/streams/meters', ['maxAge'])).json).toMatchObject({ error: { code: 'ESTREAM_INVALID' } })
+    expect(await config()).toMatchObject({ maxAge: 2 * 86_400_000 })
+  })
+
   it('run-time streams survive a restart; config with overlapping streams does not start', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'edgebus-streams-'))
     const first = await start({}, dir)

@@ -292,6 +292,29 @@ describe('replay over MQTT ($replay/<stream>/<start>/<filter>)', () => {
     expect((await c.waitFor(1))[0]).toMatchObject({ topic: '$replay/orders/new/orders/0', payload: 'order 9' })
   })
 
+  it('last-per-subject at QoS 0 (no acks), MQTT 3.1.1 and 5: the newest of each subject, as a lastPerSubject consumer sees it, then live', async () => {
+    const srv = await start()
+    await publish(srv, 9) // orders/0,1,2 in turn: the newest of each are orders 6, 7, 8
+    const res = await fetch(`${srv.httpUrl}/api/streams/orders/consumers`, { method: 'POST', body: JSON.stringify({ name: 'latest', deliver: 'lastPerSubject' }) })
+    expect(res.status).toBe(201)
+    const next = await fetch(`${srv.httpUrl}/api/streams/orders/consumers/latest/next?batch=10`, { method: 'POST' })
+    const fromConsumer = (await next.text()).split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { payload: string }).payload)
+    expect(fromConsumer).toEqual(['order 6', 'order 7', 'order 8'])
+    for (const protocolVersion of [4, 5] as const) {
+      const c = await connectClient(srv.mqttUrl, { protocolVersion })
+      c.client.subscribe('$replay/orders/last-per-subject/#', { qos: 0 })
+      const got = await c.waitFor(3)
+      expect(got.map((m) => [m.topic, m.payload]), `MQTT ${protocolVersion}`).toEqual([
+        ['$replay/orders/last-per-subject/orders/0', 'order 6'], ['$replay/orders/last-per-subject/orders/1', 'order 7'], ['$replay/orders/last-per-subject/orders/2', 'order 8'],
+      ])
+    }
+    const c = await connectClient(srv.mqttUrl, { protocolVersion: 4 })
+    c.client.subscribe('$replay/orders/last-per-subject/orders/1', { qos: 0 })
+    expect((await c.waitFor(1)).map((m) => m.payload)).toEqual(['order 7'])
+    await publish(srv, 3, 9) // orders 9 (orders/0), 10 (orders/1), 11
+    expect((await c.waitFor(2)).map((m) => m.payload)).toEqual(['order 7', 'order 10'])
+  })
+
   it('a reader that stops reading until the socket is full gets the rest once it reads again', async () => {
     const srv = await start()
     // 24 MB: more than the loopback socket buffers hold, so the server's writes back up

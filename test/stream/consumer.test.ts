@@ -70,6 +70,17 @@ describe('deliver policies', () => {
     expect(seqs(c.next(100))).toEqual([4, 5, 6, 8])
   })
 
+  it('lastPerSubject without acks (a replay): the newest of each subject once, then new ones', async () => {
+    const s = await setup()
+    await put(s.j, ['a/1', 'a/2', 'b/1', 'a/1', 'a/3', 'a/2', 'b/1'])
+    const c = await consumer(s, { deliver: 'lastPerSubject', filter: ['a/+'], ack: 'none' })
+    expect(seqs(c.next(2))).toEqual([4, 5])
+    await put(s.j, ['a/1', 'b/2'])
+    expect(seqs(c.next(100))).toEqual([6, 8])
+    expect(seqs(c.next(100))).toEqual([])
+    expect(c.info()).toMatchObject({ deferred: 0, pending: 0 })
+  })
+
   it('startSeq below the first stored message starts at the first', async () => {
     const s = await setup()
     await put(s.j, ['a', 'a', 'a', 'a'])

@@ -91,6 +91,23 @@ describe('JSON over WebSocket (/ws)', () => {
     c.ws.close()
   })
 
+  it('replays from last-per-subject: the newest message of each subject, then live', async () => {
+    const mqtt = await connectClient(srv.mqttUrl)
+    await mqtt.client.publishAsync('log/lps/x', 'x old', { qos: 1 })
+    await mqtt.client.publishAsync('log/lps/y', 'y only', { qos: 1 })
+    await mqtt.client.publishAsync('log/lps/x', 'x new', { qos: 1 })
+    const c = await jsonClient()
+    const ok = await c.request({ op: 'replay', stream: 'log', start: 'last-per-subject', filter: 'log.lps.*' })
+    expect(ok).toMatchObject({ op: 'ok' })
+    const msgs = () => c.frames.filter((f) => f.op === 'msg' && f.sub === ok.sub).map((m) => [m.subject, m.payload])
+    await c.waitFor(() => msgs().length >= 2)
+    expect(msgs()).toEqual([['log.lps.y', 'y only'], ['log.lps.x', 'x new']])
+    await mqtt.client.publishAsync('log/lps/y', 'y live', { qos: 1 })
+    await c.waitFor(() => msgs().length >= 3)
+    expect(msgs()[2]).toEqual(['log.lps.y', 'y live'])
+    c.ws.close()
+  })
+
   it('nak with a delay: the message comes again only after it', async () => {
     const c = await jsonClient()
     type Msgs = { messages: Array<{ seq: number; deliveryCount: number }> }
