@@ -2,10 +2,11 @@ import * as fs from 'node:fs'
 import { join, resolve } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
 import { ByteSink } from './codec.ts'
-import { beginFrame, endFrame, FILE_HEADER, scanFrames } from './frame.ts'
-import { readRecord, writeRecord, type StateRecord } from './records.ts'
+import { scanFrames } from '../storage/frame.ts'
+import { beginFrame, endFrame, readRecord, STATE_FILE_HEADER as FILE_HEADER, STATE_FRAMES, writeRecord, type StateRecord } from './records.ts'
 import type { MqttState } from './state.ts'
 import { syncDirSync } from '../core/fsync.ts'
+import { DirLock } from '../storage/dir-lock.ts'
 
 /**
  * The MQTT state on disk: one append-only log of CRC-framed records (FORMAT.md) in a directory,
@@ -90,7 +91,7 @@ const TMP_RE = /^state-(\d{8,})\.log\.tmp$/
 const SNAPSHOT_CHUNK = 1024 * 1024
 const silentLog: PersistenceLog = { info() {}, warn() {}, error() {} }
 const RESOLVED: Promise<void> = Promise.resolve()
-const openDirs = new Set<string>()
+const STATE_LOCK = { file: 'LOCK', code: 'EPERSIST_LOCKED', what: 'MQTT state' } as const
 
 function fileName(gen: number): string {
   return `state-${String(gen).padStart(8, '0')}.log`
@@ -118,7 +119,7 @@ export class StateLog {
   readonly #compactMinBytes: number
   readonly #compactRatio: number
   readonly #retryMs: number
-  #lockPath: string
+  readonly #lock: DirLock
   #gen: number
   #path: string
   #fd: number
@@ -140,7 +141,7 @@ export class StateLog {
   #failing = false
   #closing: Promise<void> | null = null
 
-  private constructor(dir: string, state: MqttState, opts: StateLogOptions, lockPath: string, gen: number, name: string, fd: number, size: number, loaded: LoadReport) {
+  private constructor(dir: string, state: MqttState, opts: StateLogOptions, lock: DirLock, gen: number, name: string, fd: number, size: number, loaded: LoadReport) {
     this.dir = dir
     this.state = state
     this.loaded = loaded
@@ -153,7 +154,7 @@ export class StateLog {
     this.#compactMinBytes = opts.compactMinBytes ?? 1024 * 1024
     this.#compactRatio = opts.compactRatio ?? 2
     this.#retryMs = opts.retryMs ?? 5000
-    this.#lockPath = lockPath
+    this.#lock = lock
     this.#gen = gen
     this.#path = join(dir, name)
     this.#fd = fd
@@ -172,9 +173,7 @@ export class StateLog {
     } catch (err) {
       throw persistIoError(err, 'mkdir', dir)
     }
-    if (openDirs.has(dir)) throw new EdgebusError('EPERSIST_LOCKED', `the MQTT state in ${dir} is already open in this process`, { dir })
-    const lockPath = acquireLock(dir)
-    openDirs.add(dir)
+    const lock = DirLock.acquire(dir, STATE_LOCK)
     try {
       const started = Date.now()
       let gen = 0
@@ -214,7 +213,7 @@ export class StateLog {
           loaded.corrupt.push({ at: 0, bytes: Math.min(FILE_HEADER.length, buf.length) })
         }
         const start = Math.min(FILE_HEADER.length, buf.length)
-        const scan = scanFrames(buf, start, buf.length, (bodyStart, bodyEnd, at) => {
+        const scan = scanFrames(buf, start, buf.length, STATE_FRAMES, (bodyStart, bodyEnd, at) => {
           let rec: StateRecord
           try {
             rec = readRecord(buf, bodyStart, bodyEnd)
@@ -261,13 +260,12 @@ export class StateLog {
         if (m && name !== current) fs.rmSync(join(dir, name), { force: true })
       }
       loaded.ms = Date.now() - started
-      const sl = new StateLog(dir, state, opts, lockPath, gen, current, fd, size, loaded)
+      const sl = new StateLog(dir, state, opts, lock, gen, current, fd, size, loaded)
       sl.stats.liveBytes = state.liveBytes
       sl.#maybeCompact()
       return sl
     } catch (err) {
-      openDirs.delete(dir)
-      fs.rmSync(lockPath, { force: true })
+      lock.release()
       throw persistIoError(err, 'open', dir)
     }
   }
@@ -492,8 +490,7 @@ export class StateLog {
         this.#ioFailure(err, 'sync', this.#path)
       }
       fs.closeSync(this.#fd)
-      openDirs.delete(this.dir)
-      fs.rmSync(this.#lockPath, { force: true })
+      this.#lock.release()
     })()
     return this.#closing
   }
@@ -519,64 +516,5 @@ async function syncDirAsync(dir: string): Promise<void> {
     await h.sync()
   } finally {
     await h.close()
-  }
-}
-
-/**
- * A LOCK file with our pid and the kernel's boot id: a second edgebus on the same data directory
- * would corrupt it. A lock is stale when its process is gone, or when it is from an earlier boot
- * (after a power cut, its pid may belong to some other program now).
- */
-function acquireLock(dir: string): string {
-  const path = join(dir, 'LOCK')
-  const bootId = readBootId()
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      const fd = fs.openSync(path, 'wx')
-      fs.writeSync(fd, `${process.pid} ${bootId}\n`)
-      fs.closeSync(fd)
-      return path
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw persistIoError(err, 'lock', path)
-    }
-    let pid = NaN
-    let boot = ''
-    try {
-      const [p, b] = fs.readFileSync(path, 'utf8').trim().split(/\s+/)
-      pid = Number(p)
-      boot = b ?? ''
-    } catch { /* removed meanwhile */ }
-    const sameBoot = boot === '' || bootId === '' || boot === bootId
-    if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && sameBoot && processAlive(pid)) {
-      throw new EdgebusError('EPERSIST_LOCKED',
-        `another edgebus (pid ${pid}) uses the MQTT state in ${dir}: stop it, or give this one another data directory (dataDir, --data-dir)`,
-        { dir, pid })
-    }
-    // left by a process that is gone (a crash or SIGKILL)
-    fs.rmSync(path, { force: true })
-  }
-  throw new EdgebusError('EPERSIST_LOCKED', `cannot take the lock ${path}`, { dir })
-}
-
-function readBootId(): string {
-  try {
-    return fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
-  } catch {
-    return ''
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-  // a killed process nobody has reaped yet (a zombie) still answers signal 0
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
-  } catch {
-    return true
   }
 }

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs'
 import { dirname } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
-import { crc32c } from './crc32c.ts'
+import { FRAME_HEADER_BYTES as FRAME_HEADER, frameEnd, scanFrames, sealFrame, type FrameFormat } from '../storage/frame.ts'
 import type { JournalLog } from './journal.ts'
 import { syncDirSync } from '../core/fsync.ts'
 
@@ -104,10 +104,8 @@ export interface StateLoadReport {
 }
 
 const HEADER = Buffer.from('edgebus-consumer1\n', 'latin1')
-const MAGIC0 = 0xec
-const MAGIC1 = 0xc5
-const FRAME_HEADER = 10
-const MAX_BODY = 256 << 20
+/** The frames of a consumer state file (storage/frame.ts). */
+const FRAMES: FrameFormat = { magic0: 0xec, magic1: 0xc5, maxBody: 256 << 20 }
 const T_SNAPSHOT = 1
 const T_DELIVER = 2
 const T_DONE = 3
@@ -147,8 +145,6 @@ class FrameWriter {
   begin(bodyLen: number): number {
     this.reserve(FRAME_HEADER + bodyLen)
     const at = this.len
-    this.buf[at] = MAGIC0
-    this.buf[at + 1] = MAGIC1
     this.buf.writeUInt32LE(bodyLen, at + 2)
     this.len += FRAME_HEADER + bodyLen
     return at + FRAME_HEADER
@@ -157,19 +153,8 @@ class FrameWriter {
   /** Seals the frame whose body starts at `body` (its CRC covers the length field and the body). */
   end(body: number): void {
     const at = body - FRAME_HEADER
-    const bodyLen = this.buf.readUInt32LE(at + 2)
-    const crc = crc32c(this.buf, body, body + bodyLen, crc32c(this.buf, at + 2, at + 6))
-    this.buf.writeUInt32LE(crc, at + 6)
+    sealFrame(this.buf, at, body + this.buf.readUInt32LE(at + 2), FRAMES)
   }
-}
-
-/** The end of the valid frame at `pos`, or -1. */
-function frameEnd(buf: Buffer, pos: number, end: number): number {
-  if (end - pos < FRAME_HEADER + 1 || buf[pos] !== MAGIC0 || buf[pos + 1] !== MAGIC1) return -1
-  const len = buf.readUInt32LE(pos + 2)
-  if (len === 0 || len > MAX_BODY || len > end - pos - FRAME_HEADER) return -1
-  const bodyEnd = pos + FRAME_HEADER + len
-  return crc32c(buf, pos + FRAME_HEADER, bodyEnd, crc32c(buf, pos + 2, pos + 6)) === buf.readUInt32LE(pos + 6) ? bodyEnd : -1
 }
 
 interface SnapshotJson {
@@ -341,35 +326,24 @@ export class ConsumerStateFile {
   #replay(buf: Buffer, report: StateLoadReport): PersistedState | null {
     if (buf.length < HEADER.length || !buf.subarray(0, HEADER.length).equals(HEADER)) return null
     let pos = HEADER.length
-    const first = frameEnd(buf, pos, buf.length)
+    const first = frameEnd(buf, pos, buf.length, FRAMES)
     if (first < 0 || buf[pos + FRAME_HEADER] !== T_SNAPSHOT) return null
     const state = decodeSnapshot(buf, pos + FRAME_HEADER + 1, first)
     if (state === null) return null
     this.#snapshotBytes = first - pos
     report.records = 1
     pos = first
-    let validEnd = pos
-    while (pos < buf.length) {
-      const end = frameEnd(buf, pos, buf.length)
-      if (end >= 0) {
-        const body = pos + FRAME_HEADER
-        if (buf[body] === T_SNAPSHOT) {
-          const s = decodeSnapshot(buf, body + 1, end)
-          if (s !== null) { state.cursor = s.cursor; state.entries = s.entries; state.counters = s.counters }
-        } else if (!applyRecord(state, buf, body, end)) {
-          report.corrupt.push({ at: pos, bytes: end - pos })
-        }
-        report.records++
-        pos = validEnd = end
-        continue
+    const scan = scanFrames(buf, pos, buf.length, FRAMES, (body, end, at) => {
+      if (buf[body] === T_SNAPSHOT) {
+        const s = decodeSnapshot(buf, body + 1, end)
+        if (s !== null) { state.cursor = s.cursor; state.entries = s.entries; state.counters = s.counters }
+      } else if (!applyRecord(state, buf, body, end)) {
+        report.corrupt.push({ at, bytes: end - at })
       }
-      // not a frame here: damage followed by whole records, or a torn tail
-      let next = pos + 1
-      while (next < buf.length && (buf[next] !== MAGIC0 || frameEnd(buf, next, buf.length) < 0)) next++
-      if (next >= buf.length) break
-      report.corrupt.push({ at: pos, bytes: next - pos })
-      pos = next
-    }
+      report.records++
+    })
+    report.corrupt.push(...scan.corrupt)
+    const validEnd = scan.validEnd
     report.tornBytes = buf.length - validEnd
     this.#size = validEnd
     if (report.corrupt.length > 0) {

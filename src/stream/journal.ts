@@ -3,7 +3,7 @@ import * as fsp from 'node:fs/promises'
 import { join } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
 import { DuplicateWindow } from './dedupe.ts'
-import { DirLock } from './dir-lock.ts'
+import { DirLock } from '../storage/dir-lock.ts'
 import {
   claimedFrameLength, decodeRecord, decodeRecordInto, encodeRecord, frameCrcMatches, frameIsSupported, frameMsgId, frameSeq, frameSubject, frameTimestamp, maxEncodedSize,
   RECORD_MIN_BYTES, RecordView, type RecordInput, type StoredRecord,
@@ -126,6 +126,7 @@ export interface RecoveryReport {
 }
 
 const META_FILE = 'journal.meta'
+const JOURNAL_LOCK = { file: 'journal.lock', code: 'EJOURNAL_LOCKED', what: 'journal' } as const
 const META_FORMAT = 1
 const HEAD_CHUNK_BYTES = 64 * 1024
 const COMPACT_CHUNK_BYTES = 1 << 20
@@ -1142,7 +1143,7 @@ export class Journal {
     } catch (err) {
       throw journalIoError(err, 'open directory', dir)
     }
-    this.#dirLock = DirLock.acquire(dir)
+    this.#dirLock = DirLock.acquire(dir, JOURNAL_LOCK)
     try {
       names = fs.readdirSync(dir)
     } catch (err) {

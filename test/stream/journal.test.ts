@@ -2,7 +2,7 @@ import { chmodSync, existsSync, readdirSync, readFileSync, statSync, unlinkSync,
 import { join } from 'node:path'
 import { describe, expect, it, vi } from 'vitest'
 import { isEdgebusError } from '../../src/core/errors.ts'
-import { crc32c } from '../../src/stream/crc32c.ts'
+import { crc32c } from '../../src/storage/crc32c.ts'
 import { Journal, type JournalOptions } from '../../src/stream/journal.ts'
 import { nodeFileOps, segmentFileName, type JournalFileOps } from '../../src/stream/segment.ts'
 import { payloadFor, recordingLog, tempDir } from './support.ts'
