@@ -6,11 +6,13 @@ import type { Logger } from '../core/log.ts'
 import { Router, SUBSCRIPTION_IDS, type Listener } from '../router/router.ts'
 import { SubjectTrie } from '../subjects/trie.ts'
 import { isWildcardFilter, topicMatchesFilter } from '../subjects/topic.ts'
-import { ClientConnection } from './connection.ts'
+import { ClientConnection, refusalCode } from './connection.ts'
+import { isEdgebusError } from '../core/errors.ts'
 import { FlushScheduler } from './flush-scheduler.ts'
 import { SharedSubscriptions } from './shared-subscriptions.ts'
 import { ConnectionGate, type ConnectionLimits } from '../limits/connection-gate.ts'
 import { RateLimitedLog } from '../core/rate-limited-log.ts'
+import { LogLimiter } from '../core/log-limiter.ts'
 import { refuseConnection } from './refused-connection.ts'
 import { plainConnack } from './plain-connect.ts'
 import { orderMarker, USER_PROPERTY_ORDER } from './user-property-order.ts'
@@ -155,6 +157,8 @@ export class MqttBroker {
   readonly gate: ConnectionGate
   /** Warnings about clients (refusals, denials), at most one line per kind per 10 s. */
   readonly warnings: RateLimitedLog
+  /** Messages a store refused (a full disk refuses every one): one line per cause per 10 s, with counts. */
+  readonly refusals: LogLimiter
   readonly shared: SharedSubscriptions
   /** The streams, once the server opened them: `$stream/` and `$replay/` subscriptions read them. */
   streams: StreamManager | null = null
@@ -179,10 +183,12 @@ export class MqttBroker {
     this.limits = limits
     this.gate = new ConnectionGate(limits)
     this.warnings = new RateLimitedLog(log)
+    this.refusals = new LogLimiter(log)
     setSinkErrorLogger((err, remote) => log.error({ remote, err: (err as Error)?.stack ?? String(err) }, 'a connection failed on its input and was closed'))
     this.shared = new SharedSubscriptions(router)
     this.#wire()
     this.#trackPersistentSubscriptions()
+    this.#refuseUnkept()
     // stores of messages that came through aedes: the publisher's connection holds its ack for them
     router.onStored = (packet, stored, store) => {
       const id = packet.clientId
@@ -326,6 +332,12 @@ export class MqttBroker {
     })
     ;(aedes as unknown as { on(e: 'sessionExpired', f: (c: { id: string }) => void): void }).on('sessionExpired', (c) => this.sessions.ended(c.id))
     aedes.on('clientError', (client, err) => {
+      if (isEdgebusError(err) && err.code.startsWith('EPERSIST')) {
+        // a change of the MQTT state that could not be written (#refuseUnkept): no ack went out
+        this.refusals.warn(`${err.code}:closed`, { client: client?.id, code: err.code, err: err.message },
+          'not kept (the MQTT state cannot be written): closing the connection without an acknowledgement, the client sends it again when it reconnects')
+        return
+      }
       this.log.debug({ client: client?.id, err: err.message }, 'client error')
     })
     aedes.on('connectionError', (_client, err) => {
@@ -391,6 +403,38 @@ export class MqttBroker {
     // issue 5: sessions restored from disk (src/persistence) are subscribed before anyone calls in
     const stored = (p as { persistentSubscriptions?(): Iterable<{ clientId: string; subscription: Sub }> }).persistentSubscriptions?.()
     for (const { clientId, subscription } of stored ?? []) void p.addSubscriptions({ id: clientId }, [subscription])
+  }
+
+  /**
+   * A message aedes could not keep (its retained store or a session queue refused it: EPERSIST_FULL,
+   * EPERSIST_IO) fails aedes' publish, and aedes would close the connection with no answer. An
+   * MQTT 5 client is told instead: its PUBACK/PUBREC carries the reason code and the connection
+   * stays. An MQTT 3.1.1 client cannot be told: its connection closes (the PUBACK aedes wrote is
+   * held until the publish succeeds, so it never goes), and it sends the message again when it
+   * reconnects. A QoS 0 message has no answer to give: it is dropped. Every refusal is logged,
+   * one line per cause per 10 s with the count.
+   */
+  #refuseUnkept(): void {
+    type Publish = (packet: { qos?: number; messageId?: number; topic?: string }, client: unknown, done?: (err?: Error | null) => void) => void
+    const a = this.aedes as unknown as { publish: Publish; persistence: { incomingDelPacket?(c: unknown, p: { messageId?: number }): Promise<void> } }
+    const publish = a.publish.bind(this.aedes) as Publish
+    a.publish = (packet, client, done) => {
+      if (typeof client === 'function') return publish(packet, client as never)
+      publish(packet, client, (err) => {
+        const conn = (client as AedesClient | null)?.conn?.owner
+        if (!err || conn === undefined || !isEdgebusError(err) || !err.code.startsWith('EPERSIST')) return done?.(err)
+        const qos = packet.qos ?? 0
+        if (qos > 0 && conn.version !== 5) return done?.(err) // aedes closes it (logged at clientError)
+        this.refusals.warn(`${err.code}:answered`, { client: conn.clientId, topic: packet.topic, qos, code: err.code, err: err.message },
+          qos === 0 ? 'QoS 0 message not kept (the MQTT state cannot be written): dropped'
+            : 'message not kept (the MQTT state cannot be written): refused with a reason code')
+        if (qos === 0) return done?.(null)
+        // the refused message is not held either: a new message under this packet identifier is not a duplicate
+        if (qos === 2) void a.persistence.incomingDelPacket?.(client, packet)?.catch(() => {})
+        conn.refuseAedesPublish(packet.messageId ?? 0, qos, refusalCode(err))
+        done?.(null)
+      })
+    }
   }
 
   /** Whether a persistent session subscribes to this topic with QoS > 0 (cached per topic). */

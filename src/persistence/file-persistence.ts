@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream'
+import type { EdgebusError } from '../core/errors.ts'
 import { RecordType, type StateRecord, type StoredPacket, type StoredSubscription } from './records.ts'
 import { MqttState, type QueueEntry, type SubView } from './state.ts'
 import { StateLog, type LoadReport, type PersistenceLog, type StateLogOptions, type StateLogStats } from './state-log.ts'
@@ -166,19 +167,29 @@ export class FilePersistence {
     const topic = packet.topic
     if (typeof topic !== 'string') return Promise.reject(new TypeError('a retained message needs a topic'))
     const payload = packet.payload as { length?: number } | null | undefined
+    const prev = this.#state.retained.get(topic)?.packet
+    // while writes fail, memory may hold what the file does not: write again rather than trust it
+    const trusted = this.#log.failure === null
+    // a refused change is taken back, so memory says what the file (and the client) were told
+    const restore = (): void => {
+      this.#append(prev ? { t: RecordType.RETAIN_PUT, packet: prev } : { t: RecordType.RETAIN_DEL, topic })
+    }
     if (payload == null || payload.length === 0) {
       // [MQTT-3.3.1-10] an empty retained message clears the topic's retained message
-      if (this.#state.retained.get(topic) === undefined) return RESOLVED
-      return this.#write({ t: RecordType.RETAIN_DEL, topic })
+      if (prev === undefined && trusted) return RESOLVED
+      return this.#kept({ t: RecordType.RETAIN_DEL, topic }, () => {
+        if (prev !== undefined && this.#state.retained.get(topic) === undefined) restore()
+      })
     }
     // a sensor re-publishing the value it published last costs the SD card nothing
-    const prev = this.#state.retained.get(topic)?.packet
-    if (prev && sameRetained(prev, packet)) return RESOLVED
+    if (prev && trusted && sameRetained(prev, packet)) return RESOLVED
     const stored = copyPacket(packet)
     // which broker instance counted it means nothing once stored (aedes re-numbers retained deliveries)
     delete stored.brokerId
     delete stored.brokerCounter
-    return this.#write({ t: RecordType.RETAIN_PUT, packet: stored })
+    return this.#kept({ t: RecordType.RETAIN_PUT, packet: stored }, () => {
+      if (this.#state.retained.get(topic)?.packet === stored) restore()
+    })
   }
 
   createRetainedStream(pattern: string): Readable {
@@ -197,7 +208,7 @@ export class FilePersistence {
     for (const s of subs) {
       const sub = copySub(s)
       const prev = c?.subs?.get(sub.topic)
-      if (prev && sameSub(prev.sub, sub)) continue
+      if (prev && sameSub(prev.sub, sub) && this.#log.failure === null) continue
       this.#append({ t: RecordType.SUB_PUT, clientId: client.id, sub })
       wrote = true
     }
@@ -269,8 +280,7 @@ export class FilePersistence {
       const s = subs[0] as { clientId: string; qos?: number }
       const qos = Math.min(published, s.qos ?? published)
       if (qos === 0) return RESOLVED
-      this.#enqueue([s.clientId], packet, qos)
-      return this.#log.written()
+      return this.#queued([this.#enqueue([s.clientId], packet, qos)])
     }
     const best = new Map<string, number>()
     for (const s of subs) {
@@ -280,16 +290,31 @@ export class FilePersistence {
     if (best.size === 0) return RESOLVED
     const groups: [string[], string[], string[]] = [[], [], []]
     for (const [id, qos] of best) (groups[qos] as string[]).push(id)
-    if (groups[1].length > 0) this.#enqueue(groups[1], packet, 1)
-    if (groups[2].length > 0) this.#enqueue(groups[2], packet, 2)
-    return this.#log.written()
+    const enqueued: Array<{ clientIds: string[]; seq: number }> = []
+    if (groups[1].length > 0) enqueued.push(this.#enqueue(groups[1], packet, 1))
+    if (groups[2].length > 0) enqueued.push(this.#enqueue(groups[2], packet, 2))
+    return this.#queued(enqueued)
   }
 
-  #enqueue(clientIds: string[], packet: PacketLike, qos: number): void {
+  #enqueue(clientIds: string[], packet: PacketLike, qos: number): { clientIds: string[]; seq: number } {
     const stored = copyQueued(packet, qos)
     const seq = this.#state.nextSeq
     this.#append({ t: RecordType.OUT_ENQ, seq, clientIds, packet: stored, messageId: undefined })
     for (let i = 0; i < clientIds.length; i++) this.#bound(clientIds[i] as string, seq + i)
+    return { clientIds, seq }
+  }
+
+  /** Resolves once the queued messages are written; when that fails, they leave the queues again. */
+  #queued(enqueued: Array<{ clientIds: string[]; seq: number }>): Promise<void> {
+    return this.#log.written().catch((err: unknown) => {
+      for (const { clientIds, seq } of enqueued) {
+        for (let i = 0; i < clientIds.length; i++) {
+          const clientId = clientIds[i] as string
+          if (this.#state.client(clientId)?.queue?.get(seq + i)) this.#append({ t: RecordType.OUT_DEL, clientId, seq: seq + i })
+        }
+      }
+      throw err
+    })
   }
 
   /** Keeps an offline session's queue within maxQueuedMessages. */
@@ -351,8 +376,11 @@ export class FilePersistence {
   incomingStorePacket(client: ClientLike, packet: PacketLike): Promise<void> {
     if (typeof packet.messageId !== 'number') return Promise.reject(new TypeError('an incoming QoS 2 packet needs a messageId'))
     const stored = copyQueued(packet, packet.qos ?? 0)
-    stored.messageId = packet.messageId
-    return this.#write({ t: RecordType.IN_PUT, clientId: client.id, packet: stored })
+    const mid = stored.messageId = packet.messageId
+    // refused: not held either, so the client's resend is a new message, not a duplicate to skip
+    return this.#kept({ t: RecordType.IN_PUT, clientId: client.id, packet: stored }, () => {
+      if (this.#state.client(client.id)?.incoming?.get(mid)?.packet === stored) this.#append({ t: RecordType.IN_DEL, clientId: client.id, messageId: mid })
+    })
   }
 
   incomingGetPacket(client: ClientLike, packet: { messageId?: number }): Promise<StoredPacket> {
@@ -546,6 +574,19 @@ export class FilePersistence {
       return Promise.reject(err)
     }
     return this.#log.written()
+  }
+
+  /** As #write; when the write fails (the change is refused), `undo` takes it back in memory. */
+  #kept(rec: StateRecord, undo: () => void): Promise<void> {
+    return this.#write(rec).catch((err: unknown) => {
+      undo()
+      throw err
+    })
+  }
+
+  /** Why changes are refused now (the disk is full or failing), or null while they are kept. */
+  get failure(): EdgebusError | null {
+    return this.#log.failure
   }
 }
 

@@ -2,6 +2,7 @@ import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import { join } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
+import { LogLimiter } from '../core/log-limiter.ts'
 import { DuplicateWindow } from './dedupe.ts'
 import { DirLock } from '../storage/dir-lock.ts'
 import {
@@ -10,6 +11,7 @@ import {
 } from './record.ts'
 import { dropReason, refuseAppend, resolveLimits, worthCompacting, type RetentionDrops, type RetentionLimits, type StreamUsage } from './retention.ts'
 import { FrameCursor, JournalSegment, journalIoError, nodeFileOps, parseSegmentFileName, segmentFileName, Step, syncDirectory, type JournalFileOps } from './segment.ts'
+import { syncDirSync } from '../core/fsync.ts'
 import { SequenceIndex } from './seq-index.ts'
 import { SubjectTracker } from './subject-tracker.ts'
 
@@ -141,6 +143,8 @@ class SegmentEntry {
   dead = 0
   deadBytes = 0
   removed = false
+  /** Its counts came from its index file, not from reading its records (see Journal.#recount). */
+  unverified = false
   constructor(public file: JournalSegment, public index: SequenceIndex) {}
   get baseSeq(): number { return this.file.baseSeq }
 }
@@ -211,7 +215,12 @@ class Batch {
   }
 }
 
-interface Meta { format: number; firstSeq: number; maxMsgsPerSubject: number }
+/**
+ * journal.meta. `lastSeq` (optional: files of older versions lack it) is the high-water mark: the
+ * highest sequence ever handed out as of the write, kept apart from the segments so that a lost
+ * or damaged segment never lets numbering fall back and use a sequence twice.
+ */
+interface Meta { format: number; firstSeq: number; maxMsgsPerSubject: number; lastSeq?: number }
 
 export class Journal {
   readonly dir: string
@@ -224,6 +233,10 @@ export class Journal {
   readonly #ops: JournalFileOps
   readonly #clock: () => number
   readonly #log: JournalLog
+  /** Failed appends (a full disk fails every batch): one line per cause per 10 s, with the count. */
+  readonly #refusals: LogLimiter
+  /** The last failed append, until a batch commits again. */
+  #failure: EdgebusError | null = null
   readonly #window: number
   readonly #maxBatchBytes: number
   readonly #maxBatchRecords: number
@@ -244,6 +257,12 @@ export class Journal {
   #bytes = 0
   /** Explicit removals (removeBefore/purge) hide everything below this; persisted in journal.meta. */
   #floorSeq = 0
+  /** The high-water mark journal.meta holds (see Meta). */
+  #metaLastSeq = 0
+  /** On open: the maxMsgsPerSubject journal.meta had. */
+  #recoveredPerSubject = 0
+  /** On open: records in the segments below journal.meta's firstSeq (logged once). */
+  #hiddenByFloor = { count: 0, from: 0, to: 0 }
 
   // the head: the oldest live record, read through a cursor on the first segment
   #headCur: FrameCursor | null = null
@@ -292,6 +311,7 @@ export class Journal {
     this.#ops = { ...nodeFileOps, ...opts.fileOps }
     this.#clock = opts.clock ?? Date.now
     this.#log = opts.log ?? silentLog
+    this.#refusals = new LogLimiter(this.#log)
     this.#window = positive('batchWindowMs', opts.batchWindowMs ?? 0, true)
     this.#maxBatchBytes = positive('maxBatchBytes', opts.maxBatchBytes ?? 1 << 20)
     this.#maxBatchRecords = this.fsync === 'always' ? 1 : positive('maxBatchRecords', opts.maxBatchRecords ?? 10_000)
@@ -341,6 +361,8 @@ export class Journal {
     return n
   }
   get segmentCount(): number { return this.#segs.length }
+  /** Why appends fail now (EJOURNAL_FULL, EJOURNAL_IO), or null while they work. */
+  get failure(): EdgebusError | null { return this.#broken ?? this.#failure }
   /** Appends accepted but not yet committed. */
   get pending(): number { return this.#pendingCount }
   /** Subjects with live messages, when maxMsgsPerSubject is set (else -1: not tracked). */
@@ -547,6 +569,10 @@ export class Journal {
     }
     this.#pendingCount -= n
     this.#pendingBytes -= b.len
+    if (this.#failure !== null) {
+      this.#log.info({ dir: this.dir, code: this.#failure.code }, 'journal appends work again')
+      this.#failure = null
+    }
     b.resolve()
     for (let i = 0; i < n; i++) b.subjects[i] = '' // drop references to the callers' strings
     if (b.buf.length <= BATCH_KEEP_BYTES && this.#pool.length < 4) this.#pool.push(b)
@@ -586,7 +612,8 @@ export class Journal {
     this.#pendingBytes = 0
     this.#tailBytes = this.#active?.file.size ?? 0
     this.#dedupe?.forgetAbove(this.#lastSeq)
-    this.#log.error({ code: error.code, dir: this.dir, rejected: count, detail: error.detail, broken: this.#broken !== null },
+    this.#failure = error
+    this.#refusals.error(error.code, { code: error.code, dir: this.dir, rejected: count, detail: error.detail, broken: this.#broken !== null },
       `journal append failed: ${error.message}`)
   }
 
@@ -619,6 +646,11 @@ export class Journal {
         const live = tracker === null || tracker.isLive(subject, seq)
         if (seq < this.#floorSeq) {
           if (live) this.#uncount(subject, seq, cur.frameLen)
+          if (!this.#open) {
+            const h = this.#hiddenByFloor
+            if (h.count++ === 0) h.from = seq
+            h.to = seq
+          }
           continue
         }
         if (!live) continue
@@ -938,6 +970,55 @@ export class Journal {
     this.#corruptSeen.add(key)
     this.#log.warn({ code: 'EJOURNAL_CORRUPT', segment: entry.file.path, start: cur.badStart, end: cur.badEnd, afterSeq: cur.lastSeq, claimedSeq: cur.badClaimedSeq },
       'journal skipped a corrupt record')
+    this.#recount(entry)
+  }
+
+  /**
+   * A segment whose counts came from its index file turned out to hold a record that fails its
+   * check: read it whole once and stop counting what cannot be served (its sequences are the gaps;
+   * within a segment without maxMsgsPerSubject the sequences are consecutive). With
+   * maxMsgsPerSubject the counts came from reading every record already.
+   */
+  #recount(entry: SegmentEntry): void {
+    if (!entry.unverified) return
+    entry.unverified = false
+    if (this.#tracker !== null) return
+    const first = this.firstSeq
+    const end = entry.file.readableEnd
+    const cur = new FrameCursor(entry.file, 0, entry.baseSeq - 1, COMPACT_CHUNK_BYTES, false, end)
+    let prev = entry.baseSeq - 1
+    let missing = 0
+    let badBytes = 0
+    const gap = (upTo: number): void => {
+      for (let s = prev + 1; s < upTo; s++) if (s >= first) missing++
+    }
+    for (;;) {
+      const step = cur.step()
+      if (step === Step.need) { cur.fill(); continue }
+      if (step === Step.frame) {
+        gap(cur.frameSeq)
+        prev = cur.frameSeq
+        continue
+      }
+      if (step === Step.corrupt || step === Step.torn) {
+        if (cur.lastSeq + 1 >= first) badBytes += cur.badEnd - cur.badStart
+        const key = `${entry.baseSeq}:${cur.badStart}`
+        if (!this.#corruptSeen.has(key)) {
+          this.#corruptSeen.add(key)
+          this.#log.warn({ code: 'EJOURNAL_CORRUPT', segment: entry.file.path, start: cur.badStart, end: cur.badEnd, afterSeq: cur.lastSeq, claimedSeq: cur.badClaimedSeq },
+            'journal skipped a corrupt record')
+        }
+        if (step === Step.torn) break
+        continue
+      }
+      break
+    }
+    if (entry.index.records > 0) gap(entry.index.lastSeq + 1)
+    if (missing === 0) return
+    this.#messages -= missing
+    this.#bytes = Math.max(0, this.#bytes - badBytes)
+    this.#log.warn({ code: 'EJOURNAL_CORRUPT', segment: entry.file.path, unreadable: missing, messages: this.#messages },
+      'journal no longer counts the records of a segment that fail their check')
   }
 
   // --- compaction (maxMsgsPerSubject) --------------------------------------------------------
@@ -1083,8 +1164,8 @@ export class Journal {
    * the old limits removed before then.
    */
   #noteFirstSeq(): void {
-    if (this.firstSeq <= this.#floorSeq) return
-    this.#floorSeq = this.firstSeq
+    if (this.firstSeq <= this.#floorSeq && this.#lastSeq <= this.#metaLastSeq) return
+    if (this.firstSeq > this.#floorSeq) this.#floorSeq = this.firstSeq
     this.#writeMeta().catch((err: unknown) => {
       this.#log.warn({ code: 'EJOURNAL_IO', dir: this.dir, err: String(err) }, 'journal could not record its first sequence')
     })
@@ -1092,7 +1173,7 @@ export class Journal {
 
   #writeMeta(): Promise<void> {
     const run = this.#metaChain.then(async () => {
-      const meta: Meta = { format: META_FORMAT, firstSeq: Math.max(this.#floorSeq, 0), maxMsgsPerSubject: this.limits.maxMsgsPerSubject }
+      const meta = this.#meta()
       const path = join(this.dir, META_FILE)
       try {
         const fh = await fsp.open(path + '.tmp', 'w')
@@ -1107,9 +1188,35 @@ export class Journal {
       } catch (err) {
         throw journalIoError(err, 'write meta', path)
       }
+      this.#metaLastSeq = Math.max(this.#metaLastSeq, meta.lastSeq ?? 0)
     })
     this.#metaChain = run.catch(noop)
     return run
+  }
+
+  #meta(): Meta {
+    return { format: META_FORMAT, firstSeq: Math.max(this.#floorSeq, 0), maxMsgsPerSubject: this.limits.maxMsgsPerSubject, lastSeq: Math.max(this.#lastSeq, this.#metaLastSeq) }
+  }
+
+  /** journal.meta written and synced now (recovery: before a segment is set aside). */
+  #writeMetaSync(lastSeq: number): void {
+    // the limit the segments were written under stays until recovery has applied it (see #recover)
+    const meta = { ...this.#meta(), maxMsgsPerSubject: this.#recoveredPerSubject, lastSeq: Math.max(lastSeq, this.#metaLastSeq) }
+    const path = join(this.dir, META_FILE)
+    try {
+      const fd = fs.openSync(path + '.tmp', 'w')
+      try {
+        fs.writeFileSync(fd, JSON.stringify(meta) + '\n')
+        fs.fdatasyncSync(fd)
+      } finally {
+        fs.closeSync(fd)
+      }
+      fs.renameSync(path + '.tmp', path)
+      syncDirSync(this.dir)
+    } catch (err) {
+      throw journalIoError(err, 'write meta', path)
+    }
+    this.#metaLastSeq = meta.lastSeq
   }
 
   #readMeta(): Meta | null {
@@ -1123,7 +1230,8 @@ export class Journal {
     }
     try {
       const m = JSON.parse(text) as Partial<Meta>
-      if (m.format === META_FORMAT && Number.isSafeInteger(m.firstSeq) && Number.isSafeInteger(m.maxMsgsPerSubject)) return m as Meta
+      if (m.format === META_FORMAT && Number.isSafeInteger(m.firstSeq) && Number.isSafeInteger(m.maxMsgsPerSubject) &&
+        (m.lastSeq === undefined || Number.isSafeInteger(m.lastSeq))) return m as Meta
     } catch { /* reported below */ }
     this.#log.warn({ code: 'EJOURNAL_CORRUPT', path }, 'journal meta is damaged; ignored (explicitly removed messages may reappear)')
     return null
@@ -1160,6 +1268,9 @@ export class Journal {
     }
     bases.sort((a, b) => a - b)
     const meta = this.#readMeta()
+    this.#floorSeq = meta?.firstSeq ?? 0
+    this.#metaLastSeq = meta?.lastSeq ?? 0
+    this.#recoveredPerSubject = meta?.maxMsgsPerSubject ?? this.limits.maxMsgsPerSubject
     let afterSeq = 0
     let seqFloor = 0
     for (let k = 0; k < bases.length; k++) {
@@ -1167,15 +1278,19 @@ export class Journal {
       const nextBase = bases[k + 1]
       const entry = this.#recoverSegment(base, afterSeq, nextBase === undefined)
       if (typeof entry === 'string') {
-        seqFloor = Math.max(seqFloor, this.#setAside(base, nextBase, entry))
+        seqFloor = Math.max(seqFloor, this.#setAside(base, nextBase, entry, afterSeq))
         continue
       }
       this.#segs.push(entry)
       if (entry.index.records > 0) afterSeq = entry.index.lastSeq
     }
     this.#active = this.#segs[this.#segs.length - 1] ?? null
-    this.#floorSeq = meta?.firstSeq ?? 0
-    this.#lastSeq = Math.max(afterSeq, seqFloor, this.#floorSeq - 1, (this.#active?.baseSeq ?? 1) - 1)
+    // never below the high-water mark: a sequence handed out once is never handed out again
+    this.#lastSeq = Math.max(afterSeq, seqFloor, this.#floorSeq - 1, (this.#active?.baseSeq ?? 1) - 1, this.#metaLastSeq)
+    if (meta !== null && meta.lastSeq !== undefined && meta.firstSeq > meta.lastSeq + 1) {
+      this.#log.warn({ code: 'EJOURNAL_CORRUPT', path: join(dir, META_FILE), firstSeq: meta.firstSeq, lastSeq: meta.lastSeq },
+        'journal.meta claims a first sequence beyond the last one it ever handed out: it is damaged; numbering goes on after the higher of the two')
+    }
     this.#nextSeq = this.#lastSeq + 1
     for (const e of this.#segs) if (e.index.records > 0) this.#lastTime = e.index.lastTime
     this.#lastAssignedTime = this.#lastTime
@@ -1205,6 +1320,12 @@ export class Journal {
     }
     if (this.#retains) this.#enforce(this.#clock())
     if (this.#dedupe !== null) this.#rebuildDedupe()
+    const hidden = this.#hiddenByFloor
+    if (hidden.count > 0) {
+      // legitimate after purge/removeBefore (segments are not rewritten), but said once: a wrong meta hides messages
+      this.#log.warn({ path: join(dir, META_FILE), firstSeq: this.#floorSeq, hidden: hidden.count, fromSeq: hidden.from, toSeq: hidden.to },
+        'journal.meta\'s first sequence hides records still in the segments (removed by a purge, removeBefore or a limit before the restart; if they were not, journal.meta is wrong)')
+    }
     await this.#writeMeta()
     const r = this.recovery
     if (r.tornTails.length + r.corruptRecords.length + r.damagedSegments.length > 0) {
@@ -1229,7 +1350,11 @@ export class Journal {
     } else {
       try {
         const idx = SequenceIndex.decode(fs.readFileSync(idxPath), seg.size)
-        if (idx !== null && (idx.records === 0 || idx.firstSeq > afterSeq)) return new SegmentEntry(seg, idx)
+        if (idx !== null && (idx.records === 0 || idx.firstSeq > afterSeq)) {
+          const e = new SegmentEntry(seg, idx)
+          e.unverified = true
+          return e
+        }
         reason = 'stale'
       } catch { /* no index file: scan */ }
     }
@@ -1240,7 +1365,10 @@ export class Journal {
         seg.close()
         return `holds records of a newer format (at byte ${scan.unsupportedAt})`
       }
-      for (const c of scan.corrupt) this.recovery.corruptRecords.push({ segment: seg.name, ...c })
+      for (const c of scan.corrupt) {
+        this.recovery.corruptRecords.push({ segment: seg.name, ...c })
+        this.#corruptSeen.add(`${base}:${c.start}`) // reported once, here
+      }
       if (scan.tornBytes > 0) {
         seg.truncate(scan.validEnd)
         this.recovery.tornTails.push({ segment: seg.name, validEnd: scan.validEnd, bytesCut: scan.tornBytes })
@@ -1260,12 +1388,21 @@ export class Journal {
     return entry
   }
 
-  /** Renames an unusable segment to *.damaged; returns the highest sequence it may have held. */
-  #setAside(base: number, nextBase: number | undefined, reason: string): number {
+  /**
+   * Renames an unusable segment to *.damaged; returns the highest sequence it may have held. That
+   * bound goes into journal.meta (synced) first, so numbering stays above it after the segment is
+   * gone, also across later restarts.
+   */
+  #setAside(base: number, nextBase: number | undefined, reason: string, afterSeq: number): number {
     const name = segmentFileName(base)
     const from = join(this.dir, name)
     let size = 0
-    try { size = fs.statSync(from).size } catch { /* size unknown */ }
+    try {
+      const st = fs.statSync(from)
+      if (st.isFile()) size = st.size // a directory's size says nothing of the records it replaced: the meta's mark does
+    } catch { /* size unknown */ }
+    const bound = nextBase !== undefined ? nextBase - 1 : base - 1 + Math.ceil(size / RECORD_MIN_BYTES)
+    this.#writeMetaSync(Math.max(afterSeq, bound))
     let renamedTo = name + '.damaged'
     for (let n = 1; fs.existsSync(join(this.dir, renamedTo)); n++) renamedTo = `${name}.damaged.${n}`
     try {
@@ -1275,8 +1412,8 @@ export class Journal {
       this.#log.error({ code: 'EJOURNAL_IO', path: from, err: String(err) }, 'journal could not set a damaged segment aside')
     }
     fs.rmSync(join(this.dir, segmentFileName(base, '.idx')), { force: true })
-    // the next segment bounds what it held; for the last one, its size does (no frame is smaller than RECORD_MIN_BYTES)
-    const lastSeqAtMost = nextBase !== undefined ? nextBase - 1 : base - 1 + Math.ceil(size / RECORD_MIN_BYTES)
+    // the next segment bounds what it held; for the last one, its size does (no frame is smaller than RECORD_MIN_BYTES), and the meta's mark
+    const lastSeqAtMost = Math.max(bound, nextBase !== undefined ? 0 : this.#metaLastSeq)
     this.recovery.damagedSegments.push({ segment: name, renamedTo, firstSeq: base, lastSeqAtMost, reason })
     this.#log.error({ code: 'EJOURNAL_CORRUPT', segment: from, renamedTo, firstSeq: base, lastSeqAtMost, reason }, 'journal set a damaged segment aside')
     return nextBase !== undefined ? 0 : lastSeqAtMost
