@@ -736,7 +736,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     } else if (this.version === 5) {
       this.#enqueue(Buffer.from([b0, 0x03, id >> 8, id & 0xff, code]))
     } else {
-      this.#broker.refusals.warn(`EREFUSED_311:${code}`, { client: this.clientId, packetId: id, reasonCode: code, code: 'ESTORE_REFUSED' },
+      this.#broker.refusals.warn(`EREFUSED_311:${code}`, { client: this.clientId, packetId: id, reasonCode: code },
         'message not stored: closing the MQTT 3.1.1 connection (it cannot be told in a PUBACK), the client sends it again when it reconnects')
       this.#disconnectWith(code, 'message not stored')
     }

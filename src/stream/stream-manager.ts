@@ -53,6 +53,16 @@ export class StreamManager {
     return [...this.#streams.values()].map((s) => s.info())
   }
 
+  /** Streams whose journal cannot append now (a full disk), with the reason. */
+  failures(): Array<{ stream: string; code: string; message: string }> {
+    const out: Array<{ stream: string; code: string; message: string }> = []
+    for (const s of this.#streams.values()) {
+      const f = s.journal.failure
+      if (f !== null) out.push({ stream: s.name, code: f.code, message: f.message })
+    }
+    return out
+  }
+
   get(name: string): Stream {
     const s = this.#streams.get(name)
     if (!s) throw new EdgebusError('ESTREAM_NOT_FOUND', `no stream is named "${name}"`, { stream: name })
