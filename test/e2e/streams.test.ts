@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { mkdtempSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import mqtt from 'mqtt'
@@ -105,6 +105,24 @@ describe('streams in the server', () => {
     } finally {
       c.end(true)
     }
+  })
+
+  it('a segment replaced by a directory while stopped: the server starts, says so, and never stores under a sequence it used (issue 15, item 3)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'edgebus-streams-'))
+    const config = { streams: [{ name: 'seqs', subjects: ['seqs/#'] }] }
+    let srv = await start(config, dir)
+    const pub = await connectClient(srv.mqttUrl, { protocolVersion: 5 })
+    await Promise.all(Array.from({ length: 1000 }, (_, i) => pub.client.publishAsync(`seqs/${i % 10}`, String(i), { qos: 1 })))
+    await pub.end()
+    expect(await srv.stop()).toBe(0)
+    const seg = join(dir, 'data', 'streams', 'seqs', '00000000000000000001.seg')
+    rmSync(seg)
+    mkdirSync(seg)
+    srv = await start(config, dir)
+    expect(srv.output.some((l) => l.includes('journal set a damaged segment aside') && l.includes('"lastSeqAtMost":1000'))).toBe(true)
+    expect((await api(srv, 'GET', '/api/streams/seqs')).json.state).toMatchObject({ messages: 0, firstSeq: 1001, lastSeq: 1000 })
+    const res = await fetch(`${srv.httpUrl}/api/publish/seqs/after`, { method: 'POST', body: 'x' })
+    expect(((await res.json()) as { stored: Array<{ seq: number }> }).stored[0]?.seq).toBe(1001)
   })
 
   it('HTTP API and CLI: create, list, edit, purge, delete; overlaps and config streams refused', async () => {
