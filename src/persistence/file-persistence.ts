@@ -20,7 +20,11 @@ import { StateLog, type LoadReport, type PersistenceLog, type StateLogOptions, t
  *   no cap, and MQTT 3.1.1 sessions never expire.
  *
  * Every method changes the state in memory at once and resolves when the change is written to
- * the OS (see StateLog for when it is synced).
+ * the OS (see StateLog for when it is synced). When the write fails (a full disk), what takes a
+ * message or a promise in — a retained message, a message queued for a session, an incoming QoS 2
+ * message, a subscription, a will — rejects (EPERSIST_FULL, EPERSIST_IO), and the first three
+ * are taken back in memory: the broker refuses them to the client. What only records progress
+ * (acknowledged deliveries, sessions ending) resolves anyway (#tolerate).
  */
 
 export interface FilePersistenceOptions extends StateLogOptions {
@@ -223,7 +227,7 @@ export class FilePersistence {
       this.#append({ t: RecordType.SUB_DEL, clientId: client.id, topic })
       wrote = true
     }
-    return wrote ? this.#log.written() : RESOLVED
+    return wrote ? this.#tolerate(this.#log.written()) : RESOLVED
   }
 
   subscriptionsByClient(client: ClientLike): Promise<StoredSubscription[]> {
@@ -260,7 +264,7 @@ export class FilePersistence {
   /** Discards the session: subscriptions, queued messages, incoming QoS 2 state, expiry (not the will). */
   cleanSubscriptions(client: ClientLike): Promise<void> {
     if (this.#state.client(client.id) === undefined) return RESOLVED
-    return this.#write({ t: RecordType.CLEAN, clientId: client.id })
+    return this.#tolerate(this.#write({ t: RecordType.CLEAN, clientId: client.id }))
   }
 
   // ---- outgoing queues
@@ -345,13 +349,13 @@ export class FilePersistence {
       const e = q.byCounter(packet.brokerId, packet.brokerCounter)
       // not queued (dropped by the bound): resolve, so aedes still sends it (a rejection would close the client)
       if (!e || e.messageId === packet.messageId) return RESOLVED
-      return this.#write({ t: RecordType.OUT_MID, clientId: client.id, seq: e.seq, messageId: packet.messageId })
+      return this.#tolerate(this.#write({ t: RecordType.OUT_MID, clientId: client.id, seq: e.seq, messageId: packet.messageId }))
     }
     if (typeof packet.messageId !== 'number') return RESOLVED
     const e = q.byMessageId(packet.messageId)
     // a PUBREL already in place (aedes re-sends it after a reconnect) is not written again
     if (!e || (e.packet.cmd === cmd && e.messageId === packet.messageId)) return RESOLVED
-    return this.#write({ t: RecordType.OUT_SET, clientId: client.id, seq: e.seq, packet: copyPacket(packet) })
+    return this.#tolerate(this.#write({ t: RecordType.OUT_SET, clientId: client.id, seq: e.seq, packet: copyPacket(packet) }))
   }
 
   /** Removes the queued message of a packet identifier (PUBACK, PUBCOMP) and answers it. */
@@ -363,7 +367,7 @@ export class FilePersistence {
     else if (packet.brokerId !== undefined) e = q.byCounter(packet.brokerId, packet.brokerCounter)
     if (!e) return Promise.resolve(undefined)
     const out = queuedView(e)
-    return this.#write({ t: RecordType.OUT_DEL, clientId: client.id, seq: e.seq }).then(() => out)
+    return this.#tolerate(this.#write({ t: RecordType.OUT_DEL, clientId: client.id, seq: e.seq })).then(() => out)
   }
 
   outgoingStream(client: ClientLike): Readable {
@@ -391,7 +395,7 @@ export class FilePersistence {
   incomingDelPacket(client: ClientLike, packet: { messageId?: number }): Promise<void> {
     const mid = packet.messageId
     if (mid === undefined || !this.#state.client(client.id)?.incoming?.has(mid)) return Promise.reject(NO_SUCH_PACKET)
-    return this.#write({ t: RecordType.IN_DEL, clientId: client.id, messageId: mid })
+    return this.#tolerate(this.#write({ t: RecordType.IN_DEL, clientId: client.id, messageId: mid }))
   }
 
   /** Whether anything is kept under this client identifier: a session, its QoS 2 state, a will. */
@@ -417,7 +421,7 @@ export class FilePersistence {
     const h = this.#state.wills.get(client.id)
     if (!h) return Promise.resolve(undefined)
     const will = willView(h.packet)
-    return this.#write({ t: RecordType.WILL_DEL, clientId: client.id }).then(() => will)
+    return this.#tolerate(this.#write({ t: RecordType.WILL_DEL, clientId: client.id })).then(() => will)
   }
 
   /** Wills held for brokers not in `brokers` (after a crash: all of them, aedes publishes them). */
@@ -582,6 +586,16 @@ export class FilePersistence {
       undo()
       throw err
     })
+  }
+
+  /**
+   * A change that only records progress (a delivery acknowledged, a packet identifier, a session
+   * or will ended): when it cannot be written, nothing a client was promised is lost (at worst a
+   * message is delivered again after a restart), so the client is not refused for it; memory has
+   * it, the failure is reported, and the rewrite that ends the episode puts it on disk.
+   */
+  #tolerate(written: Promise<void>): Promise<void> {
+    return written.catch(() => {})
   }
 
   /** Why changes are refused now (the disk is full or failing), or null while they are kept. */

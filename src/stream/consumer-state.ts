@@ -1,6 +1,7 @@
 import * as fs from 'node:fs'
 import { dirname } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
+import { LogLimiter } from '../core/log-limiter.ts'
 import { FRAME_HEADER_BYTES as FRAME_HEADER, frameEnd, scanFrames, sealFrame, type FrameFormat } from '../storage/frame.ts'
 import type { JournalLog } from './journal.ts'
 import { syncDirSync } from '../core/fsync.ts'
@@ -245,6 +246,8 @@ export class ConsumerStateFile {
   readonly path: string
   readonly #dir: string
   readonly #log: JournalLog | null
+  /** Failures repeat (a full disk fails every write and every retry): one line per cause per 10 s, with the count. */
+  readonly #failures: LogLimiter | null
   readonly #syncInterval: number
   readonly #compactMin: number
   readonly #compactRatio: number
@@ -276,6 +279,7 @@ export class ConsumerStateFile {
     this.path = path
     this.#dir = dirname(path)
     this.#log = opts.log ?? null
+    this.#failures = this.#log !== null ? new LogLimiter(this.#log) : null
     this.#syncInterval = opts.syncIntervalMs ?? 100
     this.#compactMin = opts.compactMinBytes ?? 256 * 1024
     this.#compactRatio = opts.compactRatio ?? 4
@@ -448,7 +452,7 @@ export class ConsumerStateFile {
       writeAllSync(this.#fd, w.buf, len, this.#size, this.#ops)
     } catch (err) {
       try { fs.ftruncateSync(this.#fd, this.#size) } catch { /* the rewrite replaces the file */ }
-      this.#log?.error({ code: 'ECONSUMER_IO', path: this.path, err: String(err) }, 'consumer state write failed; the state will be rewritten')
+      this.#failures?.error(`ECONSUMER_IO:write:${this.path}`, { code: 'ECONSUMER_IO', path: this.path, err: String(err) }, 'consumer state write failed; the state will be rewritten')
       this.#failed()
       return
     }
@@ -495,7 +499,7 @@ export class ConsumerStateFile {
         finished = true
         this.#syncing = null
         if (err) {
-          this.#log?.error({ code: 'ECONSUMER_IO', path: this.path, err: String(err) }, 'consumer state sync failed; the state will be rewritten')
+          this.#failures?.error(`ECONSUMER_IO:sync:${this.path}`, { code: 'ECONSUMER_IO', path: this.path, err: String(err) }, 'consumer state sync failed; the state will be rewritten')
           this.#failed()
         }
         if (this.#unsynced) this.#scheduleSync()
@@ -517,7 +521,7 @@ export class ConsumerStateFile {
       this.rewriteSync()
       this.#log?.info({ path: this.path }, 'consumer state rewritten after a failure')
     } catch (err) {
-      this.#log?.error({ code: 'ECONSUMER_IO', path: this.path, err: String(err) }, 'consumer state rewrite failed; retrying in 1 s')
+      this.#failures?.error(`ECONSUMER_IO:rewrite:${this.path}`, { code: 'ECONSUMER_IO', path: this.path, err: String(err) }, 'consumer state rewrite failed; retrying in 1 s')
       if (this.#closing) return
       this.#retryTimer = setTimeout(() => {
         this.#retryTimer = null
