@@ -7,7 +7,7 @@ import { Router, SUBSCRIPTION_IDS, type Listener } from '../router/router.ts'
 import { SubjectTrie } from '../subjects/trie.ts'
 import { isWildcardFilter, topicMatchesFilter } from '../subjects/topic.ts'
 import { ClientConnection, refusalCode } from './connection.ts'
-import { isEdgebusError } from '../core/errors.ts'
+import { isEdgebusError, type EdgebusError } from '../core/errors.ts'
 import { FlushScheduler } from './flush-scheduler.ts'
 import { SharedSubscriptions } from './shared-subscriptions.ts'
 import { ConnectionGate, type ConnectionLimits } from '../limits/connection-gate.ts'
@@ -126,6 +126,9 @@ const SERVER_SHUTTING_DOWN = 0x8b
 
 /** Inbound topic aliases a client may use (aliased PUBLISHes take aedes' path, which resolves them). */
 const TOPIC_ALIAS_MAXIMUM = 64
+
+/** On an incoming QoS 2 packet the MQTT state could not hold: why (see #refuseUnkept). */
+const UNKEPT = Symbol('unkept')
 
 /** The messages of MQTT 3.1.1 CONNACK return codes 2, 4 and 5 (MQTT 5: 0x85, 0x86, 0x87). */
 const CONNECT_REFUSALS: Record<number, string> = { 2: 'client identifier rejected', 4: 'bad user name or password', 5: 'not authorized' }
@@ -415,24 +418,42 @@ export class MqttBroker {
    * one line per cause per 10 s with the count.
    */
   #refuseUnkept(): void {
-    type Publish = (packet: { qos?: number; messageId?: number; topic?: string }, client: unknown, done?: (err?: Error | null) => void) => void
-    const a = this.aedes as unknown as { publish: Publish; persistence: { incomingDelPacket?(c: unknown, p: { messageId?: number }): Promise<void> } }
+    type Packet = { qos?: number; messageId?: number; topic?: string; [UNKEPT]?: EdgebusError }
+    type Publish = (packet: Packet, client: unknown, done?: (err?: Error | null) => void) => void
+    type Store = { incomingStorePacket(c: unknown, p: Packet): Promise<void>; incomingDelPacket?(c: unknown, p: Packet): Promise<void> }
+    const a = this.aedes as unknown as { publish: Publish; persistence: Store }
+    const p = a.persistence
     const publish = a.publish.bind(this.aedes) as Publish
+    const connOf = (client: unknown): ClientConnection | undefined => (client as AedesClient | null)?.conn?.owner
+    const unkept = (err: unknown): err is EdgebusError => isEdgebusError(err) && err.code.startsWith('EPERSIST')
+    // an MQTT 5 client's QoS 2 message aedes must hold until PUBREL: refused, aedes goes on to answer it (below)
+    const storeIncoming = p.incomingStorePacket.bind(p)
+    p.incomingStorePacket = (client, packet) => storeIncoming(client, packet).catch((err: unknown) => {
+      if (!unkept(err) || connOf(client)?.version !== 5) throw err
+      packet[UNKEPT] = err
+    })
+    const answer = (packet: Packet, conn: ClientConnection, err: EdgebusError, done: ((err?: Error | null) => void) | undefined): void => {
+      const qos = packet.qos ?? 0
+      this.refusals.warn(`${err.code}:answered`, { client: conn.clientId, topic: packet.topic, qos, code: err.code, err: err.message },
+        qos === 0 ? 'QoS 0 message not kept (the MQTT state cannot be written): dropped'
+          : 'message not kept (the MQTT state cannot be written): refused with a reason code')
+      if (qos > 0) conn.refuseAedesPublish(packet.messageId ?? 0, qos, refusalCode(err))
+      done?.(null)
+    }
     a.publish = (packet, client, done) => {
       if (typeof client === 'function') return publish(packet, client as never)
+      const conn = connOf(client)
+      const refused = packet[UNKEPT]
+      // not published: a message its client is told was refused reaches no one
+      if (refused !== undefined && conn !== undefined) return answer(packet, conn, refused, done)
       publish(packet, client, (err) => {
-        const conn = (client as AedesClient | null)?.conn?.owner
-        if (!err || conn === undefined || !isEdgebusError(err) || !err.code.startsWith('EPERSIST')) return done?.(err)
+        if (!unkept(err) || conn === undefined) return done?.(err)
         const qos = packet.qos ?? 0
-        if (qos > 0 && conn.version !== 5) return done?.(err) // aedes closes it (logged at clientError)
-        this.refusals.warn(`${err.code}:answered`, { client: conn.clientId, topic: packet.topic, qos, code: err.code, err: err.message },
-          qos === 0 ? 'QoS 0 message not kept (the MQTT state cannot be written): dropped'
-            : 'message not kept (the MQTT state cannot be written): refused with a reason code')
-        if (qos === 0) return done?.(null)
+        // a will (no packet identifier) has no one to answer; 3.1.1: aedes closes the connection (logged at clientError)
+        if (qos > 0 && (conn.version !== 5 || packet.messageId === undefined)) return done?.(err)
         // the refused message is not held either: a new message under this packet identifier is not a duplicate
-        if (qos === 2) void a.persistence.incomingDelPacket?.(client, packet)?.catch(() => {})
-        conn.refuseAedesPublish(packet.messageId ?? 0, qos, refusalCode(err))
-        done?.(null)
+        if (qos === 2) void p.incomingDelPacket?.(client, packet)?.catch(() => {})
+        answer(packet, conn, err, done)
       })
     }
   }

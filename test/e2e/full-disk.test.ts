@@ -24,17 +24,18 @@ try {
   console.warn(`SKIPPED test/e2e/full-disk.test.ts: cannot mount a tmpfs on ${mountDir} (${mountError}); these tests need root (CI runs them as root)`)
 }
 
+const FILLER = join(mountDir, 'filler')
 const running: StartedEdgebus[] = []
 afterEach(async () => {
   await endAllClients()
   for (const s of running.splice(0)) await s.kill()
+  rmSync(FILLER, { force: true }) // a failed test must not leave the next one a full disk
 })
 afterAll(() => {
   if (mountError === '') execFileSync('umount', [mountDir])
   rmSync(mountDir, { recursive: true, force: true })
 })
 
-const FILLER = join(mountDir, 'filler')
 
 /** Writes the tmpfs full: chunks of shrinking size until not one byte more fits. */
 function fillDisk(): void {
@@ -65,10 +66,10 @@ async function probe(s: StartedEdgebus, path: string): Promise<{ status: number;
   return { status: res.status, body: await res.json() as Record<string, unknown> }
 }
 
-/** Publishes and says how the server answered: 0 kept, else the PUBACK reason code. */
-function publish(c: TestClient, topic: string, payload: Buffer, retain: boolean): Promise<number> {
+/** Publishes and says how the server answered: 0 kept, else the PUBACK (PUBREC) reason code. */
+function publish(c: TestClient, topic: string, payload: Buffer, retain: boolean, qos: 1 | 2 = 1): Promise<number> {
   return new Promise((resolve) => {
-    c.client.publish(topic, payload, { qos: 1, retain }, (err) => resolve(err === undefined || err === null ? 0 : (err as { code?: number }).code ?? -1))
+    c.client.publish(topic, payload, { qos, retain }, (err) => resolve(err === undefined || err === null ? 0 : (err as { code?: number }).code ?? -1))
   })
 }
 
@@ -87,9 +88,11 @@ describe.skipIf(mountError !== '')('a full disk (4 MB tmpfs)', () => {
     const pub = await connectClient(srv.mqttUrl, { protocolVersion: 5 })
     const payload = Buffer.alloc(500, 0x61)
     const answers = { retained: new Map<number, number>(), queued: new Map<number, number>(), stream: new Map<number, number>() }
-    for (let i = 0; i < 100; i++) answers.retained.set(i, await publish(pub, `retained/${i}`, payload, true))
+    // QoS 2 too: PUBREC carries the reason code
+    for (let i = 0; i < 100; i++) answers.retained.set(i, await publish(pub, `retained/${i}`, payload, true, i % 5 === 0 ? 2 : 1))
     for (let i = 0; i < 20; i++) answers.queued.set(i, await publish(pub, `queue/${i}`, payload, false))
     for (let i = 0; i < 60; i++) answers.stream.set(i, await publish(pub, `events/${i}`, payload, false))
+    expect([...answers.retained].filter(([i, c]) => i % 5 === 0 && c === 0x97).length, 'QoS 2 refused with PUBREC 0x97').toBeGreaterThan(0)
     for (const [kind, m] of Object.entries(answers)) {
       const codes = [...m.values()]
       expect(codes.filter((c) => c !== 0).length, `${kind}: some refused`).toBeGreaterThan(0)
@@ -128,7 +131,7 @@ describe.skipIf(mountError !== '')('a full disk (4 MB tmpfs)', () => {
     rmSync(FILLER)
     await vi.waitFor(() => expect(v4Acked).toBeNull(), { timeout: 8000 }) // its resend was kept
     for (const [kind, topic, retain] of [['retained', 'retained', true], ['queued', 'queue', false], ['stream', 'events', false]] as const) {
-      for (const [i, code] of answers[kind]) if (code !== 0) answers[kind].set(i, await publish(pub, `${topic}/${i}`, payload, retain))
+      for (const [i, code] of answers[kind]) if (code !== 0) answers[kind].set(i, await publish(pub, `${topic}/${i}`, payload, retain, i % 5 === 0 ? 2 : 1))
       expect([...answers[kind].values()].every((c) => c === 0), `${kind}: all kept now`).toBe(true)
     }
     await vi.waitFor(async () => expect((await probe(srv, '/healthz')).status).toBe(200), { timeout: 8000 })
