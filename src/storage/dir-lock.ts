@@ -36,7 +36,15 @@ export class DirLock {
     const bootId = readBootId()
     for (let attempt = 0; ; attempt++) {
       try {
-        fs.writeFileSync(path, `${process.pid} ${bootId}\n`, { flag: 'wx' })
+        const fd = fs.openSync(path, 'wx')
+        try {
+          fs.writeSync(fd, `${process.pid} ${bootId}\n`)
+        } catch (err) {
+          // a full disk has room for the file, not its text: the server still starts (the guard
+          // within this process holds; another process would read the empty file as stale)
+          if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') { fs.closeSync(fd); fs.rmSync(path, { force: true }); throw err }
+        }
+        fs.closeSync(fd)
         heldHere.add(key)
         return new DirLock(dir, path, key)
       } catch (err) {

@@ -1326,7 +1326,12 @@ export class Journal {
       this.#log.warn({ path: join(dir, META_FILE), firstSeq: this.#floorSeq, hidden: hidden.count, fromSeq: hidden.from, toSeq: hidden.to },
         'journal.meta\'s first sequence hides records still in the segments (removed by a purge, removeBefore or a limit before the restart; if they were not, journal.meta is wrong)')
     }
-    await this.#writeMeta()
+    try {
+      await this.#writeMeta()
+    } catch (err) {
+      // a full disk must not keep the server from starting: the meta is written again at the next seal or close
+      this.#log.warn({ code: (err as EdgebusError).code, dir, err: String(err) }, 'journal could not record its state on open')
+    }
     const r = this.recovery
     if (r.tornTails.length + r.corruptRecords.length + r.damagedSegments.length > 0) {
       this.#log.warn({ dir, tornTails: r.tornTails, corrupt: r.corruptRecords, damaged: r.damagedSegments }, 'journal recovered from damage')
@@ -1402,10 +1407,12 @@ export class Journal {
       if (st.isFile()) size = st.size // a directory's size says nothing of the records it replaced: the meta's mark does
     } catch { /* size unknown */ }
     const bound = nextBase !== undefined ? nextBase - 1 : base - 1 + Math.ceil(size / RECORD_MIN_BYTES)
-    this.#writeMetaSync(Math.max(afterSeq, bound))
     let renamedTo = name + '.damaged'
     for (let n = 1; fs.existsSync(join(this.dir, renamedTo)); n++) renamedTo = `${name}.damaged.${n}`
     try {
+      // the mark first: once the segment is aside, nothing else on disk remembers its sequences
+      // (when it cannot be written, the segment stays where it is and is set aside at the next open)
+      this.#writeMetaSync(Math.max(afterSeq, bound))
       fs.renameSync(from, join(this.dir, renamedTo))
     } catch (err) {
       renamedTo = ''

@@ -154,17 +154,25 @@ describe.skipIf(mountError !== '')('a full disk (4 MB tmpfs)', () => {
     expect(stream.state.lastSeq).toBe(60)
   })
 
-  it('mosquitto_pub (MQTT 5) is told its message was refused', async () => {
+  it('mosquitto_pub (MQTT 5) is told its message was refused; the server starts again on the full disk', async () => {
     const dataDir = join(mountDir, 'data-mosquitto')
     mkdirSync(dataDir, { recursive: true })
-    const srv = await start(dataDir)
+    let srv = await start(dataDir)
+    const pub = await connectClient(srv.mqttUrl, { protocolVersion: 5 })
+    await pub.client.publishAsync('retained/before', 'kept', { qos: 1, retain: true })
+    await pub.client.publishAsync('events/before', 'kept', { qos: 1 })
+    await pub.end()
     fillDisk()
-    try {
-      const out = await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(srv.mqttPort), '-V', 'mqttv5', '-q', '1', '-t', 'events/m', '-m', 'x'.repeat(4000)])
-      expect(`${out.stdout}${out.stderr}`).toMatch(/quota exceeded/i)
-    } finally {
-      rmSync(FILLER)
-    }
+    const out = await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(srv.mqttPort), '-V', 'mqttv5', '-q', '1', '-t', 'events/m', '-m', 'x'.repeat(64_000)])
+    expect(`${out.stdout}${out.stderr}`).toMatch(/quota exceeded/i)
+    // killed and started while the disk is still full: it starts, and serves what it kept
+    await srv.kill()
+    srv = await start(dataDir)
+    const reader = await connectClient(srv.mqttUrl, { protocolVersion: 5 })
+    await reader.client.subscribeAsync('retained/#', { qos: 1 })
+    expect((await reader.waitFor(1))[0]).toMatchObject({ topic: 'retained/before', payload: 'kept' })
+    expect(((await (await fetch(`${srv.httpUrl}/api/streams/events`)).json()) as { state: { messages: number } }).state.messages).toBe(1)
+    rmSync(FILLER)
     const ok = await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(srv.mqttPort), '-V', 'mqttv5', '-q', '1', '-t', 'events/m', '-m', 'x'])
     expect(ok.code).toBe(0)
     expect(`${ok.stdout}${ok.stderr}`).not.toMatch(/quota exceeded/i)
