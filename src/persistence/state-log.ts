@@ -593,5 +593,5 @@ function setAside(dir: string, name: string, suffix: string, bytes: number, reas
   }
   loaded.setAside.push({ file: join(dir, name), renamedTo: join(dir, renamedTo), bytes, reason })
   log.warn({ file: join(dir, name), renamedTo: join(dir, renamedTo), bytes, at: 0, reason, code: 'EPERSIST_CORRUPT' },
-    `MQTT state file not used (${reason}): set aside, the state is read from the generation before it`)
+    `MQTT state file not used (${reason}): set aside, the state is read from an older generation if there is one`)
 }

@@ -1322,8 +1322,9 @@ export class Journal {
     if (this.#dedupe !== null) this.#rebuildDedupe()
     const hidden = this.#hiddenByFloor
     if (hidden.count > 0) {
-      // legitimate after purge/removeBefore (segments are not rewritten), but said once: a wrong meta hides messages
-      this.#log.warn({ path: join(dir, META_FILE), firstSeq: this.#floorSeq, hidden: hidden.count, fromSeq: hidden.from, toSeq: hidden.to },
+      // the rule after a purge, removeBefore or a limit (segments are not rewritten), so not a warning; but
+      // said, once per open: a wrong journal.meta would hide messages without a word
+      this.#log.info({ path: join(dir, META_FILE), firstSeq: this.#floorSeq, hidden: hidden.count, fromSeq: hidden.from, toSeq: hidden.to },
         'journal.meta\'s first sequence hides records still in the segments (removed by a purge, removeBefore or a limit before the restart; if they were not, journal.meta is wrong)')
     }
     try {
