@@ -498,6 +498,11 @@ export class StateLog {
       // a running compaction finishes first (it switches files)
       while (this.#compaction) await this.#compaction
       if (this.#flushScheduled) this.#flush()
+      if (this.#failing) {
+        // one last rewrite: it puts on disk what failed writes missed (deliveries acknowledged, sessions ended)
+        this.#compacting = true
+        await this.#compact()
+      }
       if (this.#syncTimer) clearTimeout(this.#syncTimer)
       this.#syncTimer = null
       if (this.#syncing) await this.#syncing
@@ -505,6 +510,10 @@ export class StateLog {
         fs.fdatasyncSync(this.#fd)
       } catch (err) {
         this.#ioFailure(err, 'sync', this.#path)
+      }
+      if (this.#failing) {
+        this.#log.warn({ code: this.#failure?.code, file: this.#path, refused: this.stats.ioErrors },
+          'MQTT state closed while it cannot be written: nothing acknowledged is missing, but progress since the failure (deliveries acknowledged, sessions ended) is; some messages may be delivered again after the restart')
       }
       fs.closeSync(this.#fd)
       this.#lock.release()

@@ -218,6 +218,31 @@ describe('FilePersistence on disk', () => {
     await p.close()
   })
 
+  it('closed while it cannot write: says so, tries one last rewrite, and a restart has every acknowledged change', async () => {
+    const dir = tempDir()
+    let failing = false
+    const warned: string[] = []
+    const log = { info() {}, warn: (_o: object, m: string) => warned.push(m), error() {} }
+    let { p } = await open(dir, {
+      log, retryMs: 60_000,
+      fileOps: {
+        writeSync: (fd, buf, off, len, pos) => {
+          if (failing) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' })
+          return writeSync(fd, buf, off, len, pos)
+        },
+      },
+    })
+    await p.storeRetained({ topic: 'acked', payload: Buffer.from('1'), qos: 0, retain: true })
+    failing = true
+    await expect(p.storeRetained({ topic: 'refused', payload: Buffer.from('2'), qos: 0, retain: true })).rejects.toMatchObject({ code: 'EPERSIST_FULL' })
+    await p.close()
+    expect(warned.some((m) => m.startsWith('MQTT state closed while it cannot be written'))).toBe(true)
+    failing = false
+    ;({ p } = await open(dir))
+    expect((await list<StoredPacket>(p.createRetainedStream('#'))).map((x) => x.topic)).toEqual(['acked'])
+    await p.close()
+  })
+
   it('a write cut short by a full disk leaves no record of the refused batch in the file', async () => {
     const dir = tempDir()
     let room = Infinity
