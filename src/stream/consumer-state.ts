@@ -347,6 +347,7 @@ export class ConsumerStateFile {
       report.records++
     })
     report.corrupt.push(...scan.corrupt)
+    report.corrupt.sort((a, b) => a.at - b.at) // in file order: damaged stretches and records that did not apply
     const validEnd = scan.validEnd
     report.tornBytes = buf.length - validEnd
     this.#size = validEnd
