@@ -84,7 +84,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   let closing: Promise<void> | null = null
   // issue 15: a store that cannot write (a full disk) refuses messages until it can again; the probes say so
   const degraded = (): Array<{ store: string; code: string; message: string }> => {
-    const out = streams.failures().map((f) => ({ store: `stream ${f.stream}`, code: f.code, message: f.message }))
+    const out = streams.failures()
     const p = persistence?.failure
     if (p) out.unshift({ store: 'mqtt state', code: p.code, message: p.message })
     return out

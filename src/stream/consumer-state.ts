@@ -265,6 +265,8 @@ export class ConsumerStateFile {
   #tail: Buffer[] | null = null
   #compaction: Promise<void> | null = null
   #needsRewrite = false
+  /** The last write, sync or rewrite failure, until a rewrite succeeds. */
+  #failure: EdgebusError | null = null
   #retryTimer: NodeJS.Timeout | null = null
   readonly #ops: StateFileOps
   #closed = false
@@ -454,7 +456,7 @@ export class ConsumerStateFile {
     } catch (err) {
       try { fs.ftruncateSync(this.#fd, this.#size) } catch { /* the rewrite replaces the file */ }
       this.#failures?.error(`ECONSUMER_IO:write:${this.path}`, { code: 'ECONSUMER_IO', path: this.path, err: String(err) }, 'consumer state write failed; the state will be rewritten')
-      this.#failed()
+      this.#failed(err)
       return
     }
     this.#size += len
@@ -501,7 +503,7 @@ export class ConsumerStateFile {
         this.#syncing = null
         if (err) {
           this.#failures?.error(`ECONSUMER_IO:sync:${this.path}`, { code: 'ECONSUMER_IO', path: this.path, err: String(err) }, 'consumer state sync failed; the state will be rewritten')
-          this.#failed()
+          this.#failed(err)
         }
         if (this.#unsynced) this.#scheduleSync()
         resolve()
@@ -511,8 +513,14 @@ export class ConsumerStateFile {
     return syncing
   }
 
+  /** Why the state cannot be written now, or null while it can (acknowledgements are then only in memory). */
+  get failure(): EdgebusError | null {
+    return this.#needsRewrite ? this.#failure : null
+  }
+
   /** A write or sync failed: rewrite the whole state now, and every second until it works. */
-  #failed(): void {
+  #failed(err?: unknown): void {
+    if (err !== undefined) this.#failure = ioError(err, 'write', this.path)
     this.#needsRewrite = true
     if (this.#compaction === null && this.#retryTimer === null) this.#repair()
   }
@@ -522,6 +530,7 @@ export class ConsumerStateFile {
       this.rewriteSync()
       this.#log?.info({ path: this.path }, 'consumer state rewritten after a failure')
     } catch (err) {
+      this.#failure = err instanceof EdgebusError ? err : ioError(err, 'rewrite', this.path)
       this.#failures?.error(`ECONSUMER_IO:rewrite:${this.path}`, { code: 'ECONSUMER_IO', path: this.path, err: String(err) }, 'consumer state rewrite failed; retrying in 1 s')
       if (this.#closing) return
       this.#retryTimer = setTimeout(() => {
@@ -545,7 +554,7 @@ export class ConsumerStateFile {
     let fd = -1
     try {
       fd = fs.openSync(tmp, 'w')
-      writeAllSync(fd, w.buf, w.len, 0)
+      writeAllSync(fd, w.buf, w.len, 0, this.#ops)
       fs.fdatasyncSync(fd)
       fs.renameSync(tmp, this.path)
       syncDirSync(this.#dir)
