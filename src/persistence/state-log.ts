@@ -202,6 +202,7 @@ export class StateLog {
       const buf = chosen.buf
       let fd: number
       let size: number
+      let noHeader: unknown = null
       if (current !== null && buf !== null) {
         const path = join(dir, current)
         loaded.file = path
@@ -248,10 +249,17 @@ export class StateLog {
         current = fileName(gen)
         const path = join(dir, current)
         fd = fs.openSync(path, 'w+')
-        fs.writeSync(fd, FILE_HEADER, 0, FILE_HEADER.length, 0)
-        fs.fsyncSync(fd)
-        syncDirSync(dir)
-        size = FILE_HEADER.length
+        size = 0
+        try {
+          fs.writeSync(fd, FILE_HEADER, 0, FILE_HEADER.length, 0)
+          fs.fsyncSync(fd)
+          syncDirSync(dir)
+          size = FILE_HEADER.length
+        } catch (err) {
+          // a full disk must not keep the server from starting: the header goes with the first write that fits
+          noHeader = err
+          try { fs.ftruncateSync(fd, 0) } catch { /* written over from position 0 */ }
+        }
       }
       // leftovers: older generations (a compaction finished but did not delete them) and unfinished ones
       for (const name of names) {
@@ -260,6 +268,7 @@ export class StateLog {
       }
       loaded.ms = Date.now() - started
       const sl = new StateLog(dir, state, opts, lock, gen, current, fd, size, loaded)
+      if (noHeader !== null) sl.#ioFailure(noHeader, 'create', sl.#path)
       sl.stats.liveBytes = state.liveBytes
       sl.#maybeCompact()
       return sl
@@ -313,6 +322,11 @@ export class StateLog {
     if (sink.pos > 0) {
       const n = sink.pos
       try {
+        if (this.#size === 0) {
+          // created on a full disk (open): the header first
+          writeAll(this.#ops, this.#fd, FILE_HEADER, FILE_HEADER.length, 0)
+          this.#size = FILE_HEADER.length
+        }
         writeAll(this.#ops, this.#fd, sink.buf, n, this.#size)
         this.#size += n
         this.#dirty = true
