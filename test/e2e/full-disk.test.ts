@@ -194,4 +194,19 @@ describe.skipIf(mountError !== '')('a full disk (4 MB tmpfs)', () => {
     await reader.client.subscribeAsync('retained/#', { qos: 1 })
     expect((await reader.waitFor(1))[0]?.topic).toBe('retained/fresh')
   })
+
+  it('refusing 300 messages writes a few log lines, one per cause, not one per message (issue 15, item 6)', async () => {
+    const dataDir = join(mountDir, 'data-flood')
+    mkdirSync(dataDir, { recursive: true })
+    const srv = await start(dataDir)
+    fillDisk()
+    const pub = await connectClient(srv.mqttUrl, { protocolVersion: 5 })
+    const before = srv.output.length
+    const codes = await Promise.all(Array.from({ length: 300 }, (_, i) => publish(pub, `events/${i}`, Buffer.alloc(2000, 1), false)))
+    expect(codes.filter((c) => c >= 0x80).length).toBeGreaterThan(290) // refused (0x97: the first test)
+    const lines = srv.output.slice(before).filter((l) => l.includes('EJOURNAL_FULL'))
+    expect(lines.length).toBeGreaterThan(0) // said
+    expect(lines.length).toBeLessThanOrEqual(4) // once per cause (the journal, the stream) per 10 s
+    for (const l of lines) expect(JSON.parse(l)).toMatchObject({ cause: expect.stringContaining('EJOURNAL_FULL') })
+  })
 })
