@@ -149,6 +149,52 @@ class SegmentEntry {
   get baseSeq(): number { return this.file.baseSeq }
 }
 
+/**
+ * Reads a segment trusted by its index, a chunk per step, for the sequences it cannot serve:
+ * within a segment without maxMsgsPerSubject the sequences are consecutive, so they are the gaps
+ * between valid frames (up to the last sequence the index holds).
+ */
+class SegmentAudit {
+  readonly cur: FrameCursor
+  /** Sequences that fail their check, as [from, to] ranges, and the bytes they take. */
+  readonly gaps: Array<[number, number]> = []
+  badBytes = 0
+  #prev: number
+  readonly #lastSeq: number
+
+  constructor(readonly entry: SegmentEntry) {
+    this.cur = new FrameCursor(entry.file, 0, entry.baseSeq - 1, COMPACT_CHUNK_BYTES, false, entry.file.readableEnd)
+    this.#prev = entry.baseSeq - 1
+    this.#lastSeq = entry.index.records > 0 ? entry.index.lastSeq : entry.baseSeq - 1
+  }
+
+  /** Reads on to the next chunk; true at the end. `onSpan` is told of each damaged stretch. */
+  step(onSpan: (cur: FrameCursor) => void): boolean {
+    const cur = this.cur
+    for (;;) {
+      const step = cur.step()
+      if (step === Step.need) { cur.fill(); return false }
+      if (step === Step.frame) {
+        this.#gap(cur.frameSeq)
+        this.#prev = cur.frameSeq
+        continue
+      }
+      if (step === Step.corrupt || step === Step.torn) {
+        this.badBytes += cur.badEnd - cur.badStart
+        onSpan(cur)
+        if (step === Step.corrupt) continue
+      }
+      this.#gap(this.#lastSeq + 1)
+      return true
+    }
+  }
+
+  /** The sequences between the last valid frame and `next` are missing. */
+  #gap(next: number): void {
+    if (next > this.#prev + 1) this.gaps.push([this.#prev + 1, next - 1])
+  }
+}
+
 const enum Walked { record, read, end }
 
 /** Where a replay walk stands: the next sequence wanted and the open read. */
@@ -967,56 +1013,75 @@ export class Journal {
   #noteCorrupt(entry: SegmentEntry, cur: FrameCursor): void {
     const key = `${entry.baseSeq}:${cur.badStart}`
     if (this.#corruptSeen.has(key)) return
-    this.#corruptSeen.add(key)
-    this.#log.warn({ code: 'EJOURNAL_CORRUPT', segment: entry.file.path, start: cur.badStart, end: cur.badEnd, afterSeq: cur.lastSeq, claimedSeq: cur.badClaimedSeq },
-      'journal skipped a corrupt record')
+    this.#noteSpan(entry, cur)
     this.#recount(entry)
   }
 
   /**
    * A segment whose counts came from its index file turned out to hold a record that fails its
-   * check: read it whole once and stop counting what cannot be served (its sequences are the gaps;
-   * within a segment without maxMsgsPerSubject the sequences are consecutive). With
-   * maxMsgsPerSubject the counts came from reading every record already.
+   * check: read it whole now and stop counting what cannot be served.
    */
   #recount(entry: SegmentEntry): void {
+    if (!entry.unverified || this.#tracker !== null) return
+    const audit = new SegmentAudit(entry)
+    while (!audit.step((at) => this.#noteSpan(entry, at))) { /* to the end */ }
+    this.#settleAudit(audit)
+  }
+
+  /**
+   * After open, the segments trusted by their index are read too, one chunk per event-loop turn
+   * (no stall), so `messages` soon never counts a record that fails its check, read or not.
+   * With maxMsgsPerSubject the counts came from reading every record already.
+   */
+  #auditTrusted(): void {
+    if (this.#tracker !== null) return
+    const queue = this.#segs.filter((e) => e.unverified)
+    let audit: SegmentAudit | null = null
+    const turn = (): void => {
+      if (this.#closing !== null || this.#closed) return
+      if (audit === null) {
+        const e = queue.shift()
+        if (e === undefined) return
+        if (!e.unverified || e.removed) return turn()
+        audit = new SegmentAudit(e)
+      }
+      const a = audit
+      try {
+        // a segment removed or compacted meanwhile, or recounted by a read: nothing left to do
+        if (a.entry.removed || a.entry.file.closed || !a.entry.unverified) audit = null
+        else if (a.step((at) => this.#noteSpan(a.entry, at))) {
+          this.#settleAudit(a)
+          audit = null
+        }
+      } catch (err) {
+        // unreadable now: a read of it will say so; the counts stay as the index had them
+        this.#log.warn({ code: 'EJOURNAL_IO', segment: a.entry.file.path, err: String(err) }, 'journal could not check a segment')
+        audit = null
+      }
+      setImmediate(turn)
+    }
+    setImmediate(turn)
+  }
+
+  #noteSpan(entry: SegmentEntry, cur: FrameCursor): void {
+    const key = `${entry.baseSeq}:${cur.badStart}`
+    if (this.#corruptSeen.has(key)) return
+    this.#corruptSeen.add(key)
+    this.#log.warn({ code: 'EJOURNAL_CORRUPT', segment: entry.file.path, start: cur.badStart, end: cur.badEnd, afterSeq: cur.lastSeq, claimedSeq: cur.badClaimedSeq },
+      'journal skipped a corrupt record')
+  }
+
+  /** The records an audit found unreadable leave the counts (those not below the first sequence by now). */
+  #settleAudit(audit: SegmentAudit): void {
+    const entry = audit.entry
     if (!entry.unverified) return
     entry.unverified = false
-    if (this.#tracker !== null) return
     const first = this.firstSeq
-    const end = entry.file.readableEnd
-    const cur = new FrameCursor(entry.file, 0, entry.baseSeq - 1, COMPACT_CHUNK_BYTES, false, end)
-    let prev = entry.baseSeq - 1
     let missing = 0
-    let badBytes = 0
-    const gap = (upTo: number): void => {
-      for (let s = prev + 1; s < upTo; s++) if (s >= first) missing++
-    }
-    for (;;) {
-      const step = cur.step()
-      if (step === Step.need) { cur.fill(); continue }
-      if (step === Step.frame) {
-        gap(cur.frameSeq)
-        prev = cur.frameSeq
-        continue
-      }
-      if (step === Step.corrupt || step === Step.torn) {
-        if (cur.lastSeq + 1 >= first) badBytes += cur.badEnd - cur.badStart
-        const key = `${entry.baseSeq}:${cur.badStart}`
-        if (!this.#corruptSeen.has(key)) {
-          this.#corruptSeen.add(key)
-          this.#log.warn({ code: 'EJOURNAL_CORRUPT', segment: entry.file.path, start: cur.badStart, end: cur.badEnd, afterSeq: cur.lastSeq, claimedSeq: cur.badClaimedSeq },
-            'journal skipped a corrupt record')
-        }
-        if (step === Step.torn) break
-        continue
-      }
-      break
-    }
-    if (entry.index.records > 0) gap(entry.index.lastSeq + 1)
+    for (const [from, to] of audit.gaps) if (to >= first) missing += to - Math.max(from, first) + 1
     if (missing === 0) return
     this.#messages -= missing
-    this.#bytes = Math.max(0, this.#bytes - badBytes)
+    this.#bytes = Math.max(0, this.#bytes - audit.badBytes)
     this.#log.warn({ code: 'EJOURNAL_CORRUPT', segment: entry.file.path, unreadable: missing, messages: this.#messages },
       'journal no longer counts the records of a segment that fail their check')
   }
@@ -1320,6 +1385,7 @@ export class Journal {
     }
     if (this.#retains) this.#enforce(this.#clock())
     if (this.#dedupe !== null) this.#rebuildDedupe()
+    this.#auditTrusted()
     const hidden = this.#hiddenByFloor
     if (hidden.count > 0) {
       // the rule after a purge, removeBefore or a limit (segments are not rewritten), so not a warning; but

@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { Journal } from '../../src/stream/journal.ts'
 import { segmentFileName } from '../../src/stream/segment.ts'
 import { payloadFor, recordingLog, tempDir } from './support.ts'
@@ -86,6 +86,21 @@ describe('journal recovery: counts and what journal.meta hides', () => {
     const lines = log.lines.filter((l) => l.msg === 'journal skipped a corrupt record')
     expect(lines).toHaveLength(1)
     expect(lines[0]?.obj).toMatchObject({ segment: seg, start: at })
+    await j.close()
+  })
+
+  it('the same damage is found without any read: segments trusted by their index are checked in the background after open', async () => {
+    const dir = await journalOf(3000, { segmentBytes: 128 * 1024 })
+    const seg = join(dir, segmentFileName(1))
+    const buf = readFileSync(seg)
+    buf[buf.readUInt32LE(4) + 40] = (buf[buf.readUInt32LE(4) + 40] as number) ^ 0x01 // seq 2
+    writeFileSync(seg, buf)
+    const log = recordingLog()
+    const j = await Journal.open(dir, { segmentBytes: 128 * 1024, log })
+    await vi.waitFor(() => expect(j.messages).toBe(2999))
+    expect(log.lines.filter((l) => l.msg === 'journal skipped a corrupt record')).toHaveLength(1)
+    expect(served(j)).toHaveLength(2999)
+    expect(log.lines.filter((l) => l.msg === 'journal skipped a corrupt record')).toHaveLength(1)
     await j.close()
   })
 
