@@ -168,12 +168,12 @@ class SegmentAudit {
     this.#lastSeq = entry.index.records > 0 ? entry.index.lastSeq : entry.baseSeq - 1
   }
 
-  /** Reads on to the next chunk; true at the end. `onSpan` is told of each damaged stretch. */
+  /** Checks what the cursor holds; false when it needs the next chunk read (cur.fill), true at the end. `onSpan` is told of each damaged stretch. */
   step(onSpan: (cur: FrameCursor) => void): boolean {
     const cur = this.cur
     for (;;) {
       const step = cur.step()
-      if (step === Step.need) { cur.fill(); return false }
+      if (step === Step.need) return false
       if (step === Step.frame) {
         this.#gap(cur.frameSeq)
         this.#prev = cur.frameSeq
@@ -1024,43 +1024,38 @@ export class Journal {
   #recount(entry: SegmentEntry): void {
     if (!entry.unverified || this.#tracker !== null) return
     const audit = new SegmentAudit(entry)
-    while (!audit.step((at) => this.#noteSpan(entry, at))) { /* to the end */ }
+    while (!audit.step((at) => this.#noteSpan(entry, at))) audit.cur.fill()
     this.#settleAudit(audit)
   }
 
   /**
-   * After open, the segments trusted by their index are read too, one chunk per event-loop turn
-   * (no stall), so `messages` soon never counts a record that fails its check, read or not.
+   * After open, the segments trusted by their index are read too, a chunk at a time on the thread
+   * pool (no stall), so `messages` soon never counts a record that fails its check, read or not.
    * With maxMsgsPerSubject the counts came from reading every record already.
    */
   #auditTrusted(): void {
     if (this.#tracker !== null) return
     const queue = this.#segs.filter((e) => e.unverified)
-    let audit: SegmentAudit | null = null
-    const turn = (): void => {
-      if (this.#closing !== null || this.#closed) return
-      if (audit === null) {
-        const e = queue.shift()
-        if (e === undefined) return
-        if (!e.unverified || e.removed) return turn()
-        audit = new SegmentAudit(e)
-      }
-      const a = audit
-      try {
-        // a segment removed or compacted meanwhile, or recounted by a read: nothing left to do
-        if (a.entry.removed || a.entry.file.closed || !a.entry.unverified) audit = null
-        else if (a.step((at) => this.#noteSpan(a.entry, at))) {
-          this.#settleAudit(a)
-          audit = null
+    if (queue.length === 0) return
+    const gone = (e: SegmentEntry): boolean => e.removed || e.file.closed || !e.unverified || this.#closing !== null || this.#closed
+    void (async () => {
+      for (const e of queue) {
+        if (gone(e)) continue
+        const audit = new SegmentAudit(e)
+        try {
+          // reads on the thread pool, a chunk at a time: a slow card stalls no one
+          while (!audit.step((at) => this.#noteSpan(e, at))) {
+            await audit.cur.fillAsync()
+            if (gone(e)) break
+          }
+          if (!gone(e)) this.#settleAudit(audit)
+        } catch (err) {
+          // removed meanwhile, or unreadable now (a read of it will say so): the counts stay as the index had them
+          if (!gone(e)) this.#log.warn({ code: 'EJOURNAL_IO', segment: e.file.path, err: String(err) }, 'journal could not check a segment')
         }
-      } catch (err) {
-        // unreadable now: a read of it will say so; the counts stay as the index had them
-        this.#log.warn({ code: 'EJOURNAL_IO', segment: a.entry.file.path, err: String(err) }, 'journal could not check a segment')
-        audit = null
+        if (this.#closing !== null || this.#closed) return
       }
-      setImmediate(turn)
-    }
-    setImmediate(turn)
+    })()
   }
 
   #noteSpan(entry: SegmentEntry, cur: FrameCursor): void {
