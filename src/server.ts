@@ -91,9 +91,18 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   mountMetrics(http, broker, streams, broker.security, startedAt)
   const sys = new SysTopics(broker, startedAt, config.sys.interval)
   let closing: Promise<void> | null = null
+  // issue 15: a store that cannot write (a full disk) refuses messages until it can again; the probes say so
+  const degraded = (): Array<{ store: string; code: string; message: string }> => {
+    const out = streams.failures()
+    const p = persistence?.failure
+    if (p) out.unshift({ store: 'mqtt state', code: p.code, message: p.message })
+    return out
+  }
   http.route('GET', '/readyz', (_req, res) => {
-    // ready: listening, streams open, not shutting down (load balancers stop sending on 503)
+    // ready: listening, streams open, stores writable, not shutting down (load balancers stop sending on 503)
     const ready = closing === null && listening
+    const failing = ready ? degraded() : []
+    if (failing.length > 0) return sendJson(res, 503, { status: 'degraded', reason: failing.map((f) => `${f.store}: ${f.code}`).join('; '), degraded: failing })
     sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : closing !== null ? 'stopping' : 'starting' })
   })
   let listening = false
@@ -108,7 +117,11 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     res.end(CLIENT_JS)
   }, null)
   http.route('GET', '/healthz', (_req, res) => {
-    sendJson(res, 200, { status: 'ok', version: VERSION, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), connections: broker.connections.size, ...broker.stats, ...(persistence ? { persistence: persistence.stats } : {}) })
+    const failing = degraded()
+    sendJson(res, failing.length > 0 ? 503 : 200, {
+      status: failing.length > 0 ? 'degraded' : 'ok', ...(failing.length > 0 ? { degraded: failing } : {}),
+      version: VERSION, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), connections: broker.connections.size, ...broker.stats, ...(persistence ? { persistence: persistence.stats } : {}),
+    })
   })
 
   const tcp = config.mqtt.enabled ? createMqttTcpServer(broker) : null
@@ -187,6 +200,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
         await broker.close()
         await streams.close() // every acknowledged message is on disk once this returns
         await persistence?.close() // issue 5: after aedes, which records the sessions' disconnects
+        broker.refusals.flush()
         http.server.closeAllConnections()
         log.info('edgebus stopped')
       })()

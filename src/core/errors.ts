@@ -26,6 +26,7 @@ export const ErrorCodes = {
   EJOURNAL_LOCKED: 'a stream journal directory is already open (in this or another process)',
   // issue 5: the MQTT state store (src/persistence)
   EPERSIST_IO: 'the MQTT state file (retained messages, sessions) could not be read, written or synced',
+  EPERSIST_FULL: 'the disk holding the MQTT state (retained messages, sessions) is full: changes are refused until there is space',
   EPERSIST_CORRUPT: 'a record of the MQTT state file failed its integrity check and was skipped',
   EPERSIST_LOCKED: 'another edgebus process uses the same data directory',
   ESTREAM_INVALID: 'a stream definition is malformed',

@@ -1,6 +1,7 @@
-import type { Logger } from './log.ts'
+type Level = 'error' | 'warn' | 'info'
 
-type Level = 'fatal' | 'error' | 'warn' | 'info'
+/** What the limiter writes to: a Logger, or a layer's narrower log (a journal's). */
+export type LimitedLog = Record<Level, (fields: object, msg: string) => void>
 
 interface Cause {
   readonly key: string
@@ -22,18 +23,17 @@ interface Cause {
  * A cause is a short stable string, such as `EJOURNAL_FULL:telemetry`.
  */
 export class LogLimiter {
-  readonly #log: Logger
+  readonly #log: LimitedLog
   readonly #intervalMs: number
   readonly #now: () => number
   readonly #causes = new Map<string, Cause>()
 
-  constructor(log: Logger, opts: { intervalMs?: number; now?: () => number } = {}) {
+  constructor(log: LimitedLog, opts: { intervalMs?: number; now?: () => number } = {}) {
     this.#log = log
     this.#intervalMs = opts.intervalMs ?? 10_000
     this.#now = opts.now ?? Date.now
   }
 
-  fatal(cause: string, fields: Record<string, unknown>, msg: string): void { this.#emit('fatal', cause, fields, msg) }
   error(cause: string, fields: Record<string, unknown>, msg: string): void { this.#emit('error', cause, fields, msg) }
   warn(cause: string, fields: Record<string, unknown>, msg: string): void { this.#emit('warn', cause, fields, msg) }
   info(cause: string, fields: Record<string, unknown>, msg: string): void { this.#emit('info', cause, fields, msg) }

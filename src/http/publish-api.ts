@@ -31,16 +31,28 @@ export function mountPublishApi(http: HttpFront, broker: MqttBroker, auth: HttpA
     if (typeof msgId === 'string' && msgId !== '') properties.userProperties = { [MSG_ID_PROPERTY]: msgId }
     const type = req.headers['content-type']
     if (typeof type === 'string' && type !== '') properties.contentType = type
-    const results = await broker.publish(subject, payload, { qos: qos as 0 | 1 | 2, retain, ...(Object.keys(properties).length > 0 ? { properties } : {}) })
+    let results: Awaited<ReturnType<MqttBroker['publish']>>
+    try {
+      results = await broker.publish(subject, payload, { qos: qos as 0 | 1 | 2, retain, ...(Object.keys(properties).length > 0 ? { properties } : {}) })
+    } catch (err) {
+      // the retained store or a session queue could not keep it (a full disk): 507 Insufficient Storage
+      if (!isEdgebusError(err) || !err.code.startsWith('EPERSIST')) throw err
+      return sendJson(res, 507, { subject, error: { code: err.code, message: err.message } })
+    }
     const stored = results.map(({ stream, result }) => result.status === 'fulfilled'
       ? { stream, seq: (result.value as { seq: number }).seq, duplicate: (result.value as { duplicate: boolean }).duplicate }
       : { stream, error: errorOf(result.reason) })
     const refused = stored.find((s) => 'error' in s) as { error: { code: string } } | undefined
-    const status = refused === undefined ? 200 : refused.error.code === 'ESTREAM_LIMIT' ? 507 : statusOf(refused.error.code as never)
+    // a store that refused (a limit, a full disk, a journal error): 507 Insufficient Storage
+    const status = refused === undefined ? 200 : isStoreRefusal(refused.error.code) ? 507 : statusOf(refused.error.code as never)
     sendJson(res, status, { subject, stored })
   })
 }
 
 function errorOf(err: unknown): { code: string; message: string } {
   return isEdgebusError(err) ? { code: err.code, message: err.message } : { code: 'EJOURNAL_IO', message: String((err as Error)?.message ?? err) }
+}
+
+function isStoreRefusal(code: string): boolean {
+  return code === 'ESTREAM_LIMIT' || code.startsWith('EJOURNAL') || code.startsWith('EPERSIST')
 }

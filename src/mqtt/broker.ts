@@ -6,11 +6,13 @@ import type { Logger } from '../core/log.ts'
 import { Router, SUBSCRIPTION_IDS, type Listener } from '../router/router.ts'
 import { SubjectTrie } from '../subjects/trie.ts'
 import { isWildcardFilter, topicMatchesFilter } from '../subjects/topic.ts'
-import { ClientConnection } from './connection.ts'
+import { ClientConnection, refusalCode } from './connection.ts'
+import { isEdgebusError, type EdgebusError } from '../core/errors.ts'
 import { FlushScheduler } from './flush-scheduler.ts'
 import { SharedSubscriptions } from './shared-subscriptions.ts'
 import { ConnectionGate, type ConnectionLimits } from '../limits/connection-gate.ts'
 import { RateLimitedLog } from '../core/rate-limited-log.ts'
+import { LogLimiter } from '../core/log-limiter.ts'
 import { refuseConnection } from './refused-connection.ts'
 import { keepAliveCap, plainConnack } from './plain-connect.ts'
 import { orderMarker, USER_PROPERTY_ORDER } from './user-property-order.ts'
@@ -144,6 +146,9 @@ const SERVER_SHUTTING_DOWN = 0x8b
 /** Inbound topic aliases a client may use (aliased PUBLISHes take aedes' path, which resolves them). */
 const TOPIC_ALIAS_MAXIMUM = 64
 
+/** On an incoming QoS 2 packet the MQTT state could not hold: why (see #refuseUnkept). */
+const UNKEPT = Symbol('unkept')
+
 /** The messages of MQTT 3.1.1 CONNACK return codes 2, 4 and 5 (MQTT 5: 0x85, 0x86, 0x87). */
 const CONNECT_REFUSALS: Record<number, string> = { 2: 'client identifier rejected', 4: 'bad user name or password', 5: 'not authorized' }
 
@@ -174,6 +179,8 @@ export class MqttBroker {
   readonly gate: ConnectionGate
   /** Warnings about clients (refusals, denials), at most one line per kind per 10 s. */
   readonly warnings: RateLimitedLog
+  /** Messages a store refused (a full disk refuses every one): one line per cause per 10 s, with counts. */
+  readonly refusals: LogLimiter
   readonly shared: SharedSubscriptions
   /** The streams, once the server opened them: `$stream/` and `$replay/` subscriptions read them. */
   streams: StreamManager | null = null
@@ -198,12 +205,14 @@ export class MqttBroker {
     this.limits = limits
     this.gate = new ConnectionGate(limits)
     this.warnings = new RateLimitedLog(log)
+    this.refusals = new LogLimiter(log)
     setSinkErrorLogger((err, remote) => log.error({ remote, err: (err as Error)?.stack ?? String(err) }, 'a connection failed on its input and was closed'))
     this.shared = new SharedSubscriptions(router)
     // the early entry of a SUBSCRIBE just read becomes aedes' entry when aedes subscribes (early-subscriptions.ts)
     router.claims = (entry, fn) => (entry.target as ClientConnection | null)?.claimsEarly(entry, fn) === true
     this.#wire()
     this.#trackPersistentSubscriptions()
+    this.#refuseUnkept()
     // stores of messages that came through aedes: the publisher's connection holds its ack for them
     router.onStored = (packet, stored, store) => {
       const id = packet.clientId
@@ -353,6 +362,12 @@ export class MqttBroker {
     })
     ;(aedes as unknown as { on(e: 'sessionExpired', f: (c: { id: string }) => void): void }).on('sessionExpired', (c) => this.sessions.ended(c.id))
     aedes.on('clientError', (client, err) => {
+      if (isEdgebusError(err) && err.code.startsWith('EPERSIST')) {
+        // a change of the MQTT state that could not be written (#refuseUnkept): no ack went out
+        this.refusals.warn(`${err.code}:closed`, { client: client?.id, code: err.code, err: err.message },
+          'not kept (the MQTT state cannot be written): closing the connection without an acknowledgement, the client sends it again when it reconnects')
+        return
+      }
       this.log.debug({ client: client?.id, err: err.message }, 'client error')
     })
     aedes.on('connectionError', (_client, err) => {
@@ -418,6 +433,56 @@ export class MqttBroker {
     // issue 5: sessions restored from disk (src/persistence) are subscribed before anyone calls in
     const stored = (p as { persistentSubscriptions?(): Iterable<{ clientId: string; subscription: Sub }> }).persistentSubscriptions?.()
     for (const { clientId, subscription } of stored ?? []) void p.addSubscriptions({ id: clientId }, [subscription])
+  }
+
+  /**
+   * A message aedes could not keep (its retained store or a session queue refused it: EPERSIST_FULL,
+   * EPERSIST_IO) fails aedes' publish, and aedes would close the connection with no answer. An
+   * MQTT 5 client is told instead: its PUBACK/PUBREC carries the reason code and the connection
+   * stays. An MQTT 3.1.1 client cannot be told: its connection closes (the PUBACK aedes wrote is
+   * held until the publish succeeds, so it never goes), and it sends the message again when it
+   * reconnects. A QoS 0 message has no answer to give: it is dropped. Every refusal is logged,
+   * one line per cause per 10 s with the count.
+   */
+  #refuseUnkept(): void {
+    type Packet = { qos?: number; messageId?: number; topic?: string; [UNKEPT]?: EdgebusError }
+    type Publish = (packet: Packet, client: unknown, done?: (err?: Error | null) => void) => void
+    type Store = { incomingStorePacket(c: unknown, p: Packet): Promise<void>; incomingDelPacket?(c: unknown, p: Packet): Promise<void> }
+    const a = this.aedes as unknown as { publish: Publish; persistence: Store }
+    const p = a.persistence
+    const publish = a.publish.bind(this.aedes) as Publish
+    const connOf = (client: unknown): ClientConnection | undefined => (client as AedesClient | null)?.conn?.owner
+    const unkept = (err: unknown): err is EdgebusError => isEdgebusError(err) && err.code.startsWith('EPERSIST')
+    // an MQTT 5 client's QoS 2 message aedes must hold until PUBREL: refused, aedes goes on to answer it (below)
+    const storeIncoming = p.incomingStorePacket.bind(p)
+    p.incomingStorePacket = (client, packet) => storeIncoming(client, packet).catch((err: unknown) => {
+      if (!unkept(err) || connOf(client)?.version !== 5) throw err
+      packet[UNKEPT] = err
+    })
+    const answer = (packet: Packet, conn: ClientConnection, err: EdgebusError, done: ((err?: Error | null) => void) | undefined): void => {
+      const qos = packet.qos ?? 0
+      this.refusals.warn(`${err.code}:answered`, { client: conn.clientId, topic: packet.topic, qos, code: err.code, err: err.message },
+        qos === 0 ? 'QoS 0 message not kept (the MQTT state cannot be written): dropped'
+          : 'message not kept (the MQTT state cannot be written): refused with a reason code')
+      if (qos > 0) conn.refuseAedesPublish(packet.messageId ?? 0, qos, refusalCode(err))
+      done?.(null)
+    }
+    a.publish = (packet, client, done) => {
+      if (typeof client === 'function') return publish(packet, client as never)
+      const conn = connOf(client)
+      const refused = packet[UNKEPT]
+      // not published: a message its client is told was refused reaches no one
+      if (refused !== undefined && conn !== undefined) return answer(packet, conn, refused, done)
+      publish(packet, client, (err) => {
+        if (!unkept(err) || conn === undefined) return done?.(err)
+        const qos = packet.qos ?? 0
+        // a will (no packet identifier) has no one to answer; 3.1.1: aedes closes the connection (logged at clientError)
+        if (qos > 0 && (conn.version !== 5 || packet.messageId === undefined)) return done?.(err)
+        // the refused message is not held either: a new message under this packet identifier is not a duplicate
+        if (qos === 2) void p.incomingDelPacket?.(client, packet)?.catch(() => {})
+        answer(packet, conn, err, done)
+      })
+    }
   }
 
   /** Whether a persistent session subscribes to this topic with QoS > 0 (cached per topic). */

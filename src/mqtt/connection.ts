@@ -77,13 +77,14 @@ class StoreWait {
   constructor(readonly id: number, readonly qos: number) {}
 }
 
-/** The PUBACK/PUBREC reason code for a message a stream did not take [MQTT-3.4.2.1]. */
+/** The PUBACK/PUBREC reason code for a message a store (stream, MQTT state) did not take [MQTT-3.4.2.1]. */
 export function refusalCode(err: unknown): number {
   if (err instanceof EdgebusError) {
-    if (err.code === 'ESTREAM_LIMIT') return 0x97 // Quota exceeded
+    // Quota exceeded: a stream's limit, or a full disk (space is a quota the operator can raise)
+    if (err.code === 'ESTREAM_LIMIT' || err.code === 'EJOURNAL_FULL' || err.code === 'EPERSIST_FULL') return 0x97
     if (err.code === 'ERECORD_INVALID') return 0x99 // Payload format invalid (a field over its size limit)
   }
-  return 0x80 // Unspecified error: the journal could not write
+  return 0x80 // Unspecified error: the store could not write
 }
 
 /**
@@ -774,8 +775,10 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   }
 
   /**
-   * A PUBACK or PUBREC. When a stream did not take the message, MQTT 5 clients get the reason
-   * code; MQTT 3.1.1 has no way to say it, so no ack is sent and the client publishes it again.
+   * A PUBACK or PUBREC. When a store did not take the message, MQTT 5 clients get the reason
+   * code. MQTT 3.1.1 has no way to say it: the connection is closed (the acks before it went out),
+   * so the client sends the message again when it reconnects [MQTT-4.4.0-1] rather than waiting
+   * for an ack that never comes, its window stuck.
    */
   #sendAck(b0: number, id: number, code: number): void {
     if (this.#state === State.CLOSED) return
@@ -784,8 +787,25 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     } else if (this.version === 5) {
       this.#enqueue(Buffer.from([b0, 0x03, id >> 8, id & 0xff, code]))
     } else {
-      this.#broker.log.warn({ client: this.clientId, packetId: id, reasonCode: code }, 'message not stored: no acknowledgement sent to the MQTT 3.1.1 client')
+      this.#broker.refusals.warn(`EREFUSED_311:${code}`, { client: this.clientId, packetId: id, reasonCode: code },
+        'message not stored: closing the MQTT 3.1.1 connection (it cannot be told in a PUBACK), the client sends it again when it reconnects')
+      this.#disconnectWith(code, 'message not stored')
     }
+  }
+
+  /**
+   * aedes could not keep a message this MQTT 5 client published (the retained store or a session
+   * queue refused it: the disk is full): its held PUBACK/PUBREC goes with the reason code.
+   */
+  refuseAedesPublish(id: number, qos: number, code: number): void {
+    let wait = this.#storeWaits?.find((w) => w.id === id && w.qos === qos && w.code === -1) ?? null
+    // QoS 2 waits only when a stream captures the topic: aedes' PUBREC comes after this, to be held
+    if (wait === null) (this.#storeWaits ??= []).push(wait = new StoreWait(id, qos))
+    wait.published = true
+    wait.stored = null
+    wait.code = code
+    if (qos === 2) this.#inInflight-- // a failure PUBREC ends the flow [MQTT-4.3.3-4]
+    this.#releaseAedesAcks()
   }
 
   #topicString(buf: Buffer, start: number, end: number): string | null {

@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream'
+import type { EdgebusError } from '../core/errors.ts'
 import { RecordType, type StateRecord, type StoredPacket, type StoredSubscription } from './records.ts'
 import { MqttState, type QueueEntry, type SubView } from './state.ts'
 import { StateLog, type LoadReport, type PersistenceLog, type StateLogOptions, type StateLogStats } from './state-log.ts'
@@ -19,7 +20,11 @@ import { StateLog, type LoadReport, type PersistenceLog, type StateLogOptions, t
  *   no cap, and MQTT 3.1.1 sessions never expire.
  *
  * Every method changes the state in memory at once and resolves when the change is written to
- * the OS (see StateLog for when it is synced).
+ * the OS (see StateLog for when it is synced). When the write fails (a full disk), what takes a
+ * message or a promise in — a retained message, a message queued for a session, an incoming QoS 2
+ * message, a subscription, a will — rejects (EPERSIST_FULL, EPERSIST_IO), and the first three
+ * are taken back in memory: the broker refuses them to the client. What only records progress
+ * (acknowledged deliveries, sessions ending) resolves anyway (#tolerate).
  */
 
 export interface FilePersistenceOptions extends StateLogOptions {
@@ -166,19 +171,29 @@ export class FilePersistence {
     const topic = packet.topic
     if (typeof topic !== 'string') return Promise.reject(new TypeError('a retained message needs a topic'))
     const payload = packet.payload as { length?: number } | null | undefined
+    const prev = this.#state.retained.get(topic)?.packet
+    // while writes fail, memory may hold what the file does not: write again rather than trust it
+    const trusted = this.#log.failure === null
+    // a refused change is taken back, so memory says what the file (and the client) were told
+    const restore = (): void => {
+      this.#append(prev ? { t: RecordType.RETAIN_PUT, packet: prev } : { t: RecordType.RETAIN_DEL, topic })
+    }
     if (payload == null || payload.length === 0) {
       // [MQTT-3.3.1-10] an empty retained message clears the topic's retained message
-      if (this.#state.retained.get(topic) === undefined) return RESOLVED
-      return this.#write({ t: RecordType.RETAIN_DEL, topic })
+      if (prev === undefined && trusted) return RESOLVED
+      return this.#kept({ t: RecordType.RETAIN_DEL, topic }, () => {
+        if (prev !== undefined && this.#state.retained.get(topic) === undefined) restore()
+      })
     }
     // a sensor re-publishing the value it published last costs the SD card nothing
-    const prev = this.#state.retained.get(topic)?.packet
-    if (prev && sameRetained(prev, packet)) return RESOLVED
+    if (prev && trusted && sameRetained(prev, packet)) return RESOLVED
     const stored = copyPacket(packet)
     // which broker instance counted it means nothing once stored (aedes re-numbers retained deliveries)
     delete stored.brokerId
     delete stored.brokerCounter
-    return this.#write({ t: RecordType.RETAIN_PUT, packet: stored })
+    return this.#kept({ t: RecordType.RETAIN_PUT, packet: stored }, () => {
+      if (this.#state.retained.get(topic)?.packet === stored) restore()
+    })
   }
 
   createRetainedStream(pattern: string): Readable {
@@ -197,7 +212,7 @@ export class FilePersistence {
     for (const s of subs) {
       const sub = copySub(s)
       const prev = c?.subs?.get(sub.topic)
-      if (prev && sameSub(prev.sub, sub)) continue
+      if (prev && sameSub(prev.sub, sub) && this.#log.failure === null) continue
       this.#append({ t: RecordType.SUB_PUT, clientId: client.id, sub })
       wrote = true
     }
@@ -212,7 +227,7 @@ export class FilePersistence {
       this.#append({ t: RecordType.SUB_DEL, clientId: client.id, topic })
       wrote = true
     }
-    return wrote ? this.#log.written() : RESOLVED
+    return wrote ? this.#tolerate(this.#log.written()) : RESOLVED
   }
 
   subscriptionsByClient(client: ClientLike): Promise<StoredSubscription[]> {
@@ -249,7 +264,7 @@ export class FilePersistence {
   /** Discards the session: subscriptions, queued messages, incoming QoS 2 state, expiry (not the will). */
   cleanSubscriptions(client: ClientLike): Promise<void> {
     if (this.#state.client(client.id) === undefined) return RESOLVED
-    return this.#write({ t: RecordType.CLEAN, clientId: client.id })
+    return this.#tolerate(this.#write({ t: RecordType.CLEAN, clientId: client.id }))
   }
 
   // ---- outgoing queues
@@ -269,8 +284,7 @@ export class FilePersistence {
       const s = subs[0] as { clientId: string; qos?: number }
       const qos = Math.min(published, s.qos ?? published)
       if (qos === 0) return RESOLVED
-      this.#enqueue([s.clientId], packet, qos)
-      return this.#log.written()
+      return this.#queued([this.#enqueue([s.clientId], packet, qos)])
     }
     const best = new Map<string, number>()
     for (const s of subs) {
@@ -280,16 +294,31 @@ export class FilePersistence {
     if (best.size === 0) return RESOLVED
     const groups: [string[], string[], string[]] = [[], [], []]
     for (const [id, qos] of best) (groups[qos] as string[]).push(id)
-    if (groups[1].length > 0) this.#enqueue(groups[1], packet, 1)
-    if (groups[2].length > 0) this.#enqueue(groups[2], packet, 2)
-    return this.#log.written()
+    const enqueued: Array<{ clientIds: string[]; seq: number }> = []
+    if (groups[1].length > 0) enqueued.push(this.#enqueue(groups[1], packet, 1))
+    if (groups[2].length > 0) enqueued.push(this.#enqueue(groups[2], packet, 2))
+    return this.#queued(enqueued)
   }
 
-  #enqueue(clientIds: string[], packet: PacketLike, qos: number): void {
+  #enqueue(clientIds: string[], packet: PacketLike, qos: number): { clientIds: string[]; seq: number } {
     const stored = copyQueued(packet, qos)
     const seq = this.#state.nextSeq
     this.#append({ t: RecordType.OUT_ENQ, seq, clientIds, packet: stored, messageId: undefined })
     for (let i = 0; i < clientIds.length; i++) this.#bound(clientIds[i] as string, seq + i)
+    return { clientIds, seq }
+  }
+
+  /** Resolves once the queued messages are written; when that fails, they leave the queues again. */
+  #queued(enqueued: Array<{ clientIds: string[]; seq: number }>): Promise<void> {
+    return this.#log.written().catch((err: unknown) => {
+      for (const { clientIds, seq } of enqueued) {
+        for (let i = 0; i < clientIds.length; i++) {
+          const clientId = clientIds[i] as string
+          if (this.#state.client(clientId)?.queue?.get(seq + i)) this.#append({ t: RecordType.OUT_DEL, clientId, seq: seq + i })
+        }
+      }
+      throw err
+    })
   }
 
   /** Keeps an offline session's queue within maxQueuedMessages. */
@@ -320,13 +349,13 @@ export class FilePersistence {
       const e = q.byCounter(packet.brokerId, packet.brokerCounter)
       // not queued (dropped by the bound): resolve, so aedes still sends it (a rejection would close the client)
       if (!e || e.messageId === packet.messageId) return RESOLVED
-      return this.#write({ t: RecordType.OUT_MID, clientId: client.id, seq: e.seq, messageId: packet.messageId })
+      return this.#tolerate(this.#write({ t: RecordType.OUT_MID, clientId: client.id, seq: e.seq, messageId: packet.messageId }))
     }
     if (typeof packet.messageId !== 'number') return RESOLVED
     const e = q.byMessageId(packet.messageId)
     // a PUBREL already in place (aedes re-sends it after a reconnect) is not written again
     if (!e || (e.packet.cmd === cmd && e.messageId === packet.messageId)) return RESOLVED
-    return this.#write({ t: RecordType.OUT_SET, clientId: client.id, seq: e.seq, packet: copyPacket(packet) })
+    return this.#tolerate(this.#write({ t: RecordType.OUT_SET, clientId: client.id, seq: e.seq, packet: copyPacket(packet) }))
   }
 
   /** Removes the queued message of a packet identifier (PUBACK, PUBCOMP) and answers it. */
@@ -338,7 +367,7 @@ export class FilePersistence {
     else if (packet.brokerId !== undefined) e = q.byCounter(packet.brokerId, packet.brokerCounter)
     if (!e) return Promise.resolve(undefined)
     const out = queuedView(e)
-    return this.#write({ t: RecordType.OUT_DEL, clientId: client.id, seq: e.seq }).then(() => out)
+    return this.#tolerate(this.#write({ t: RecordType.OUT_DEL, clientId: client.id, seq: e.seq })).then(() => out)
   }
 
   outgoingStream(client: ClientLike): Readable {
@@ -351,8 +380,11 @@ export class FilePersistence {
   incomingStorePacket(client: ClientLike, packet: PacketLike): Promise<void> {
     if (typeof packet.messageId !== 'number') return Promise.reject(new TypeError('an incoming QoS 2 packet needs a messageId'))
     const stored = copyQueued(packet, packet.qos ?? 0)
-    stored.messageId = packet.messageId
-    return this.#write({ t: RecordType.IN_PUT, clientId: client.id, packet: stored })
+    const mid = stored.messageId = packet.messageId
+    // refused: not held either, so the client's resend is a new message, not a duplicate to skip
+    return this.#kept({ t: RecordType.IN_PUT, clientId: client.id, packet: stored }, () => {
+      if (this.#state.client(client.id)?.incoming?.get(mid)?.packet === stored) this.#append({ t: RecordType.IN_DEL, clientId: client.id, messageId: mid })
+    })
   }
 
   incomingGetPacket(client: ClientLike, packet: { messageId?: number }): Promise<StoredPacket> {
@@ -363,7 +395,7 @@ export class FilePersistence {
   incomingDelPacket(client: ClientLike, packet: { messageId?: number }): Promise<void> {
     const mid = packet.messageId
     if (mid === undefined || !this.#state.client(client.id)?.incoming?.has(mid)) return Promise.reject(NO_SUCH_PACKET)
-    return this.#write({ t: RecordType.IN_DEL, clientId: client.id, messageId: mid })
+    return this.#tolerate(this.#write({ t: RecordType.IN_DEL, clientId: client.id, messageId: mid }))
   }
 
   /** Whether anything is kept under this client identifier: a session, its QoS 2 state, a will. */
@@ -389,7 +421,7 @@ export class FilePersistence {
     const h = this.#state.wills.get(client.id)
     if (!h) return Promise.resolve(undefined)
     const will = willView(h.packet)
-    return this.#write({ t: RecordType.WILL_DEL, clientId: client.id }).then(() => will)
+    return this.#tolerate(this.#write({ t: RecordType.WILL_DEL, clientId: client.id })).then(() => will)
   }
 
   /** Wills held for brokers not in `brokers` (after a crash: all of them, aedes publishes them). */
@@ -546,6 +578,29 @@ export class FilePersistence {
       return Promise.reject(err)
     }
     return this.#log.written()
+  }
+
+  /** As #write; when the write fails (the change is refused), `undo` takes it back in memory. */
+  #kept(rec: StateRecord, undo: () => void): Promise<void> {
+    return this.#write(rec).catch((err: unknown) => {
+      undo()
+      throw err
+    })
+  }
+
+  /**
+   * A change that only records progress (a delivery acknowledged, a packet identifier, a session
+   * or will ended): when it cannot be written, nothing a client was promised is lost (at worst a
+   * message is delivered again after a restart), so the client is not refused for it; memory has
+   * it, the failure is reported, and the rewrite that ends the episode puts it on disk.
+   */
+  #tolerate(written: Promise<void>): Promise<void> {
+    return written.catch(() => {})
+  }
+
+  /** Why changes are refused now (the disk is full or failing), or null while they are kept. */
+  get failure(): EdgebusError | null {
+    return this.#log.failure
   }
 }
 

@@ -1,4 +1,23 @@
 import { ByteReader, DecodeError, readValue, writeValue, type ByteSink } from './codec.ts'
+import { FRAME_HEADER_BYTES, sealFrame, type FrameFormat } from '../storage/frame.ts'
+
+/** The state log's file header and frames (storage/frame.ts; FORMAT.md). */
+export const STATE_FILE_HEADER = Buffer.from('edgebus-mqtt-v1\n', 'latin1')
+/** No record is larger (a retained message or queued packet is bounded by the packet size limit). */
+export const STATE_FRAMES: FrameFormat = { magic0: 0xeb, magic1: 0x51, maxBody: 512 * 1024 * 1024 }
+
+/** Reserves a frame header in the sink; returns where the frame starts. */
+export function beginFrame(s: ByteSink): number {
+  s.ensure(FRAME_HEADER_BYTES)
+  const at = s.pos
+  s.pos += FRAME_HEADER_BYTES
+  return at
+}
+
+/** Fills in the header of the frame begun at `at` (its body ends at s.pos); returns the frame's size. */
+export function endFrame(s: ByteSink, at: number): number {
+  return sealFrame(s.buf, at, s.pos, STATE_FRAMES)
+}
 
 /**
  * The records of the MQTT state log (FORMAT.md, "Records"). Every change of the state is one

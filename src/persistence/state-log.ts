@@ -2,10 +2,11 @@ import * as fs from 'node:fs'
 import { join, resolve } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
 import { ByteSink } from './codec.ts'
-import { beginFrame, endFrame, FILE_HEADER, scanFrames } from './frame.ts'
-import { readRecord, writeRecord, type StateRecord } from './records.ts'
+import { frameEnd, scanFrames } from '../storage/frame.ts'
+import { beginFrame, endFrame, readRecord, STATE_FILE_HEADER as FILE_HEADER, STATE_FRAMES, writeRecord, type StateRecord } from './records.ts'
 import type { MqttState } from './state.ts'
 import { syncDirSync } from '../core/fsync.ts'
+import { DirLock } from '../storage/dir-lock.ts'
 
 /**
  * The MQTT state on disk: one append-only log of CRC-framed records (FORMAT.md) in a directory,
@@ -25,15 +26,22 @@ import { syncDirSync } from '../core/fsync.ts'
  * n+1 (`.tmp`), which is synced, renamed into place and its directory synced; then generation n is
  * deleted. Batches written meanwhile go to both files, so neither a crash nor a power cut at any
  * point loses more than the sync interval: before the rename, generation n is whole; after it,
- * n+1 is. On open, the highest generation wins and leftovers are removed.
+ * n+1 is. On open, the newest generation holding records wins and older leftovers are removed.
  *
  * Recovery never refuses to start: a torn tail (a record cut short by a crash or power cut) is cut
  * back to the last whole record; a damaged record with whole records after it is skipped, logged
  * (EPERSIST_CORRUPT), and the state is compacted at once so the damage leaves the disk.
  *
- * Failure. A failed write or sync does not fail the broker: the state in memory stays right, the
- * error is logged (EPERSIST_IO), and a compaction — rewriting the whole state — is retried every
- * few seconds until one succeeds, which heals the disk copy.
+ * Failure. A failed write (a full disk: EPERSIST_FULL; else EPERSIST_IO) rejects its batch: the
+ * callers refuse what they were asked to keep (file-persistence.ts takes the change back, the
+ * broker answers with a reason code), so nothing acknowledged is missing from the file. The file is
+ * cut back to its last whole batch; later batches are written as usual and resolve when they make
+ * it (space came back). A failed sync cannot be taken back (its batches were answered); either way
+ * the log reports `failure` (healthz) and a compaction — rewriting the whole state — is retried
+ * every few seconds until one succeeds, which heals the disk copy. Logged once per episode.
+ *
+ * On open the generation is chosen by content (chooseGeneration): a stray newer file never costs
+ * the good one.
  */
 
 export interface PersistenceLog {
@@ -71,6 +79,8 @@ export interface LoadReport {
   undecodable: number
   /** Bytes of a torn tail cut off. */
   tornBytes: number
+  /** Generations not used (unreadable, or newer than the chosen one but holding no record), and where they went. */
+  setAside: Array<{ file: string; renamedTo: string; bytes: number; reason: string }>
   ms: number
 }
 
@@ -82,7 +92,10 @@ export interface StateLogStats {
   /** Bytes a snapshot of the live state takes (estimate). */
   liveBytes: number
   compactions: number
+  /** Failed writes and syncs (each refused the changes of one batch). */
   ioErrors: number
+  /** False from a failed write or sync until a rewrite of the state succeeds. */
+  writable: boolean
 }
 
 const FILE_RE = /^state-(\d{8,})\.log$/
@@ -90,7 +103,7 @@ const TMP_RE = /^state-(\d{8,})\.log\.tmp$/
 const SNAPSHOT_CHUNK = 1024 * 1024
 const silentLog: PersistenceLog = { info() {}, warn() {}, error() {} }
 const RESOLVED: Promise<void> = Promise.resolve()
-const openDirs = new Set<string>()
+const STATE_LOCK = { file: 'LOCK', code: 'EPERSIST_LOCKED', what: 'MQTT state' } as const
 
 function fileName(gen: number): string {
   return `state-${String(gen).padStart(8, '0')}.log`
@@ -99,26 +112,31 @@ function fileName(gen: number): string {
 export function persistIoError(err: unknown, op: string, path: string): EdgebusError {
   if (err instanceof EdgebusError) return err
   const e = err as NodeJS.ErrnoException | null
-  return new EdgebusError('EPERSIST_IO', `MQTT state ${op} failed on ${path}: ${e?.message ?? String(err)}`, { op, path, errno: e?.code ?? 'EUNKNOWN' })
+  const full = e?.code === 'ENOSPC' || e?.code === 'EDQUOT'
+  return new EdgebusError(full ? 'EPERSIST_FULL' : 'EPERSIST_IO', `MQTT state ${op} failed on ${path}: ${e?.message ?? String(err)}`, { op, path, errno: e?.code ?? 'EUNKNOWN' })
 }
 
 class Batch {
   resolve!: () => void
-  readonly promise = new Promise<void>((r) => { this.resolve = r })
+  reject!: (err: Error) => void
+  readonly promise = new Promise<void>((resolve, reject) => { this.resolve = resolve; this.reject = reject })
+  constructor() {
+    this.promise.catch(() => {}) // a caller that ignores the answer must not crash the process
+  }
 }
 
 export class StateLog {
   readonly dir: string
   readonly state: MqttState
   readonly loaded: LoadReport
-  readonly stats: StateLogStats = { fileBytes: 0, appendedBytes: 0, liveBytes: 0, compactions: 0, ioErrors: 0 }
+  readonly stats: StateLogStats = { fileBytes: 0, appendedBytes: 0, liveBytes: 0, compactions: 0, ioErrors: 0, writable: true }
   readonly #log: PersistenceLog
   readonly #ops: StateFileOps
   readonly #syncIntervalMs: number
   readonly #compactMinBytes: number
   readonly #compactRatio: number
   readonly #retryMs: number
-  #lockPath: string
+  readonly #lock: DirLock
   #gen: number
   #path: string
   #fd: number
@@ -138,9 +156,10 @@ export class StateLog {
   /** During a compaction: the next generation, which gets every batch too. */
   #shadow: { fd: number; size: number; failed: unknown } | null = null
   #failing = false
+  #failure: EdgebusError | null = null
   #closing: Promise<void> | null = null
 
-  private constructor(dir: string, state: MqttState, opts: StateLogOptions, lockPath: string, gen: number, name: string, fd: number, size: number, loaded: LoadReport) {
+  private constructor(dir: string, state: MqttState, opts: StateLogOptions, lock: DirLock, gen: number, name: string, fd: number, size: number, loaded: LoadReport) {
     this.dir = dir
     this.state = state
     this.loaded = loaded
@@ -153,7 +172,7 @@ export class StateLog {
     this.#compactMinBytes = opts.compactMinBytes ?? 1024 * 1024
     this.#compactRatio = opts.compactRatio ?? 2
     this.#retryMs = opts.retryMs ?? 5000
-    this.#lockPath = lockPath
+    this.#lock = lock
     this.#gen = gen
     this.#path = join(dir, name)
     this.#fd = fd
@@ -172,38 +191,18 @@ export class StateLog {
     } catch (err) {
       throw persistIoError(err, 'mkdir', dir)
     }
-    if (openDirs.has(dir)) throw new EdgebusError('EPERSIST_LOCKED', `the MQTT state in ${dir} is already open in this process`, { dir })
-    const lockPath = acquireLock(dir)
-    openDirs.add(dir)
+    const lock = DirLock.acquire(dir, STATE_LOCK)
     try {
       const started = Date.now()
-      let gen = 0
-      let current: string | null = null
       const names = fs.readdirSync(dir)
-      for (const name of names) {
-        const m = FILE_RE.exec(name)
-        if (m && Number(m[1]) > gen) {
-          gen = Number(m[1])
-          current = name
-        }
-      }
-      const loaded: LoadReport = { file: null, bytes: 0, records: 0, corrupt: [], undecodable: 0, tornBytes: 0, ms: 0 }
-      let buf: Buffer | null = null
-      if (current !== null) {
-        try {
-          buf = fs.readFileSync(join(dir, current))
-        } catch (err) {
-          // unreadable (a bad sector): set it aside for a person to look at, and start empty
-          const e = persistIoError(err, 'read', join(dir, current))
-          log.error({ file: join(dir, current), code: e.code, errno: e.detail.errno, err: e.message },
-            'MQTT state file cannot be read: renamed it *.damaged and starting without retained messages and sessions')
-          fs.renameSync(join(dir, current), join(dir, current + '.damaged'))
-          gen++
-          current = null
-        }
-      }
+      const loaded: LoadReport = { file: null, bytes: 0, records: 0, corrupt: [], undecodable: 0, tornBytes: 0, setAside: [], ms: 0 }
+      const chosen = chooseGeneration(dir, names, log, loaded)
+      let gen = chosen.gen
+      let current = chosen.name
+      const buf = chosen.buf
       let fd: number
       let size: number
+      let noHeader: unknown = null
       if (current !== null && buf !== null) {
         const path = join(dir, current)
         loaded.file = path
@@ -214,7 +213,7 @@ export class StateLog {
           loaded.corrupt.push({ at: 0, bytes: Math.min(FILE_HEADER.length, buf.length) })
         }
         const start = Math.min(FILE_HEADER.length, buf.length)
-        const scan = scanFrames(buf, start, buf.length, (bodyStart, bodyEnd, at) => {
+        const scan = scanFrames(buf, start, buf.length, STATE_FRAMES, (bodyStart, bodyEnd, at) => {
           let rec: StateRecord
           try {
             rec = readRecord(buf, bodyStart, bodyEnd)
@@ -250,10 +249,17 @@ export class StateLog {
         current = fileName(gen)
         const path = join(dir, current)
         fd = fs.openSync(path, 'w+')
-        fs.writeSync(fd, FILE_HEADER, 0, FILE_HEADER.length, 0)
-        fs.fsyncSync(fd)
-        syncDirSync(dir)
-        size = FILE_HEADER.length
+        size = 0
+        try {
+          fs.writeSync(fd, FILE_HEADER, 0, FILE_HEADER.length, 0)
+          fs.fsyncSync(fd)
+          syncDirSync(dir)
+          size = FILE_HEADER.length
+        } catch (err) {
+          // a full disk must not keep the server from starting: the header goes with the first write that fits
+          noHeader = err
+          try { fs.ftruncateSync(fd, 0) } catch { /* written over from position 0 */ }
+        }
       }
       // leftovers: older generations (a compaction finished but did not delete them) and unfinished ones
       for (const name of names) {
@@ -261,13 +267,13 @@ export class StateLog {
         if (m && name !== current) fs.rmSync(join(dir, name), { force: true })
       }
       loaded.ms = Date.now() - started
-      const sl = new StateLog(dir, state, opts, lockPath, gen, current, fd, size, loaded)
+      const sl = new StateLog(dir, state, opts, lock, gen, current, fd, size, loaded)
+      if (noHeader !== null) sl.#ioFailure(noHeader, 'create', sl.#path)
       sl.stats.liveBytes = state.liveBytes
       sl.#maybeCompact()
       return sl
     } catch (err) {
-      openDirs.delete(dir)
-      fs.rmSync(lockPath, { force: true })
+      lock.release()
       throw persistIoError(err, 'open', dir)
     }
   }
@@ -292,7 +298,10 @@ export class StateLog {
     }
   }
 
-  /** Resolves once everything appended so far is written to the OS (not necessarily synced). */
+  /**
+   * Resolves once everything appended so far is written to the OS (not necessarily synced);
+   * rejects (EPERSIST_FULL, EPERSIST_IO) when that write failed: the change is not kept.
+   */
   written(): Promise<void> {
     if (!this.#flushScheduled) return RESOLVED
     return (this.#batch ??= new Batch()).promise
@@ -309,15 +318,25 @@ export class StateLog {
     const batch = this.#batch
     this.#batch = null
     const sink = this.#sink
+    let failed: EdgebusError | null = null
     if (sink.pos > 0) {
       const n = sink.pos
       try {
+        if (this.#size === 0) {
+          // created on a full disk (open): the header first
+          writeAll(this.#ops, this.#fd, FILE_HEADER, FILE_HEADER.length, 0)
+          this.#size = FILE_HEADER.length
+        }
         writeAll(this.#ops, this.#fd, sink.buf, n, this.#size)
         this.#size += n
         this.#dirty = true
         this.stats.appendedBytes += n
       } catch (err) {
-        this.#ioFailure(err, 'write', this.#path)
+        failed = persistIoError(err, 'write', this.#path)
+        // what a short write left must not stay: a later batch written over part of it would leave
+        // whole records of this refused one after it (cutting a file back needs no space)
+        try { fs.ftruncateSync(this.#fd, this.#size) } catch { /* the scan on open cuts it */ }
+        this.#ioFailure(failed, 'write', this.#path)
       }
       const shadow = this.#shadow
       if (shadow && shadow.failed === undefined) {
@@ -332,7 +351,8 @@ export class StateLog {
     }
     this.stats.fileBytes = this.#size
     this.stats.liveBytes = this.state.liveBytes
-    batch?.resolve()
+    if (failed === null) batch?.resolve()
+    else batch?.reject(failed)
     this.#scheduleSync()
     this.#maybeCompact()
   }
@@ -365,12 +385,20 @@ export class StateLog {
   #ioFailure(err: unknown, op: string, path: string): void {
     this.stats.ioErrors++
     this.#mustCompact = true
+    const e = persistIoError(err, op, path)
+    this.#failure = e
+    this.stats.writable = false
     if (!this.#failing) {
+      // once per episode: the changes refused meanwhile are counted in stats.ioErrors
       this.#failing = true
-      const e = persistIoError(err, op, path)
       this.#log.error({ code: e.code, errno: e.detail.errno, op, file: path, err: e.message },
-        'MQTT state could not be written: serving from memory, rewriting the state file every few seconds until it works')
+        'MQTT state could not be written: changes are refused (not acknowledged) until it works again; the state file is rewritten every few seconds')
     }
+  }
+
+  /** Why the state cannot be written now (the last failure), or null while it can. */
+  get failure(): EdgebusError | null {
+    return this.#failing ? this.#failure : null
   }
 
   #maybeCompact(): void {
@@ -452,7 +480,8 @@ export class StateLog {
       this.#mustCompact = false
       if (this.#failing) {
         this.#failing = false
-        this.#log.info({ file: finalPath }, 'MQTT state file rewritten: writing to disk works again')
+        this.stats.writable = true
+        this.#log.info({ file: finalPath, refused: this.stats.ioErrors }, 'MQTT state file rewritten: writing to disk works again')
       }
       this.#log.info({ file: finalPath, before, after: this.#size, ms: Date.now() - started }, 'MQTT state compacted')
     } catch (err) {
@@ -483,6 +512,11 @@ export class StateLog {
       // a running compaction finishes first (it switches files)
       while (this.#compaction) await this.#compaction
       if (this.#flushScheduled) this.#flush()
+      if (this.#failing) {
+        // one last rewrite: it puts on disk what failed writes missed (deliveries acknowledged, sessions ended)
+        this.#compacting = true
+        await this.#compact()
+      }
       if (this.#syncTimer) clearTimeout(this.#syncTimer)
       this.#syncTimer = null
       if (this.#syncing) await this.#syncing
@@ -491,9 +525,12 @@ export class StateLog {
       } catch (err) {
         this.#ioFailure(err, 'sync', this.#path)
       }
+      if (this.#failing) {
+        this.#log.warn({ code: this.#failure?.code, file: this.#path, refused: this.stats.ioErrors },
+          'MQTT state closed while it cannot be written: nothing acknowledged is missing, but progress since the failure (deliveries acknowledged, sessions ended) is; some messages may be delivered again after the restart')
+      }
       fs.closeSync(this.#fd)
-      openDirs.delete(this.dir)
-      fs.rmSync(this.#lockPath, { force: true })
+      this.#lock.release()
     })()
     return this.#closing
   }
@@ -523,60 +560,61 @@ async function syncDirAsync(dir: string): Promise<void> {
 }
 
 /**
- * A LOCK file with our pid and the kernel's boot id: a second edgebus on the same data directory
- * would corrupt it. A lock is stale when its process is gone, or when it is from an earlier boot
- * (after a power cut, its pid may belong to some other program now).
+ * Which generation holds the state: chosen by content, not by name. The newest one holding a
+ * valid record wins; without any, the newest with a valid header (an empty state). A newer file
+ * that holds no record (empty, header only, zeros: a stray copy, a file system repair) cannot be
+ * the result of a compaction, whose snapshot is whole before its rename and whose older generation
+ * then has the same state, so it never costs the good one: it is renamed `*.stray` and logged, as
+ * an unreadable one is renamed `*.damaged`. Older generations than the chosen one are leftovers of
+ * a compaction (removed by the caller).
  */
-function acquireLock(dir: string): string {
-  const path = join(dir, 'LOCK')
-  const bootId = readBootId()
-  for (let attempt = 0; attempt < 3; attempt++) {
+function chooseGeneration(dir: string, names: string[], log: PersistenceLog, loaded: LoadReport): { gen: number; name: string | null; buf: Buffer | null } {
+  const gens = names.map((n) => FILE_RE.exec(n)).filter((m) => m !== null).map((m) => ({ gen: Number(m[1]), name: m[0] })).sort((a, b) => b.gen - a.gen)
+  let empty: { gen: number; name: string; buf: Buffer } | null = null
+  const passed: Array<{ name: string; bytes: number; reason: string }> = []
+  let chosen: { gen: number; name: string | null; buf: Buffer | null } | null = null
+  for (const g of gens) {
+    const path = join(dir, g.name)
+    let buf: Buffer
     try {
-      const fd = fs.openSync(path, 'wx')
-      fs.writeSync(fd, `${process.pid} ${bootId}\n`)
-      fs.closeSync(fd)
-      return path
+      buf = fs.readFileSync(path)
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw persistIoError(err, 'lock', path)
+      // unreadable (a bad sector): set it aside for a person to look at, and try the older ones
+      const e = persistIoError(err, 'read', path)
+      setAside(dir, g.name, '.damaged', 0, `cannot be read: ${e.detail.errno}`, log, loaded)
+      continue
     }
-    let pid = NaN
-    let boot = ''
-    try {
-      const [p, b] = fs.readFileSync(path, 'utf8').trim().split(/\s+/)
-      pid = Number(p)
-      boot = b ?? ''
-    } catch { /* removed meanwhile */ }
-    const sameBoot = boot === '' || bootId === '' || boot === bootId
-    if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && sameBoot && processAlive(pid)) {
-      throw new EdgebusError('EPERSIST_LOCKED',
-        `another edgebus (pid ${pid}) uses the MQTT state in ${dir}: stop it, or give this one another data directory (dataDir, --data-dir)`,
-        { dir, pid })
+    const headerOk = buf.length >= FILE_HEADER.length && buf.subarray(0, FILE_HEADER.length).equals(FILE_HEADER)
+    const from = Math.min(FILE_HEADER.length, buf.length)
+    const hasRecord = frameEnd(buf, from, buf.length, STATE_FRAMES) !== -1 || scanFrames(buf, from, buf.length, STATE_FRAMES, () => {}).frames > 0
+    if (hasRecord) {
+      chosen = { gen: g.gen, name: g.name, buf }
+      break
     }
-    // left by a process that is gone (a crash or SIGKILL)
-    fs.rmSync(path, { force: true })
+    if (headerOk && empty === null) empty = { gen: g.gen, name: g.name, buf }
+    else passed.push({ name: g.name, bytes: buf.length, reason: buf.length === 0 ? 'empty' : headerOk ? 'holds no record' : 'no valid header and no record' })
   }
-  throw new EdgebusError('EPERSIST_LOCKED', `cannot take the lock ${path}`, { dir })
+  if (chosen === null && empty !== null) chosen = empty
+  else if (empty !== null) passed.push({ name: empty.name, bytes: empty.buf.length, reason: 'holds no record' })
+  const gen = chosen?.gen ?? 0
+  for (const p of passed) {
+    // newer than the chosen one: kept aside (never deleted); older ones are compaction leftovers
+    if (Number(FILE_RE.exec(p.name)?.[1]) > gen) setAside(dir, p.name, '.stray', p.bytes, p.reason, log, loaded)
+  }
+  // nothing usable: a new generation after every one seen
+  return chosen ?? { gen: (gens[0]?.gen ?? 0) + 1, name: null, buf: null }
 }
 
-function readBootId(): string {
+function setAside(dir: string, name: string, suffix: string, bytes: number, reason: string, log: PersistenceLog, loaded: LoadReport): void {
+  let renamedTo = name + suffix
+  for (let n = 1; fs.existsSync(join(dir, renamedTo)); n++) renamedTo = `${name}${suffix}.${n}`
   try {
-    return fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
-  } catch {
-    return ''
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
+    fs.renameSync(join(dir, name), join(dir, renamedTo))
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
+    log.error({ file: join(dir, name), code: 'EPERSIST_IO', err: (err as Error).message }, 'MQTT state: could not set a file aside')
+    return
   }
-  // a killed process nobody has reaped yet (a zombie) still answers signal 0
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
-  } catch {
-    return true
-  }
+  loaded.setAside.push({ file: join(dir, name), renamedTo: join(dir, renamedTo), bytes, reason })
+  log.warn({ file: join(dir, name), renamedTo: join(dir, renamedTo), bytes, at: 0, reason, code: 'EPERSIST_CORRUPT' },
+    `MQTT state file not used (${reason}): set aside, the state is read from an older generation if there is one`)
 }

@@ -71,6 +71,16 @@ export class StreamConsumers {
     return c
   }
 
+  /** Consumers whose state file cannot be written now, with the reason. */
+  failures(): Array<{ consumer: string; code: string; message: string }> {
+    const out: Array<{ consumer: string; code: string; message: string }> = []
+    for (const [name, o] of this.#open) {
+      const f = o.consumer.stateFailure
+      if (f !== null) out.push({ consumer: name, code: f.code, message: f.message })
+    }
+    return out
+  }
+
   list(): Array<Record<string, unknown>> {
     return [...this.#open.values()].map((o) => ({ ...o.consumer.info() }))
   }

@@ -1,7 +1,8 @@
 import * as fs from 'node:fs'
 import { dirname } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
-import { crc32c } from './crc32c.ts'
+import { LogLimiter } from '../core/log-limiter.ts'
+import { FRAME_HEADER_BYTES as FRAME_HEADER, frameEnd, scanFrames, sealFrame, type FrameFormat } from '../storage/frame.ts'
 import type { JournalLog } from './journal.ts'
 import { syncDirSync } from '../core/fsync.ts'
 
@@ -104,10 +105,8 @@ export interface StateLoadReport {
 }
 
 const HEADER = Buffer.from('edgebus-consumer1\n', 'latin1')
-const MAGIC0 = 0xec
-const MAGIC1 = 0xc5
-const FRAME_HEADER = 10
-const MAX_BODY = 256 << 20
+/** The frames of a consumer state file (storage/frame.ts). */
+const FRAMES: FrameFormat = { magic0: 0xec, magic1: 0xc5, maxBody: 256 << 20 }
 const T_SNAPSHOT = 1
 const T_DELIVER = 2
 const T_DONE = 3
@@ -147,8 +146,6 @@ class FrameWriter {
   begin(bodyLen: number): number {
     this.reserve(FRAME_HEADER + bodyLen)
     const at = this.len
-    this.buf[at] = MAGIC0
-    this.buf[at + 1] = MAGIC1
     this.buf.writeUInt32LE(bodyLen, at + 2)
     this.len += FRAME_HEADER + bodyLen
     return at + FRAME_HEADER
@@ -157,19 +154,8 @@ class FrameWriter {
   /** Seals the frame whose body starts at `body` (its CRC covers the length field and the body). */
   end(body: number): void {
     const at = body - FRAME_HEADER
-    const bodyLen = this.buf.readUInt32LE(at + 2)
-    const crc = crc32c(this.buf, body, body + bodyLen, crc32c(this.buf, at + 2, at + 6))
-    this.buf.writeUInt32LE(crc, at + 6)
+    sealFrame(this.buf, at, body + this.buf.readUInt32LE(at + 2), FRAMES)
   }
-}
-
-/** The end of the valid frame at `pos`, or -1. */
-function frameEnd(buf: Buffer, pos: number, end: number): number {
-  if (end - pos < FRAME_HEADER + 1 || buf[pos] !== MAGIC0 || buf[pos + 1] !== MAGIC1) return -1
-  const len = buf.readUInt32LE(pos + 2)
-  if (len === 0 || len > MAX_BODY || len > end - pos - FRAME_HEADER) return -1
-  const bodyEnd = pos + FRAME_HEADER + len
-  return crc32c(buf, pos + FRAME_HEADER, bodyEnd, crc32c(buf, pos + 2, pos + 6)) === buf.readUInt32LE(pos + 6) ? bodyEnd : -1
 }
 
 interface SnapshotJson {
@@ -260,6 +246,8 @@ export class ConsumerStateFile {
   readonly path: string
   readonly #dir: string
   readonly #log: JournalLog | null
+  /** Failures repeat (a full disk fails every write and every retry): one line per cause per 10 s, with the count. */
+  readonly #failures: LogLimiter | null
   readonly #syncInterval: number
   readonly #compactMin: number
   readonly #compactRatio: number
@@ -277,6 +265,8 @@ export class ConsumerStateFile {
   #tail: Buffer[] | null = null
   #compaction: Promise<void> | null = null
   #needsRewrite = false
+  /** The last write, sync or rewrite failure, until a rewrite succeeds. */
+  #failure: EdgebusError | null = null
   #retryTimer: NodeJS.Timeout | null = null
   readonly #ops: StateFileOps
   #closed = false
@@ -291,6 +281,7 @@ export class ConsumerStateFile {
     this.path = path
     this.#dir = dirname(path)
     this.#log = opts.log ?? null
+    this.#failures = this.#log !== null ? new LogLimiter(this.#log) : null
     this.#syncInterval = opts.syncIntervalMs ?? 100
     this.#compactMin = opts.compactMinBytes ?? 256 * 1024
     this.#compactRatio = opts.compactRatio ?? 4
@@ -341,35 +332,25 @@ export class ConsumerStateFile {
   #replay(buf: Buffer, report: StateLoadReport): PersistedState | null {
     if (buf.length < HEADER.length || !buf.subarray(0, HEADER.length).equals(HEADER)) return null
     let pos = HEADER.length
-    const first = frameEnd(buf, pos, buf.length)
+    const first = frameEnd(buf, pos, buf.length, FRAMES)
     if (first < 0 || buf[pos + FRAME_HEADER] !== T_SNAPSHOT) return null
     const state = decodeSnapshot(buf, pos + FRAME_HEADER + 1, first)
     if (state === null) return null
     this.#snapshotBytes = first - pos
     report.records = 1
     pos = first
-    let validEnd = pos
-    while (pos < buf.length) {
-      const end = frameEnd(buf, pos, buf.length)
-      if (end >= 0) {
-        const body = pos + FRAME_HEADER
-        if (buf[body] === T_SNAPSHOT) {
-          const s = decodeSnapshot(buf, body + 1, end)
-          if (s !== null) { state.cursor = s.cursor; state.entries = s.entries; state.counters = s.counters }
-        } else if (!applyRecord(state, buf, body, end)) {
-          report.corrupt.push({ at: pos, bytes: end - pos })
-        }
-        report.records++
-        pos = validEnd = end
-        continue
+    const scan = scanFrames(buf, pos, buf.length, FRAMES, (body, end, at) => {
+      if (buf[body] === T_SNAPSHOT) {
+        const s = decodeSnapshot(buf, body + 1, end)
+        if (s !== null) { state.cursor = s.cursor; state.entries = s.entries; state.counters = s.counters }
+      } else if (!applyRecord(state, buf, body, end)) {
+        report.corrupt.push({ at, bytes: end - at })
       }
-      // not a frame here: damage followed by whole records, or a torn tail
-      let next = pos + 1
-      while (next < buf.length && (buf[next] !== MAGIC0 || frameEnd(buf, next, buf.length) < 0)) next++
-      if (next >= buf.length) break
-      report.corrupt.push({ at: pos, bytes: next - pos })
-      pos = next
-    }
+      report.records++
+    })
+    report.corrupt.push(...scan.corrupt)
+    report.corrupt.sort((a, b) => a.at - b.at) // in file order: damaged stretches and records that did not apply
+    const validEnd = scan.validEnd
     report.tornBytes = buf.length - validEnd
     this.#size = validEnd
     if (report.corrupt.length > 0) {
@@ -474,8 +455,8 @@ export class ConsumerStateFile {
       writeAllSync(this.#fd, w.buf, len, this.#size, this.#ops)
     } catch (err) {
       try { fs.ftruncateSync(this.#fd, this.#size) } catch { /* the rewrite replaces the file */ }
-      this.#log?.error({ code: 'ECONSUMER_IO', path: this.path, err: String(err) }, 'consumer state write failed; the state will be rewritten')
-      this.#failed()
+      this.#failures?.error(`ECONSUMER_IO:write:${this.path}`, { code: 'ECONSUMER_IO', path: this.path, err: String(err) }, 'consumer state write failed; the state will be rewritten')
+      this.#failed(err)
       return
     }
     this.#size += len
@@ -521,8 +502,8 @@ export class ConsumerStateFile {
         finished = true
         this.#syncing = null
         if (err) {
-          this.#log?.error({ code: 'ECONSUMER_IO', path: this.path, err: String(err) }, 'consumer state sync failed; the state will be rewritten')
-          this.#failed()
+          this.#failures?.error(`ECONSUMER_IO:sync:${this.path}`, { code: 'ECONSUMER_IO', path: this.path, err: String(err) }, 'consumer state sync failed; the state will be rewritten')
+          this.#failed(err)
         }
         if (this.#unsynced) this.#scheduleSync()
         resolve()
@@ -532,8 +513,14 @@ export class ConsumerStateFile {
     return syncing
   }
 
+  /** Why the state cannot be written now, or null while it can (acknowledgements are then only in memory). */
+  get failure(): EdgebusError | null {
+    return this.#needsRewrite ? this.#failure : null
+  }
+
   /** A write or sync failed: rewrite the whole state now, and every second until it works. */
-  #failed(): void {
+  #failed(err?: unknown): void {
+    if (err !== undefined) this.#failure = ioError(err, 'write', this.path)
     this.#needsRewrite = true
     if (this.#compaction === null && this.#retryTimer === null) this.#repair()
   }
@@ -543,7 +530,8 @@ export class ConsumerStateFile {
       this.rewriteSync()
       this.#log?.info({ path: this.path }, 'consumer state rewritten after a failure')
     } catch (err) {
-      this.#log?.error({ code: 'ECONSUMER_IO', path: this.path, err: String(err) }, 'consumer state rewrite failed; retrying in 1 s')
+      this.#failure = err instanceof EdgebusError ? err : ioError(err, 'rewrite', this.path)
+      this.#failures?.error(`ECONSUMER_IO:rewrite:${this.path}`, { code: 'ECONSUMER_IO', path: this.path, err: String(err) }, 'consumer state rewrite failed; retrying in 1 s')
       if (this.#closing) return
       this.#retryTimer = setTimeout(() => {
         this.#retryTimer = null
@@ -566,7 +554,7 @@ export class ConsumerStateFile {
     let fd = -1
     try {
       fd = fs.openSync(tmp, 'w')
-      writeAllSync(fd, w.buf, w.len, 0)
+      writeAllSync(fd, w.buf, w.len, 0, this.#ops)
       fs.fdatasyncSync(fd)
       fs.renameSync(tmp, this.path)
       syncDirSync(this.#dir)

@@ -863,6 +863,11 @@ export class Consumer {
     return n
   }
 
+  /** Why its state file cannot be written now (acknowledgements are then kept in memory only), or null. */
+  get stateFailure(): EdgebusError | null {
+    return this.#store?.failure ?? null
+  }
+
   info(): ConsumerInfo {
     let outstanding = 0
     let redelivered = 0

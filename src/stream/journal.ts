@@ -2,14 +2,16 @@ import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import { join } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
+import { LogLimiter } from '../core/log-limiter.ts'
 import { DuplicateWindow } from './dedupe.ts'
-import { DirLock } from './dir-lock.ts'
+import { DirLock } from '../storage/dir-lock.ts'
 import {
   claimedFrameLength, decodeRecord, decodeRecordInto, encodeRecord, frameCrcMatches, frameIsSupported, frameMsgId, frameSeq, frameSubject, frameTimestamp, maxEncodedSize,
   RECORD_MIN_BYTES, RecordView, type RecordInput, type StoredRecord,
 } from './record.ts'
 import { dropReason, refuseAppend, resolveLimits, worthCompacting, type RetentionDrops, type RetentionLimits, type StreamUsage } from './retention.ts'
 import { FrameCursor, JournalSegment, journalIoError, nodeFileOps, parseSegmentFileName, segmentFileName, Step, syncDirectory, type JournalFileOps } from './segment.ts'
+import { syncDirSync } from '../core/fsync.ts'
 import { SequenceIndex } from './seq-index.ts'
 import { SubjectTracker } from './subject-tracker.ts'
 
@@ -126,6 +128,7 @@ export interface RecoveryReport {
 }
 
 const META_FILE = 'journal.meta'
+const JOURNAL_LOCK = { file: 'journal.lock', code: 'EJOURNAL_LOCKED', what: 'journal' } as const
 const META_FORMAT = 1
 const HEAD_CHUNK_BYTES = 64 * 1024
 const COMPACT_CHUNK_BYTES = 1 << 20
@@ -140,8 +143,56 @@ class SegmentEntry {
   dead = 0
   deadBytes = 0
   removed = false
+  /** Its counts came from its index file, not from reading its records (see Journal.#recount). */
+  unverified = false
   constructor(public file: JournalSegment, public index: SequenceIndex) {}
   get baseSeq(): number { return this.file.baseSeq }
+}
+
+/**
+ * Reads a segment trusted by its index, a chunk per step, for the sequences it cannot serve:
+ * within a segment without maxMsgsPerSubject the sequences are consecutive, so they are the gaps
+ * between valid frames (up to the last sequence the index holds).
+ */
+class SegmentAudit {
+  readonly cur: FrameCursor
+  /** Sequences that fail their check, as [from, to] ranges, and the bytes they take. */
+  readonly gaps: Array<[number, number]> = []
+  badBytes = 0
+  #prev: number
+  readonly #lastSeq: number
+
+  constructor(readonly entry: SegmentEntry) {
+    this.cur = new FrameCursor(entry.file, 0, entry.baseSeq - 1, COMPACT_CHUNK_BYTES, false, entry.file.readableEnd)
+    this.#prev = entry.baseSeq - 1
+    this.#lastSeq = entry.index.records > 0 ? entry.index.lastSeq : entry.baseSeq - 1
+  }
+
+  /** Checks what the cursor holds; false when it needs the next chunk read (cur.fill), true at the end. `onSpan` is told of each damaged stretch. */
+  step(onSpan: (cur: FrameCursor) => void): boolean {
+    const cur = this.cur
+    for (;;) {
+      const step = cur.step()
+      if (step === Step.need) return false
+      if (step === Step.frame) {
+        this.#gap(cur.frameSeq)
+        this.#prev = cur.frameSeq
+        continue
+      }
+      if (step === Step.corrupt || step === Step.torn) {
+        this.badBytes += cur.badEnd - cur.badStart
+        onSpan(cur)
+        if (step === Step.corrupt) continue
+      }
+      this.#gap(this.#lastSeq + 1)
+      return true
+    }
+  }
+
+  /** The sequences between the last valid frame and `next` are missing. */
+  #gap(next: number): void {
+    if (next > this.#prev + 1) this.gaps.push([this.#prev + 1, next - 1])
+  }
 }
 
 const enum Walked { record, read, end }
@@ -210,7 +261,12 @@ class Batch {
   }
 }
 
-interface Meta { format: number; firstSeq: number; maxMsgsPerSubject: number }
+/**
+ * journal.meta. `lastSeq` (optional: files of older versions lack it) is the high-water mark: the
+ * highest sequence ever handed out as of the write, kept apart from the segments so that a lost
+ * or damaged segment never lets numbering fall back and use a sequence twice.
+ */
+interface Meta { format: number; firstSeq: number; maxMsgsPerSubject: number; lastSeq?: number }
 
 export class Journal {
   readonly dir: string
@@ -223,6 +279,10 @@ export class Journal {
   readonly #ops: JournalFileOps
   readonly #clock: () => number
   readonly #log: JournalLog
+  /** Failed appends (a full disk fails every batch): one line per cause per 10 s, with the count. */
+  readonly #refusals: LogLimiter
+  /** The last failed append, until a batch commits again. */
+  #failure: EdgebusError | null = null
   readonly #window: number
   readonly #maxBatchBytes: number
   readonly #maxBatchRecords: number
@@ -243,6 +303,12 @@ export class Journal {
   #bytes = 0
   /** Explicit removals (removeBefore/purge) hide everything below this; persisted in journal.meta. */
   #floorSeq = 0
+  /** The high-water mark journal.meta holds (see Meta). */
+  #metaLastSeq = 0
+  /** On open: the maxMsgsPerSubject journal.meta had. */
+  #recoveredPerSubject = 0
+  /** On open: records in the segments below journal.meta's firstSeq (logged once). */
+  #hiddenByFloor = { count: 0, from: 0, to: 0 }
 
   // the head: the oldest live record, read through a cursor on the first segment
   #headCur: FrameCursor | null = null
@@ -291,6 +357,7 @@ export class Journal {
     this.#ops = { ...nodeFileOps, ...opts.fileOps }
     this.#clock = opts.clock ?? Date.now
     this.#log = opts.log ?? silentLog
+    this.#refusals = new LogLimiter(this.#log)
     this.#window = positive('batchWindowMs', opts.batchWindowMs ?? 0, true)
     this.#maxBatchBytes = positive('maxBatchBytes', opts.maxBatchBytes ?? 1 << 20)
     this.#maxBatchRecords = this.fsync === 'always' ? 1 : positive('maxBatchRecords', opts.maxBatchRecords ?? 10_000)
@@ -340,6 +407,8 @@ export class Journal {
     return n
   }
   get segmentCount(): number { return this.#segs.length }
+  /** Why appends fail now (EJOURNAL_FULL, EJOURNAL_IO), or null while they work. */
+  get failure(): EdgebusError | null { return this.#broken ?? this.#failure }
   /** Appends accepted but not yet committed. */
   get pending(): number { return this.#pendingCount }
   /** Subjects with live messages, when maxMsgsPerSubject is set (else -1: not tracked). */
@@ -546,6 +615,10 @@ export class Journal {
     }
     this.#pendingCount -= n
     this.#pendingBytes -= b.len
+    if (this.#failure !== null) {
+      this.#log.info({ dir: this.dir, code: this.#failure.code }, 'journal appends work again')
+      this.#failure = null
+    }
     b.resolve()
     for (let i = 0; i < n; i++) b.subjects[i] = '' // drop references to the callers' strings
     if (b.buf.length <= BATCH_KEEP_BYTES && this.#pool.length < 4) this.#pool.push(b)
@@ -585,7 +658,8 @@ export class Journal {
     this.#pendingBytes = 0
     this.#tailBytes = this.#active?.file.size ?? 0
     this.#dedupe?.forgetAbove(this.#lastSeq)
-    this.#log.error({ code: error.code, dir: this.dir, rejected: count, detail: error.detail, broken: this.#broken !== null },
+    this.#failure = error
+    this.#refusals.error(error.code, { code: error.code, dir: this.dir, rejected: count, detail: error.detail, broken: this.#broken !== null },
       `journal append failed: ${error.message}`)
   }
 
@@ -618,6 +692,11 @@ export class Journal {
         const live = tracker === null || tracker.isLive(subject, seq)
         if (seq < this.#floorSeq) {
           if (live) this.#uncount(subject, seq, cur.frameLen)
+          if (!this.#open) {
+            const h = this.#hiddenByFloor
+            if (h.count++ === 0) h.from = seq
+            h.to = seq
+          }
           continue
         }
         if (!live) continue
@@ -934,9 +1013,72 @@ export class Journal {
   #noteCorrupt(entry: SegmentEntry, cur: FrameCursor): void {
     const key = `${entry.baseSeq}:${cur.badStart}`
     if (this.#corruptSeen.has(key)) return
+    this.#noteSpan(entry, cur)
+    this.#recount(entry)
+  }
+
+  /**
+   * A segment whose counts came from its index file turned out to hold a record that fails its
+   * check: read it whole now and stop counting what cannot be served.
+   */
+  #recount(entry: SegmentEntry): void {
+    if (!entry.unverified || this.#tracker !== null) return
+    const audit = new SegmentAudit(entry)
+    while (!audit.step((at) => this.#noteSpan(entry, at))) audit.cur.fill()
+    this.#settleAudit(audit)
+  }
+
+  /**
+   * After open, the segments trusted by their index are read too, a chunk at a time on the thread
+   * pool (no stall), so `messages` soon never counts a record that fails its check, read or not.
+   * With maxMsgsPerSubject the counts came from reading every record already.
+   */
+  #auditTrusted(): void {
+    if (this.#tracker !== null) return
+    const queue = this.#segs.filter((e) => e.unverified)
+    if (queue.length === 0) return
+    const gone = (e: SegmentEntry): boolean => e.removed || e.file.closed || !e.unverified || this.#closing !== null || this.#closed
+    void (async () => {
+      for (const e of queue) {
+        if (gone(e)) continue
+        const audit = new SegmentAudit(e)
+        try {
+          // reads on the thread pool, a chunk at a time: a slow card stalls no one
+          while (!audit.step((at) => this.#noteSpan(e, at))) {
+            await audit.cur.fillAsync()
+            if (gone(e)) break
+          }
+          if (!gone(e)) this.#settleAudit(audit)
+        } catch (err) {
+          // removed meanwhile, or unreadable now (a read of it will say so): the counts stay as the index had them
+          if (!gone(e)) this.#log.warn({ code: 'EJOURNAL_IO', segment: e.file.path, err: String(err) }, 'journal could not check a segment')
+        }
+        if (this.#closing !== null || this.#closed) return
+      }
+    })()
+  }
+
+  #noteSpan(entry: SegmentEntry, cur: FrameCursor): void {
+    const key = `${entry.baseSeq}:${cur.badStart}`
+    if (this.#corruptSeen.has(key)) return
     this.#corruptSeen.add(key)
     this.#log.warn({ code: 'EJOURNAL_CORRUPT', segment: entry.file.path, start: cur.badStart, end: cur.badEnd, afterSeq: cur.lastSeq, claimedSeq: cur.badClaimedSeq },
       'journal skipped a corrupt record')
+  }
+
+  /** The records an audit found unreadable leave the counts (those not below the first sequence by now). */
+  #settleAudit(audit: SegmentAudit): void {
+    const entry = audit.entry
+    if (!entry.unverified) return
+    entry.unverified = false
+    const first = this.firstSeq
+    let missing = 0
+    for (const [from, to] of audit.gaps) if (to >= first) missing += to - Math.max(from, first) + 1
+    if (missing === 0) return
+    this.#messages -= missing
+    this.#bytes = Math.max(0, this.#bytes - audit.badBytes)
+    this.#log.warn({ code: 'EJOURNAL_CORRUPT', segment: entry.file.path, unreadable: missing, messages: this.#messages },
+      'journal no longer counts the records of a segment that fail their check')
   }
 
   // --- compaction (maxMsgsPerSubject) --------------------------------------------------------
@@ -1082,8 +1224,8 @@ export class Journal {
    * the old limits removed before then.
    */
   #noteFirstSeq(): void {
-    if (this.firstSeq <= this.#floorSeq) return
-    this.#floorSeq = this.firstSeq
+    if (this.firstSeq <= this.#floorSeq && this.#lastSeq <= this.#metaLastSeq) return
+    if (this.firstSeq > this.#floorSeq) this.#floorSeq = this.firstSeq
     this.#writeMeta().catch((err: unknown) => {
       this.#log.warn({ code: 'EJOURNAL_IO', dir: this.dir, err: String(err) }, 'journal could not record its first sequence')
     })
@@ -1091,7 +1233,7 @@ export class Journal {
 
   #writeMeta(): Promise<void> {
     const run = this.#metaChain.then(async () => {
-      const meta: Meta = { format: META_FORMAT, firstSeq: Math.max(this.#floorSeq, 0), maxMsgsPerSubject: this.limits.maxMsgsPerSubject }
+      const meta = this.#meta()
       const path = join(this.dir, META_FILE)
       try {
         const fh = await fsp.open(path + '.tmp', 'w')
@@ -1106,9 +1248,35 @@ export class Journal {
       } catch (err) {
         throw journalIoError(err, 'write meta', path)
       }
+      this.#metaLastSeq = Math.max(this.#metaLastSeq, meta.lastSeq ?? 0)
     })
     this.#metaChain = run.catch(noop)
     return run
+  }
+
+  #meta(): Meta {
+    return { format: META_FORMAT, firstSeq: Math.max(this.#floorSeq, 0), maxMsgsPerSubject: this.limits.maxMsgsPerSubject, lastSeq: Math.max(this.#lastSeq, this.#metaLastSeq) }
+  }
+
+  /** journal.meta written and synced now (recovery: before a segment is set aside). */
+  #writeMetaSync(lastSeq: number): void {
+    // the limit the segments were written under stays until recovery has applied it (see #recover)
+    const meta = { ...this.#meta(), maxMsgsPerSubject: this.#recoveredPerSubject, lastSeq: Math.max(lastSeq, this.#metaLastSeq) }
+    const path = join(this.dir, META_FILE)
+    try {
+      const fd = fs.openSync(path + '.tmp', 'w')
+      try {
+        fs.writeFileSync(fd, JSON.stringify(meta) + '\n')
+        fs.fdatasyncSync(fd)
+      } finally {
+        fs.closeSync(fd)
+      }
+      fs.renameSync(path + '.tmp', path)
+      syncDirSync(this.dir)
+    } catch (err) {
+      throw journalIoError(err, 'write meta', path)
+    }
+    this.#metaLastSeq = meta.lastSeq
   }
 
   #readMeta(): Meta | null {
@@ -1122,7 +1290,8 @@ export class Journal {
     }
     try {
       const m = JSON.parse(text) as Partial<Meta>
-      if (m.format === META_FORMAT && Number.isSafeInteger(m.firstSeq) && Number.isSafeInteger(m.maxMsgsPerSubject)) return m as Meta
+      if (m.format === META_FORMAT && Number.isSafeInteger(m.firstSeq) && Number.isSafeInteger(m.maxMsgsPerSubject) &&
+        (m.lastSeq === undefined || Number.isSafeInteger(m.lastSeq))) return m as Meta
     } catch { /* reported below */ }
     this.#log.warn({ code: 'EJOURNAL_CORRUPT', path }, 'journal meta is damaged; ignored (explicitly removed messages may reappear)')
     return null
@@ -1142,7 +1311,7 @@ export class Journal {
     } catch (err) {
       throw journalIoError(err, 'open directory', dir)
     }
-    this.#dirLock = DirLock.acquire(dir)
+    this.#dirLock = DirLock.acquire(dir, JOURNAL_LOCK)
     try {
       names = fs.readdirSync(dir)
     } catch (err) {
@@ -1159,6 +1328,9 @@ export class Journal {
     }
     bases.sort((a, b) => a - b)
     const meta = this.#readMeta()
+    this.#floorSeq = meta?.firstSeq ?? 0
+    this.#metaLastSeq = meta?.lastSeq ?? 0
+    this.#recoveredPerSubject = meta?.maxMsgsPerSubject ?? this.limits.maxMsgsPerSubject
     let afterSeq = 0
     let seqFloor = 0
     for (let k = 0; k < bases.length; k++) {
@@ -1166,15 +1338,19 @@ export class Journal {
       const nextBase = bases[k + 1]
       const entry = this.#recoverSegment(base, afterSeq, nextBase === undefined)
       if (typeof entry === 'string') {
-        seqFloor = Math.max(seqFloor, this.#setAside(base, nextBase, entry))
+        seqFloor = Math.max(seqFloor, this.#setAside(base, nextBase, entry, afterSeq))
         continue
       }
       this.#segs.push(entry)
       if (entry.index.records > 0) afterSeq = entry.index.lastSeq
     }
     this.#active = this.#segs[this.#segs.length - 1] ?? null
-    this.#floorSeq = meta?.firstSeq ?? 0
-    this.#lastSeq = Math.max(afterSeq, seqFloor, this.#floorSeq - 1, (this.#active?.baseSeq ?? 1) - 1)
+    // never below the high-water mark: a sequence handed out once is never handed out again
+    this.#lastSeq = Math.max(afterSeq, seqFloor, this.#floorSeq - 1, (this.#active?.baseSeq ?? 1) - 1, this.#metaLastSeq)
+    if (meta !== null && meta.lastSeq !== undefined && meta.firstSeq > meta.lastSeq + 1) {
+      this.#log.warn({ code: 'EJOURNAL_CORRUPT', path: join(dir, META_FILE), firstSeq: meta.firstSeq, lastSeq: meta.lastSeq },
+        'journal.meta claims a first sequence beyond the last one it ever handed out: it is damaged; numbering goes on after the higher of the two')
+    }
     this.#nextSeq = this.#lastSeq + 1
     for (const e of this.#segs) if (e.index.records > 0) this.#lastTime = e.index.lastTime
     this.#lastAssignedTime = this.#lastTime
@@ -1204,7 +1380,20 @@ export class Journal {
     }
     if (this.#retains) this.#enforce(this.#clock())
     if (this.#dedupe !== null) this.#rebuildDedupe()
-    await this.#writeMeta()
+    this.#auditTrusted()
+    const hidden = this.#hiddenByFloor
+    if (hidden.count > 0) {
+      // the rule after a purge, removeBefore or a limit (segments are not rewritten), so not a warning; but
+      // said, once per open: a wrong journal.meta would hide messages without a word
+      this.#log.info({ path: join(dir, META_FILE), firstSeq: this.#floorSeq, hidden: hidden.count, fromSeq: hidden.from, toSeq: hidden.to },
+        'journal.meta\'s first sequence hides records still in the segments (removed by a purge, removeBefore or a limit before the restart; if they were not, journal.meta is wrong)')
+    }
+    try {
+      await this.#writeMeta()
+    } catch (err) {
+      // a full disk must not keep the server from starting: the meta is written again at the next seal or close
+      this.#log.warn({ code: (err as EdgebusError).code, dir, err: String(err) }, 'journal could not record its state on open')
+    }
     const r = this.recovery
     if (r.tornTails.length + r.corruptRecords.length + r.damagedSegments.length > 0) {
       this.#log.warn({ dir, tornTails: r.tornTails, corrupt: r.corruptRecords, damaged: r.damagedSegments }, 'journal recovered from damage')
@@ -1228,7 +1417,11 @@ export class Journal {
     } else {
       try {
         const idx = SequenceIndex.decode(fs.readFileSync(idxPath), seg.size)
-        if (idx !== null && (idx.records === 0 || idx.firstSeq > afterSeq)) return new SegmentEntry(seg, idx)
+        if (idx !== null && (idx.records === 0 || idx.firstSeq > afterSeq)) {
+          const e = new SegmentEntry(seg, idx)
+          e.unverified = true
+          return e
+        }
         reason = 'stale'
       } catch { /* no index file: scan */ }
     }
@@ -1239,7 +1432,10 @@ export class Journal {
         seg.close()
         return `holds records of a newer format (at byte ${scan.unsupportedAt})`
       }
-      for (const c of scan.corrupt) this.recovery.corruptRecords.push({ segment: seg.name, ...c })
+      for (const c of scan.corrupt) {
+        this.recovery.corruptRecords.push({ segment: seg.name, ...c })
+        this.#corruptSeen.add(`${base}:${c.start}`) // reported once, here
+      }
       if (scan.tornBytes > 0) {
         seg.truncate(scan.validEnd)
         this.recovery.tornTails.push({ segment: seg.name, validEnd: scan.validEnd, bytesCut: scan.tornBytes })
@@ -1259,23 +1455,34 @@ export class Journal {
     return entry
   }
 
-  /** Renames an unusable segment to *.damaged; returns the highest sequence it may have held. */
-  #setAside(base: number, nextBase: number | undefined, reason: string): number {
+  /**
+   * Renames an unusable segment to *.damaged; returns the highest sequence it may have held. That
+   * bound goes into journal.meta (synced) first, so numbering stays above it after the segment is
+   * gone, also across later restarts.
+   */
+  #setAside(base: number, nextBase: number | undefined, reason: string, afterSeq: number): number {
     const name = segmentFileName(base)
     const from = join(this.dir, name)
     let size = 0
-    try { size = fs.statSync(from).size } catch { /* size unknown */ }
+    try {
+      const st = fs.statSync(from)
+      if (st.isFile()) size = st.size // a directory's size says nothing of the records it replaced: the meta's mark does
+    } catch { /* size unknown */ }
+    const bound = nextBase !== undefined ? nextBase - 1 : base - 1 + Math.ceil(size / RECORD_MIN_BYTES)
     let renamedTo = name + '.damaged'
     for (let n = 1; fs.existsSync(join(this.dir, renamedTo)); n++) renamedTo = `${name}.damaged.${n}`
     try {
+      // the mark first: once the segment is aside, nothing else on disk remembers its sequences
+      // (when it cannot be written, the segment stays where it is and is set aside at the next open)
+      this.#writeMetaSync(Math.max(afterSeq, bound))
       fs.renameSync(from, join(this.dir, renamedTo))
     } catch (err) {
       renamedTo = ''
       this.#log.error({ code: 'EJOURNAL_IO', path: from, err: String(err) }, 'journal could not set a damaged segment aside')
     }
     fs.rmSync(join(this.dir, segmentFileName(base, '.idx')), { force: true })
-    // the next segment bounds what it held; for the last one, its size does (no frame is smaller than RECORD_MIN_BYTES)
-    const lastSeqAtMost = nextBase !== undefined ? nextBase - 1 : base - 1 + Math.ceil(size / RECORD_MIN_BYTES)
+    // the next segment bounds what it held; for the last one, its size does (no frame is smaller than RECORD_MIN_BYTES), and the meta's mark
+    const lastSeqAtMost = Math.max(bound, nextBase !== undefined ? 0 : this.#metaLastSeq)
     this.recovery.damagedSegments.push({ segment: name, renamedTo, firstSeq: base, lastSeqAtMost, reason })
     this.#log.error({ code: 'EJOURNAL_CORRUPT', segment: from, renamedTo, firstSeq: base, lastSeqAtMost, reason }, 'journal set a damaged segment aside')
     return nextBase !== undefined ? 0 : lastSeqAtMost

@@ -1,5 +1,5 @@
 import { EdgebusError } from '../core/errors.ts'
-import { crc32c } from './crc32c.ts'
+import { crc32c } from '../storage/crc32c.ts'
 
 /**
  * The journal record codec: one stored message as one self-checking frame. FORMAT.md has the

@@ -1,4 +1,4 @@
-import { crc32c } from './crc32c.ts'
+import { crc32c } from '../storage/crc32c.ts'
 
 /**
  * SequenceIndex: where the records of one segment are, by sequence and by time. Sparse: an entry

@@ -53,6 +53,17 @@ export class StreamManager {
     return [...this.#streams.values()].map((s) => s.info())
   }
 
+  /** Streams whose journal cannot append now (a full disk), and consumers whose state cannot be written, with the reason. */
+  failures(): Array<{ store: string; code: string; message: string }> {
+    const out: Array<{ store: string; code: string; message: string }> = []
+    for (const s of this.#streams.values()) {
+      const f = s.journal.failure
+      if (f !== null) out.push({ store: `stream ${s.name}`, code: f.code, message: f.message })
+      for (const c of this.#consumers.get(s.name)?.failures() ?? []) out.push({ store: `consumer ${s.name}/${c.consumer}`, code: c.code, message: c.message })
+    }
+    return out
+  }
+
   get(name: string): Stream {
     const s = this.#streams.get(name)
     if (!s) throw new EdgebusError('ESTREAM_NOT_FOUND', `no stream is named "${name}"`, { stream: name })

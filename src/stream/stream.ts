@@ -1,6 +1,7 @@
 import { join } from 'node:path'
 import { EdgebusError, isEdgebusError } from '../core/errors.ts'
 import type { Logger } from '../core/log.ts'
+import { LogLimiter } from '../core/log-limiter.ts'
 import type { MessageStore, RoutedPacket } from '../router/router.ts'
 import { Journal, type Appended } from './journal.ts'
 import type { RecordHeaders } from './record.ts'
@@ -54,6 +55,7 @@ export class Stream implements MessageStore {
   readonly journal: Journal
   #def: StreamDefinition
   readonly #log: Logger
+  readonly #refusals: LogLimiter
   #stored = 0
   #duplicates = 0
   readonly #refused: StreamRefusals = { limit: 0, tooLarge: 0, invalid: 0, io: 0 }
@@ -66,6 +68,7 @@ export class Stream implements MessageStore {
     this.#def = def
     this.journal = journal
     this.#log = log
+    this.#refusals = new LogLimiter(log)
     // maxAge must hold while no one appends, too
     if (def.limits.maxAge > 0) {
       this.#retentionTimer = setInterval(() => journal.applyRetention(), Math.min(60_000, Math.max(1000, def.limits.maxAge / 10)))
@@ -126,7 +129,8 @@ export class Stream implements MessageStore {
       this.#refused.invalid++
     } else {
       this.#refused.io++
-      this.#log.error({ stream: this.name, err: (err as Error).message, code: reason }, 'stream could not store a message')
+      // a full disk refuses every message: one line per cause per 10 s, with the count
+      this.#refusals.error(`${reason}:${this.name}`, { stream: this.name, err: (err as Error).message, code: reason }, 'stream could not store a message')
     }
   }
 

@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process'
-import { mkdtempSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
+import mqtt from 'mqtt'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { Journal } from '../../src/stream/journal.ts'
 import { BUNDLE, ROOT, run, spawnLines, startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
 import { connectClient, endAllClients, sleep } from '../support/mqtt.ts'
@@ -83,15 +84,45 @@ describe('streams in the server', () => {
     expect((await api(srv, 'GET', '/api/streams/last')).json.state).toMatchObject({ messages: 2, dropped: { maxMsgsPerSubject: 1 } })
   })
 
-  it('an MQTT 3.1.1 publisher gets no PUBACK for a refused message, and the server logs why', async () => {
+  it('an MQTT 3.1.1 publisher whose message a stream refused is disconnected (it cannot be told in a PUBACK), sends it again on reconnect, and the log says why once', async () => {
     const srv = await start({ streams: [{ name: 'tiny', subjects: ['tiny/#'], maxMsgs: 1, discard: 'new' }] })
-    const c = await connectClient(srv.mqttUrl)
-    await c.client.publishAsync('tiny/a', 'kept', { qos: 1 })
-    let acked = false
-    c.client.publish('tiny/a', 'refused', { qos: 1 }, () => { acked = true })
-    await sleep(500)
-    expect(acked).toBe(false)
-    expect(srv.output.some((l) => l.includes('message not stored'))).toBe(true)
+    const c = mqtt.connect(srv.mqttUrl, { protocolVersion: 4, clientId: 'v4-tiny', clean: false, reconnectPeriod: 100 })
+    await new Promise((r) => c.once('connect', r))
+    try {
+      await c.publishAsync('tiny/a', 'kept', { qos: 1 })
+      let closes = 0
+      c.on('close', () => { closes++ })
+      let acked: Error | null | undefined
+      c.publish('tiny/a', 'refused at first', { qos: 1 }, (err) => { acked = err ?? null })
+      // not left waiting for ever: the connection closes, and every resend is refused again while the stream is full
+      await vi.waitFor(() => expect(closes).toBeGreaterThanOrEqual(2), { timeout: 5000 })
+      expect(acked).toBeUndefined()
+      expect(srv.output.filter((l) => l.includes('closing the MQTT 3.1.1 connection')).length).toBe(1) // rate-limited per cause
+      // room again: the resend is stored and acknowledged
+      expect((await api(srv, 'POST', '/api/streams/tiny/purge')).status).toBe(200)
+      await vi.waitFor(() => expect(acked).toBeNull(), { timeout: 5000 })
+      expect((await api(srv, 'GET', '/api/streams/tiny')).json.state).toMatchObject({ messages: 1 })
+    } finally {
+      c.end(true)
+    }
+  })
+
+  it('a segment replaced by a directory while stopped: the server starts, says so, and never stores under a sequence it used (issue 15, item 3)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'edgebus-streams-'))
+    const config = { streams: [{ name: 'seqs', subjects: ['seqs/#'] }] }
+    let srv = await start(config, dir)
+    const pub = await connectClient(srv.mqttUrl, { protocolVersion: 5 })
+    await Promise.all(Array.from({ length: 1000 }, (_, i) => pub.client.publishAsync(`seqs/${i % 10}`, String(i), { qos: 1 })))
+    await pub.end()
+    expect(await srv.stop()).toBe(0)
+    const seg = join(dir, 'data', 'streams', 'seqs', '00000000000000000001.seg')
+    rmSync(seg)
+    mkdirSync(seg)
+    srv = await start(config, dir)
+    expect(srv.output.some((l) => l.includes('journal set a damaged segment aside') && l.includes('"lastSeqAtMost":1000'))).toBe(true)
+    expect((await api(srv, 'GET', '/api/streams/seqs')).json.state).toMatchObject({ messages: 0, firstSeq: 1001, lastSeq: 1000 })
+    const res = await fetch(`${srv.httpUrl}/api/publish/seqs/after`, { method: 'POST', body: 'x' })
+    expect(((await res.json()) as { stored: Array<{ seq: number }> }).stored[0]?.seq).toBe(1001)
   })
 
   it('HTTP API and CLI: create, list, edit, purge, delete; overlaps and config streams refused', async () => {

@@ -1,8 +1,8 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { ByteReader, ByteSink, DecodeError, readValue, writeValue } from '../../src/persistence/codec.ts'
-import { beginFrame, endFrame, FRAME_HEADER_BYTES, scanFrames } from '../../src/persistence/frame.ts'
-import { readRecord, RecordType, writeRecord, type StateRecord } from '../../src/persistence/records.ts'
+import { FRAME_HEADER_BYTES, scanFrames } from '../../src/storage/frame.ts'
+import { beginFrame, endFrame, readRecord, RecordType, STATE_FRAMES, writeRecord, type StateRecord } from '../../src/persistence/records.ts'
 
 function roundTrip(v: unknown): unknown {
   const s = new ByteSink(16)
@@ -66,7 +66,7 @@ describe('records and frames', () => {
     const s = new ByteSink(8)
     for (const rec of records) { const at = beginFrame(s); writeRecord(s, rec); endFrame(s, at) }
     const seen: StateRecord[] = []
-    const scan = scanFrames(s.buf, 0, s.pos, (a, b) => seen.push(readRecord(s.buf, a, b)))
+    const scan = scanFrames(s.buf, 0, s.pos, STATE_FRAMES, (a, b) => seen.push(readRecord(s.buf, a, b)))
     expect(seen).toStrictEqual(records)
     expect(scan).toMatchObject({ frames: 4, corrupt: [], validEnd: s.pos, tailBytes: 0 })
   })
@@ -80,7 +80,7 @@ describe('records and frames', () => {
     const hit = (starts[1] as number) + FRAME_HEADER_BYTES + 2
     buf.writeUInt8(buf.readUInt8(hit) ^ 0x40, hit) // damage the second record's body
     const seen: number[] = []
-    const scan = scanFrames(buf, 0, buf.length, (a, b) => seen.push(readRecord(buf, a, b).t))
+    const scan = scanFrames(buf, 0, buf.length, STATE_FRAMES, (a, b) => seen.push(readRecord(buf, a, b).t))
     expect(seen).toEqual([RecordType.RETAIN_PUT, RecordType.OUT_ENQ, RecordType.SESSION])
     expect(scan.corrupt).toEqual([{ at: starts[1], bytes: (starts[2] as number) - (starts[1] as number) }])
     expect(scan.validEnd).toBe(end)

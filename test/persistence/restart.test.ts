@@ -162,6 +162,32 @@ describe('retained messages across restarts', () => {
   })
 })
 
+describe('a stray state file (issue 15, item 2)', () => {
+  for (const [what, bytes] of [['an empty', Buffer.alloc(0)], ['a header-only', Buffer.from('edgebus-mqtt-v1\n', 'latin1')], ['a 4 KB zero-filled', Buffer.alloc(4096)]] as const) {
+    it(`${what} newer generation beside the intact one costs nothing: 100 retained and 20 queued are served, the stray is set aside and logged`, async () => {
+      const dir = tempDir()
+      let srv = await start(dir)
+      let sub = await connectClient(srv.mqttUrl, { clientId: 'stray-q', clean: false, protocolVersion: 5, properties: { sessionExpiryInterval: 3600 } })
+      await sub.client.subscribeAsync('q/#', { qos: 1 })
+      await sub.end()
+      const pub = await connectClient(srv.mqttUrl, { protocolVersion: 5 })
+      await Promise.all(range(0, 100).map((i) => pub.client.publishAsync(`keep/${i}`, Buffer.alloc(500, 0x61), { retain: true, qos: 1 })))
+      await Promise.all(range(0, 20).map((i) => pub.client.publishAsync(`q/${i}`, `m${i}`, { qos: 1 })))
+      await pub.end()
+      expect(await srv.stop()).toBe(0)
+      const mqttDir = join(dir, 'data', 'mqtt')
+      writeFileSync(join(mqttDir, 'state-00000009.log'), bytes)
+      srv = await start(dir)
+      expect(srv.output.some((l) => l.includes('state-00000009.log.stray') && l.includes('EPERSIST_CORRUPT'))).toBe(true)
+      expect((await retainedUnder(srv, 'keep/#', 100)).size).toBe(100)
+      sub = await connectClient(srv.mqttUrl, { clientId: 'stray-q', clean: false, protocolVersion: 5, properties: { sessionExpiryInterval: 3600 } })
+      await sub.waitFor(20)
+      expect(sub.messages.map((m) => m.payload)).toEqual(range(0, 20).map((i) => `m${i}`))
+      expect(readdirSync(mqttDir)).toContain('state-00000009.log.stray')
+    })
+  }
+})
+
 describe('persistence.enabled false', () => {
   it("keeps aedes' in-memory store: nothing on disk, nothing survives", async () => {
     const dir = tempDir()

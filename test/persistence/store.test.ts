@@ -176,7 +176,7 @@ describe('FilePersistence on disk', () => {
     await p.close()
   })
 
-  it('serves from memory when writes fail, and heals the file once they work', async () => {
+  it('refuses changes it cannot write (the caller does not acknowledge them), takes them back, and resumes once writes work', async () => {
     const dir = tempDir()
     let failing = false
     const logged: string[] = []
@@ -185,24 +185,88 @@ describe('FilePersistence on disk', () => {
       log, retryMs: 20,
       fileOps: {
         writeSync: (fd, buf, off, len, pos) => {
-          if (failing) throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' })
+          if (failing) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' })
           return writeSync(fd, buf, off, len, pos)
         },
       },
     })
     await p.storeRetained({ topic: 'before', payload: Buffer.from('1'), qos: 0, retain: true })
+    await p.addSubscriptions({ id: 'c', clean: false }, [{ topic: 'q/#', qos: 1 }])
+    await p.outgoingEnqueueCombi([{ clientId: 'c', qos: 1 }], { cmd: 'publish', topic: 'q/0', payload: Buffer.from('x'), qos: 1, retain: false, brokerId: 'b', brokerCounter: 1 })
     failing = true
-    await p.storeRetained({ topic: 'during', payload: Buffer.from('2'), qos: 0, retain: true })
-    expect(p.stats.ioErrors).toBeGreaterThan(0)
-    expect(logged.some((m) => m.startsWith('EPERSIST_IO'))).toBe(true)
-    expect((await list<StoredPacket>(p.createRetainedStream('#'))).map((x) => x.topic).sort()).toEqual(['before', 'during'])
+    // progress (a delivery acknowledged) is not refused: at worst it is delivered again after a restart
+    await expect(p.outgoingClearMessageId({ id: 'c' }, { brokerId: 'b', brokerCounter: 1 })).resolves.toMatchObject({ topic: 'q/0' })
+    await expect(p.storeRetained({ topic: 'during', payload: Buffer.from('2'), qos: 0, retain: true })).rejects.toMatchObject({ code: 'EPERSIST_FULL' })
+    await expect(p.storeRetained({ topic: 'before', payload: Buffer.from('changed'), qos: 0, retain: true })).rejects.toMatchObject({ code: 'EPERSIST_FULL' })
+    await expect(p.outgoingEnqueueCombi([{ clientId: 'c', qos: 1 }], { cmd: 'publish', topic: 'q/1', payload: Buffer.from('x'), qos: 1, retain: false })).rejects.toMatchObject({ code: 'EPERSIST_FULL' })
+    await expect(p.incomingStorePacket({ id: 'c' }, { cmd: 'publish', topic: 'q/2', payload: Buffer.from('y'), qos: 2, messageId: 7, retain: false })).rejects.toMatchObject({ code: 'EPERSIST_FULL' })
+    // what was refused is not served either: memory says what the file says
+    expect((await list<StoredPacket>(p.createRetainedStream('#'))).map((x) => [x.topic, String(x.payload)])).toEqual([['before', '1']])
+    expect(p.stats.queued).toBe(0)
+    await expect(p.incomingGetPacket({ id: 'c' }, { messageId: 7 })).rejects.toThrow()
+    expect(p.failure?.code).toBe('EPERSIST_FULL')
+    expect(p.stats.writable).toBe(false)
+    expect(logged.filter((m) => m.startsWith('EPERSIST_FULL'))).toHaveLength(1) // once per episode
     failing = false
-    const until = Date.now() + 3000
-    while (p.stats.compactions === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10))
-    expect(p.stats.compactions).toBe(1)
+    // the same message again (the client's resend) is written, not taken for the one in memory
+    await p.storeRetained({ topic: 'during', payload: Buffer.from('2'), qos: 0, retain: true })
+    await vi.waitFor(() => expect(p.stats.writable).toBe(true), { timeout: 3000 })
+    expect(p.failure).toBeNull()
     await p.close()
     ;({ p } = await open(dir))
-    expect((await list<StoredPacket>(p.createRetainedStream('#'))).map((x) => x.topic).sort()).toEqual(['before', 'during'])
+    expect((await list<StoredPacket>(p.createRetainedStream('#'))).map((x) => [x.topic, String(x.payload)]).sort()).toEqual([['before', '1'], ['during', '2']])
+    await p.close()
+  })
+
+  it('closed while it cannot write: says so, tries one last rewrite, and a restart has every acknowledged change', async () => {
+    const dir = tempDir()
+    let failing = false
+    const warned: string[] = []
+    const log = { info() {}, warn: (_o: object, m: string) => warned.push(m), error() {} }
+    let { p } = await open(dir, {
+      log, retryMs: 60_000,
+      fileOps: {
+        writeSync: (fd, buf, off, len, pos) => {
+          if (failing) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' })
+          return writeSync(fd, buf, off, len, pos)
+        },
+      },
+    })
+    await p.storeRetained({ topic: 'acked', payload: Buffer.from('1'), qos: 0, retain: true })
+    failing = true
+    await expect(p.storeRetained({ topic: 'refused', payload: Buffer.from('2'), qos: 0, retain: true })).rejects.toMatchObject({ code: 'EPERSIST_FULL' })
+    await p.close()
+    expect(warned.some((m) => m.startsWith('MQTT state closed while it cannot be written'))).toBe(true)
+    failing = false
+    ;({ p } = await open(dir))
+    expect((await list<StoredPacket>(p.createRetainedStream('#'))).map((x) => x.topic)).toEqual(['acked'])
+    await p.close()
+  })
+
+  it('a write cut short by a full disk leaves no record of the refused batch in the file', async () => {
+    const dir = tempDir()
+    let room = Infinity
+    let { p } = await open(dir, {
+      retryMs: 60_000,
+      fileOps: {
+        // a short write, as a disk that fills up in the middle of a batch gives, then ENOSPC
+        writeSync: (fd, buf, off, len, pos) => {
+          if (room <= 0) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' })
+          const n = writeSync(fd, buf, off, Math.min(len, room), pos)
+          room -= n
+          return n
+        },
+      },
+    })
+    await p.storeRetained({ topic: 'kept', payload: Buffer.from('1'), qos: 0, retain: true })
+    room = 200 // the first records of the next batch fit, the rest does not
+    const refused = [1, 2, 3, 4, 5].map((i) => p.storeRetained({ topic: `refused/${i}`, payload: Buffer.alloc(60, i), qos: 0, retain: true }))
+    for (const r of refused) await expect(r).rejects.toMatchObject({ code: 'EPERSIST_FULL' })
+    room = Infinity
+    await p.storeRetained({ topic: 'after', payload: Buffer.from('2'), qos: 0, retain: true })
+    await p.close()
+    ;({ p } = await open(dir))
+    expect((await list<StoredPacket>(p.createRetainedStream('#'))).map((x) => x.topic).sort()).toEqual(['after', 'kept'])
     await p.close()
   })
 

@@ -208,6 +208,28 @@ describe('durable consumer state', () => {
     expect(c2.pendingEntries().map((e) => e.seq)).toEqual([4, 5, 6])
   })
 
+  it('a state file that cannot be written (a full disk) is reported until a rewrite works, in a few log lines', async () => {
+    const t = new ManualTime()
+    const j = await journalWith(letters(6))
+    const log = recordingLog()
+    let full = false
+    const enospc = (): Error => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' })
+    const c = await consumerOn(j, { name: 'work' }, t, {
+      log,
+      state: { syncIntervalMs: 1, fileOps: { writeSync: (fd, buf, off, len, pos) => { if (full) throw enospc(); return fs.writeSync(fd, buf, off, len, pos) } } },
+    })
+    c.next(6)
+    full = true
+    for (let seq = 1; seq <= 5; seq++) { c.ack(seq); await tick() }
+    expect(c.stateFailure).toMatchObject({ code: 'ECONSUMER_IO' })
+    expect(log.lines.filter((l) => l.obj.code === 'ECONSUMER_IO').length).toBeLessThanOrEqual(2) // one per cause, not one per ack
+    full = false
+    await vi.waitFor(() => expect(c.stateFailure).toBeNull(), { timeout: 3000 }) // the retry each second rewrites it
+    await closeConsumer(c)
+    const c2 = await consumerOn(j, { name: 'work' }, t)
+    expect(c2.pendingEntries().map((e) => e.seq)).toEqual([6])
+  })
+
   it('one open consumer per name; remove deletes its state; ack none keeps just the cursor', async () => {
     const t = new ManualTime()
     const j = await journalWith(letters(5))

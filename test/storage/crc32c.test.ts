@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { crc32c } from '../../src/stream/crc32c.ts'
+import { crc32c } from '../../src/storage/crc32c.ts'
 
 /** Bit-at-a-time CRC-32C straight from the definition, the reference the fast one is checked against. */
 function reference(buf: Uint8Array): number {
