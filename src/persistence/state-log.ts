@@ -5,7 +5,7 @@ import { ByteSink } from './codec.ts'
 import { beginFrame, endFrame, FILE_HEADER, scanFrames } from './frame.ts'
 import { readRecord, writeRecord, type StateRecord } from './records.ts'
 import type { MqttState } from './state.ts'
-import { syncDirSync } from '../core/fsync.ts'
+import { mkdirDurableSync, syncDirSync } from '../core/fsync.ts'
 
 /**
  * The MQTT state on disk: one append-only log of CRC-framed records (FORMAT.md) in a directory,
@@ -168,7 +168,7 @@ export class StateLog {
     dir = resolve(dir)
     const log = opts.log ?? silentLog
     try {
-      fs.mkdirSync(dir, { recursive: true })
+      mkdirDurableSync(dir) // the directory must survive a power cut, not only the file in it
     } catch (err) {
       throw persistIoError(err, 'mkdir', dir)
     }

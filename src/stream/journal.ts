@@ -12,6 +12,7 @@ import { dropReason, refuseAppend, resolveLimits, worthCompacting, type Retentio
 import { FrameCursor, JournalSegment, journalIoError, nodeFileOps, parseSegmentFileName, segmentFileName, Step, syncDirectory, type JournalFileOps } from './segment.ts'
 import { SequenceIndex } from './seq-index.ts'
 import { SubjectTracker } from './subject-tracker.ts'
+import { mkdirDurableSync } from '../core/fsync.ts'
 
 /**
  * Journal: a stream's messages on disk, as a directory of segments (FORMAT.md).
@@ -1138,7 +1139,7 @@ export class Journal {
     const dir = this.dir
     let names: string[]
     try {
-      fs.mkdirSync(dir, { recursive: true })
+      mkdirDurableSync(dir) // a new stream's directory must survive a power cut, not only its files
     } catch (err) {
       throw journalIoError(err, 'open directory', dir)
     }
