@@ -542,8 +542,10 @@ function acquireLock(dir: string): string {
     let pid = NaN
     let boot = ''
     try {
-      const [p, b] = fs.readFileSync(path, 'utf8').trim().split(/\s+/)
-      pid = Number(p)
+      // a lock without its newline was torn by a crash or power cut while being written: stale
+      const text = fs.readFileSync(path, 'utf8')
+      const [p, b] = text.trim().split(/\s+/)
+      if (text.endsWith('\n')) pid = Number(p)
       boot = b ?? ''
     } catch { /* removed meanwhile */ }
     const sameBoot = boot === '' || bootId === '' || boot === bootId

@@ -33,7 +33,9 @@ export class DirLock {
       }
       let pid = Number.NaN
       try {
-        pid = Number(fs.readFileSync(path, 'utf8').trim())
+        // a lock without its newline was torn by a crash or power cut while being written: stale
+        const text = fs.readFileSync(path, 'utf8')
+        if (text.endsWith('\n')) pid = Number(text.trim())
       } catch { /* unreadable: stale */ }
       if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
         throw new EdgebusError('EJOURNAL_LOCKED', `journal ${dir} is in use by process ${pid} (lock file ${path})`, { dir, pid, path })
