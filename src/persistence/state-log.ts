@@ -351,13 +351,27 @@ export class StateLog {
     this.#dirty = false
     const fd = this.#fd
     const path = this.#path
+    // during a compaction the next generation gets every batch too, and once renamed into place it
+    // is the one a power cut leaves: it is synced with the current file, in the same turn
+    const shadow = this.#shadow
     this.#syncing = new Promise<void>((done) => {
-      this.#ops.fdatasync(fd, (err) => {
+      let waiting = shadow !== null ? 2 : 1
+      const finish = (): void => {
+        if (--waiting > 0) return
         this.#syncing = null
-        if (err) this.#ioFailure(err, 'sync', path)
         done()
         this.#scheduleSync()
+      }
+      this.#ops.fdatasync(fd, (err) => {
+        if (err) this.#ioFailure(err, 'sync', path)
+        finish()
       })
+      if (shadow !== null) {
+        this.#ops.fdatasync(shadow.fd, (err) => {
+          if (err) shadow.failed ??= err
+          finish()
+        })
+      }
     })
     return this.#syncing
   }
