@@ -614,6 +614,8 @@ export class ConsumerStateFile {
       this.flushSync()
       const tail = Buffer.concat(this.#tail)
       writeAllSync(fd, tail, tail.length, w.len)
+      // the tail's records may be synced in the old log already: renamed, this file must hold them as well
+      if (tail.length > 0) fs.fdatasyncSync(fd)
       fs.renameSync(tmp, this.path)
       this.#tail = null
       this.#swap(fd, w.len + tail.length, w.len - HEADER.length)
