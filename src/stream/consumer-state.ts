@@ -215,8 +215,13 @@ function decodeSnapshot(buf: Buffer, start: number, end: number): PersistedState
   }
 }
 
-/** Applies one log record (not a snapshot) to the state; false when it does not decode. */
-function applyRecord(s: PersistedState, buf: Buffer, body: number, end: number): boolean {
+/**
+ * Applies one log record (not a snapshot) to the state; false when it does not decode. `afterDamage`:
+ * records before this one were lost (a power cut writes pages back in any order), and with them
+ * maybe DELIVER records of messages the cursor passed: the cursor stays where the whole records
+ * put it, so the consumer reads those messages again rather than skipping them.
+ */
+function applyRecord(s: PersistedState, buf: Buffer, body: number, end: number, afterDamage: boolean): boolean {
   const len = end - body
   switch (buf[body]) {
     case T_DELIVER: {
@@ -226,6 +231,7 @@ function applyRecord(s: PersistedState, buf: Buffer, body: number, end: number):
       const due = buf.readDoubleLE(body + 13)
       const n = buf.readUInt16LE(body + 21)
       if (len !== 23 + n) return false
+      if (afterDamage && seq >= s.cursor) return true
       s.entries.set(seq, { seq, dc, due, subject: buf.toString('utf8', body + 23, body + 23 + n) })
       if (seq >= s.cursor) s.cursor = seq + 1 // records of one batch are in order: everything before was logged too
       return true
@@ -242,7 +248,7 @@ function applyRecord(s: PersistedState, buf: Buffer, body: number, end: number):
     }
     case T_CURSOR: {
       if (len !== 9) return false
-      s.cursor = Math.max(s.cursor, buf.readDoubleLE(body + 1))
+      if (!afterDamage) s.cursor = Math.max(s.cursor, buf.readDoubleLE(body + 1))
       return true
     }
     case T_DUE: {
@@ -356,7 +362,7 @@ export class ConsumerStateFile {
         if (buf[body] === T_SNAPSHOT) {
           const s = decodeSnapshot(buf, body + 1, end)
           if (s !== null) { state.cursor = s.cursor; state.entries = s.entries; state.counters = s.counters }
-        } else if (!applyRecord(state, buf, body, end)) {
+        } else if (!applyRecord(state, buf, body, end, report.corrupt.length > 0)) {
           report.corrupt.push({ at: pos, bytes: end - pos })
         }
         report.records++
