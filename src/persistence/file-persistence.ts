@@ -168,12 +168,13 @@ export class FilePersistence {
     const payload = packet.payload as { length?: number } | null | undefined
     if (payload == null || payload.length === 0) {
       // [MQTT-3.3.1-10] an empty retained message clears the topic's retained message
-      if (this.#state.retained.get(topic) === undefined) return RESOLVED
+      // (nothing to clear: answered once what made it so is written, maybe a clear of this turn)
+      if (this.#state.retained.get(topic) === undefined) return this.#log.written()
       return this.#write({ t: RecordType.RETAIN_DEL, topic })
     }
     // a sensor re-publishing the value it published last costs the SD card nothing
     const prev = this.#state.retained.get(topic)?.packet
-    if (prev && sameRetained(prev, packet)) return RESOLVED
+    if (prev && sameRetained(prev, packet)) return this.#log.written()
     const stored = copyPacket(packet)
     // which broker instance counted it means nothing once stored (aedes re-numbers retained deliveries)
     delete stored.brokerId
@@ -191,28 +192,27 @@ export class FilePersistence {
 
   // ---- subscriptions of persistent sessions
 
+  // these answer once everything appended so far is written: a change already in the state may
+  // be one of this turn, not on its way to the OS yet
+
   addSubscriptions(client: ClientLike, subs: StoredSubscription[]): Promise<void> {
     const c = this.#state.client(client.id)
-    let wrote = false
     for (const s of subs) {
       const sub = copySub(s)
       const prev = c?.subs?.get(sub.topic)
       if (prev && sameSub(prev.sub, sub)) continue
       this.#append({ t: RecordType.SUB_PUT, clientId: client.id, sub })
-      wrote = true
     }
-    return wrote ? this.#log.written() : RESOLVED
+    return this.#log.written()
   }
 
   removeSubscriptions(client: ClientLike, topics: string[]): Promise<void> {
     const subs = this.#state.client(client.id)?.subs
-    let wrote = false
     for (const topic of topics) {
       if (!subs?.has(topic)) continue
       this.#append({ t: RecordType.SUB_DEL, clientId: client.id, topic })
-      wrote = true
     }
-    return wrote ? this.#log.written() : RESOLVED
+    return this.#log.written()
   }
 
   subscriptionsByClient(client: ClientLike): Promise<StoredSubscription[]> {
@@ -248,7 +248,7 @@ export class FilePersistence {
 
   /** Discards the session: subscriptions, queued messages, incoming QoS 2 state, expiry (not the will). */
   cleanSubscriptions(client: ClientLike): Promise<void> {
-    if (this.#state.client(client.id) === undefined) return RESOLVED
+    if (this.#state.client(client.id) === undefined) return this.#log.written()
     return this.#write({ t: RecordType.CLEAN, clientId: client.id })
   }
 
