@@ -204,8 +204,8 @@ export class CrashFs {
     this.#fds.set(fd, { node: n, pos: 0, append })
   }
 
-  #wrote(fd: number, data: Buffer, position: number | null | undefined): void {
-    const o = this.#fds.get(fd)
+  #wrote(fd: number | OpenFile, data: Buffer, position: number | null | undefined): void {
+    const o = typeof fd === 'number' ? this.#fds.get(fd) : fd
     if (o === undefined || data.length === 0) return
     const pos = o.append ? o.node.size : typeof position === 'number' && position >= 0 ? position : o.pos
     if (!(typeof position === 'number' && position >= 0)) o.pos = pos + data.length
@@ -272,17 +272,31 @@ export class CrashFs {
       if (abs !== null) this.#opened(abs, typeof flags === 'function' ? 'r' : flags, fd)
     })
     fsObj['closeSync'] = guarded(real('closeSync'), (_r, [fd]) => { this.#fds.delete(fd) })
-    fsObj['close'] = cbWrapped(real('close'), ([fd]) => { this.#fds.delete(fd) })
+    // forgotten at the call: the number may be reused by an open that runs before the callback
+    const close = real('close')
+    fsObj['close'] = (fd: number, ...rest: unknown[]) => {
+      if (this.#depth === 0) this.#fds.delete(fd)
+      return close(fd, ...rest)
+    }
     fsObj['writeSync'] = guarded(real('writeSync'), (n, [fd, buf, a, b, c]) => {
       if (!this.#fds.has(fd)) return
       // (fd, string, position?, encoding?) or (fd, buffer, offset?, length?, position?)
       if (typeof buf === 'string') this.#wrote(fd, Buffer.from(buf, typeof b === 'string' ? (b as BufferEncoding) : 'utf8').subarray(0, n), typeof a === 'number' ? a : null)
       else this.#wrote(fd, bytesOf(buf, typeof a === 'number' ? a : 0, n), typeof c === 'number' ? c : null)
     })
-    fsObj['write'] = cbWrapped(real('write'), ([fd, buf, a, , c], [, n]) => {
-      if (!this.#fds.has(fd) || typeof buf === 'string') return
-      this.#wrote(fd, bytesOf(buf, typeof a === 'number' ? a : 0, n as number), typeof c === 'number' ? c : null)
-    })
+    // the file is the one the descriptor names at the call; recorded when the write returned
+    const write = real('write')
+    fsObj['write'] = (...args: any[]) => {
+      const cb = args[args.length - 1]
+      const [fd, buf, a, , c] = args
+      const file = this.#fds.get(fd)
+      if (typeof cb !== 'function' || this.#depth > 0 || file === undefined || typeof buf === 'string') return write(...args)
+      args[args.length - 1] = (err: unknown, n: number, b: unknown) => {
+        if (err == null) this.#wrote(file, bytesOf(buf, typeof a === 'number' ? a : 0, n), typeof c === 'number' ? c : null)
+        cb(err, n, b)
+      }
+      return write(...args)
+    }
     fsObj['writeFileSync'] = guarded(real('writeFileSync'), (_r, [p, data, opts]) => {
       const abs = this.#under(p)
       if (abs === null) return
@@ -406,8 +420,8 @@ export class CrashFs {
         self.#syncEnd(token)
       },
       async close() {
-        await fh.close()
         self.#fds.delete(fd)
+        await fh.close()
       },
     }
     return new Proxy(fh, {
@@ -543,6 +557,16 @@ export class CrashModel {
     }
   }
 
+  /** Whether a power cut now leaves the node reachable: its name, and its directory's, are durable. */
+  durablyLinked(node: number): boolean {
+    if (node === this.rootId) return true
+    for (const n of this.#nodes.values()) {
+      if (n.kind !== 'dir') continue
+      for (const id of n.durable.values()) if (id === node) return this.durablyLinked(n.id)
+    }
+    return false
+  }
+
   /** The bytes of a file that are durable now (tests of the model). */
   durableBytes(node: number): Buffer {
     const n = this.#file(node)
@@ -581,7 +605,7 @@ export class CrashModel {
   }
 
   #crashContent(n: ModelFile, rand: () => number, mode: WritebackMode): Buffer {
-    let buf = Buffer.from(n.durable.subarray(0, n.durableLen))
+    let buf: Buffer = Buffer.from(n.durable.subarray(0, n.durableLen))
     let len = n.durableLen
     const chosen = chooseOps(n.ops.slice(n.synced), rand, mode)
     for (let i = 0; i < chosen.ops.length; i++) {
