@@ -23,9 +23,10 @@ import { mkdirDurableSync, syncDirSync } from '../core/fsync.ts'
  * with the default ratio 2 it stays under about twice the live data, or the live data plus 1 MiB
  * when that is more — the state is written as a snapshot into generation
  * n+1 (`.tmp`), which is synced, renamed into place and its directory synced; then generation n is
- * deleted. Batches written meanwhile go to both files, so neither a crash nor a power cut at any
- * point loses more than the sync interval: before the rename, generation n is whole; after it,
- * n+1 is. On open, the highest generation wins and leftovers are removed.
+ * deleted. Batches written meanwhile go to both files, and each sync syncs both, so neither a
+ * crash nor a power cut at any point loses more than the sync interval: before the rename,
+ * generation n is whole; after it, n+1 is. On open, the highest generation wins and leftovers
+ * are removed.
  *
  * Recovery never refuses to start: a torn tail (a record cut short by a crash or power cut) is cut
  * back to the last whole record; a damaged record with whole records after it is skipped, logged
