@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { FilePersistence } from '../../src/persistence/file-persistence.ts'
 import type { StoredPacket } from '../../src/persistence/records.ts'
 import { parseConsumerDefinition } from '../../src/stream/consumer-config.ts'
@@ -38,6 +38,31 @@ function cutNow(recording: CrashFs, mode: WritebackMode = 'nothing'): string {
   const out = temp()
   model.image(out, seededRandom(1), mode)
   return out
+}
+
+/** Whether a sync of a file matching `path`, started at or after event `from`, has returned. */
+function syncedSince(recording: CrashFs, from: number, path: RegExp): boolean {
+  const started = new Set<number>()
+  for (const ev of recording.events.slice(from)) {
+    if (ev.t === 'syncStart' && path.test(ev.path)) started.add(ev.token)
+    if (ev.t === 'syncEnd' && started.has(ev.token)) return true
+  }
+  return false
+}
+
+/** Calls `check` on the image a power cut (nothing unsynced written back) leaves at every event from `from` on. */
+async function everyCutFrom(recording: CrashFs, from: number, check: (image: string, k: number) => Promise<void>): Promise<void> {
+  const model = new CrashModel(recording)
+  const events = recording.events
+  for (let k = 0; k <= events.length; k++) {
+    if (k >= from) {
+      const image = temp()
+      model.image(image, seededRandom(k), 'nothing')
+      await check(image, k)
+      rmSync(image, { recursive: true, force: true })
+    }
+    if (k < events.length) model.apply(events[k]!)
+  }
 }
 
 async function list<T>(stream: Readable): Promise<T[]> {
@@ -138,5 +163,94 @@ describe('power-loss findings', () => {
       await c2.close()
       await j.close()
     }
+  })
+
+  it('MQTT state: a change synced while a compaction runs is kept by the generation that replaces the log', async () => {
+    const root = temp()
+    rec = CrashFs.record(root)
+    const held: { snapshot: (() => void) | null } = { snapshot: null }
+    // a slow disk: the compaction's sync of its snapshot returns when the test lets it
+    rec.holdSync = (path, start) => {
+      if (held.snapshot !== null || !path.endsWith('.log.tmp')) return false
+      held.snapshot = start
+      return true
+    }
+    const p = await FilePersistence.open(join(root, 'mqtt'), { syncIntervalMs: 1, compactMinBytes: 1, compactRatio: 1.5 })
+    for (let i = 0; held.snapshot === null; i++) {
+      if (i > 1000) throw new Error('no compaction started')
+      await p.storeRetained({ cmd: 'publish', topic: 'r/1', payload: Buffer.from(`value ${i}`.padEnd(300)), qos: 1, retain: true })
+    }
+    await p.storeRetained({ cmd: 'publish', topic: 'r/2', payload: Buffer.from('X'), qos: 1, retain: true })
+    const written = rec.now()
+    await vi.waitFor(() => expect(syncedSince(rec!, written, /state-\d+\.log$/)).toBe(true)) // the README's promise: synced
+    const from = rec.now()
+    held.snapshot?.()
+    await p.settled()
+    await p.close()
+    rec.stop()
+    await everyCutFrom(rec, from, async (image, k) => {
+      const p2 = await FilePersistence.open(join(image, 'mqtt'))
+      try {
+        const r2 = (await list<StoredPacket>(p2.createRetainedStream('r/2'))).map((x) => String(x.payload))
+        expect(r2, `cut ${k}`).toEqual(['X'])
+      } finally {
+        await p2.close()
+      }
+    })
+  })
+
+  it('consumer state: acks synced while a compaction runs are kept by the file that replaces the log', async () => {
+    const root = temp()
+    const dir = join(root, 'stream')
+    const j0 = await Journal.open(dir)
+    for (let i = 1; i <= 10; i++) await j0.append({ subject: `jobs/${i}`, payload: Buffer.from(`job ${i}`) })
+    await j0.close()
+    rec = CrashFs.record(root)
+    const held: { snapshot: (() => void) | null; newLog: (() => void) | null } = { snapshot: null, newLog: null }
+    let renamed = false
+    // a slow disk: the compaction's snapshot sync returns when the test lets it, and the new log's
+    // first sync after the directory sync that follows the rename (a cut finds the file as written)
+    rec.holdSync = (path, start) => {
+      if (held.snapshot === null && path.endsWith('work.state.tmp')) {
+        held.snapshot = start
+        return true
+      }
+      if (renamed && held.newLog === null && path.endsWith('work.state')) {
+        held.newLog = start
+        return true
+      }
+      return false
+    }
+    const j = await Journal.open(dir)
+    const def = parseConsumerDefinition({ name: 'work', ackWait: '1h' }, 'jobs')
+    const c = await Consumer.open(j, def, { state: { syncIntervalMs: 1, compactMinBytes: 1, compactRatio: 1.01 } })
+    c.next(5, 'w')
+    c.flush() // over the threshold: a compaction starts
+    await vi.waitFor(() => expect(held.snapshot).not.toBeNull())
+    c.ack(1)
+    c.flush() // to the old log, and to the compaction's tail
+    const written = rec.now()
+    await vi.waitFor(() => expect(syncedSince(rec!, written, /work\.state$/)).toBe(true)) // synced: may not be undone
+    const from = rec.now()
+    renamed = true
+    held.snapshot?.()
+    await vi.waitFor(() => expect(held.newLog).not.toBeNull())
+    const renameAt = rec.events.findIndex((e, i) => i >= from && e.t === 'rename' && e.to === 'work.state')
+    await vi.waitFor(() => expect(syncedSince(rec!, renameAt, /consumers$/)).toBe(true))
+    held.newLog?.()
+    await c.close()
+    await j.close()
+    rec.stop()
+    await everyCutFrom(rec, from, async (image, k) => {
+      const j2 = await Journal.open(join(image, 'stream'))
+      const c2 = await Consumer.open(j2, def)
+      try {
+        expect(c2.pendingEntries().map((e) => e.seq), `cut ${k}`).not.toContain(1)
+        expect(c2.info().deliveredSeq).toBeGreaterThanOrEqual(1)
+      } finally {
+        await c2.close()
+        await j2.close()
+      }
+    })
   })
 })

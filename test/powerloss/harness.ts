@@ -148,13 +148,12 @@ export async function runScenario<H>(s: Scenario<H>, seed: number, maxCuts: numb
   return report
 }
 
-/** Every cut point when there are few enough, else an even spread with random offsets; sorted. */
+/** Every cut point when there are few enough, else `max` of them drawn at random; sorted. */
 function pickCuts(points: number, max: number, rand: () => number): number[] {
   if (points <= max) return Array.from({ length: points }, (_, i) => i)
-  const out: number[] = []
-  const step = points / max
-  for (let i = 0; i < max; i++) out.push(Math.min(points - 1, Math.floor(i * step + rand() * step)))
-  return [...new Set(out)]
+  const chosen = new Set<number>()
+  while (chosen.size < max) chosen.add(Math.floor(rand() * points))
+  return [...chosen].sort((a, b) => a - b)
 }
 
 /** The next turn of the event loop (lets a batch, a write of the turn, or a sync callback run). */

@@ -13,7 +13,7 @@ import { consumerScenario, journalScenario, persistenceScenario } from './scenar
  *                        interval) is there; a message never acknowledged is never skipped
  *
  * In the normal suite this runs a few hundred cut points in a few seconds. `npm run powerloss`
- * runs thousands (EDGEBUS_POWERLOSS_CUTS per scenario, default 1200) and prints the figure;
+ * runs 1,200 per scenario (EDGEBUS_POWERLOSS_CUTS) and prints the figure;
  * EDGEBUS_POWERLOSS_SEED replays a failure.
  */
 
@@ -28,8 +28,8 @@ const scenarios: Array<[string, Scenario<any>]> = [
   ['stream journal, fsync batch', journalScenario('batch', size(300))],
   ['stream journal, fsync always', journalScenario('always', size(240))],
   ['stream journal, fsync none', journalScenario('none', size(600))],
-  ['retained, session queues, incoming QoS 2 (MQTT state log)', persistenceScenario(size(1400))],
-  ['durable consumer state', consumerScenario(size(500))],
+  ['retained, session queues, incoming QoS 2 (MQTT state log)', persistenceScenario(size(1700))],
+  ['durable consumer state', consumerScenario(size(1100))],
 ]
 
 describe('power loss at every flush point', () => {
@@ -39,8 +39,8 @@ describe('power loss at every flush point', () => {
       reports.push(r)
       expect(r.failures, r.failures.join('\n')).toEqual([])
       expect(r.lost).toBe(0)
-      // the check is not empty: there were cut points, and acknowledged data to look for
-      expect(r.cuts).toBeGreaterThan(Math.min(cutsPer, r.events) * 0.8)
+      // the check is not empty: the workload made about as many flush points as asked for, and there were acknowledged data to look for
+      expect(r.cuts).toBeGreaterThan(cutsPer * 0.8)
       expect(r.checked).toBeGreaterThan(0)
     }, full ? 600_000 : 20_000)
   })

@@ -87,6 +87,13 @@ export class CrashFs {
     return c
   }
 
+  /**
+   * Tests that need a slow disk at one point: called with the path of each asynchronous
+   * fsync/fdatasync (callback form) as it starts; returning true holds its end (it covers the
+   * writes before it, and returns to its caller) until `finish` is called.
+   */
+  holdSync: ((path: string, finish: () => void) => boolean) | null = null
+
   /** The index the next event will get: an acknowledgement seen now is before every cut at or after it. */
   now(): number {
     return this.events.length
@@ -323,9 +330,19 @@ export class CrashFs {
       fsObj[k] = (fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
         if (this.#depth > 0) return fn(fd, cb)
         const token = this.#syncStart(fd)
+        let finish: (() => void) | null = null
+        let released = false
+        const path = this.#fds.get(fd)?.node.path
+        const holding = path != null && this.holdSync !== null && this.holdSync(path, () => {
+          released = true
+          finish?.()
+        })
         fn(fd, (err: NodeJS.ErrnoException | null) => {
-          if (err === null) this.#syncEnd(token)
-          cb(err)
+          finish = () => {
+            if (err === null) this.#syncEnd(token)
+            cb(err)
+          }
+          if (!holding || released) finish()
         })
       }
     }
