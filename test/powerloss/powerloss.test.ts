@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest'
 import { runScenario, type Scenario, type ScenarioReport } from './harness.ts'
-import { consumerScenario, journalScenario, persistenceScenario } from './scenarios.ts'
+import { consumerScenario, journalScenario, lastValueScenario, persistenceScenario } from './scenarios.ts'
 
 /**
  * The power-loss proof (issue 15): every store, driven in this process with a recording file
@@ -28,6 +28,7 @@ const scenarios: Array<[string, Scenario<any>]> = [
   ['stream journal, fsync batch', journalScenario('batch', size(300))],
   ['stream journal, fsync always', journalScenario('always', size(240))],
   ['stream journal, fsync none', journalScenario('none', size(600))],
+  ['last-value stream (maxMsgsPerSubject 1: segments compacted), fsync batch', lastValueScenario(size(500))],
   ['retained, session queues, incoming QoS 2 (MQTT state log)', persistenceScenario(size(1700))],
   ['durable consumer state', consumerScenario(size(1100))],
 ]

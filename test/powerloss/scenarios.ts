@@ -99,6 +99,66 @@ export function journalScenario(policy: FsyncPolicy, rounds: number): Scenario<J
   }
 }
 
+/**
+ * A last-value stream (maxMsgsPerSubject 1): superseded records make sealed segments worth
+ * compacting, so segment files are rewritten and renamed over the old ones while appends go on.
+ * After a cut, each subject must serve its newest acknowledged message, or a newer one.
+ */
+export function lastValueScenario(rounds: number): Scenario<JournalHistory> {
+  const opts: JournalOptions = { fsync: 'batch', segmentBytes: 2048, indexIntervalBytes: 256, limits: { maxMsgsPerSubject: 1 } }
+  const base = journalScenario('batch', rounds)
+  return {
+    ...base,
+    store: 'stream-lastvalue',
+    async run(root, rec, rand) {
+      const h: JournalHistory = { opts, appended: new Map(), acked: new Map(), maxMsgs: 0 }
+      const j = await Journal.open(join(root, 'stream'), opts)
+      const waits: Promise<void>[] = []
+      for (let r = 0; r < rounds; r++) {
+        for (let i = 1 + Math.floor(rand() * 4); i > 0; i--) {
+          const record = { subject: `devices/${Math.floor(rand() * 6)}/state`, payload: randomPayload(rand, 8, 200) }
+          const a = j.appendQueued(record)
+          h.appended.set(a.seq, record)
+          waits.push(a.durable.then(() => { h.acked.set(a.seq, rec.now()) }))
+        }
+        if (rand() < 0.5) await nextTurn()
+        else await waits[waits.length - 1]
+      }
+      await Promise.all(waits)
+      await j.close()
+      return h
+    },
+    async check(root, h, cut) {
+      const v: CutVerdict = { lost: 0, lostAllowed: 0, checked: 0, problems: [] }
+      const j = await Journal.open(join(root, 'stream'), h.opts)
+      try {
+        const served = new Map<string, { seq: number; payload: Buffer }>()
+        for (const r of j.iterate()) {
+          const want = h.appended.get(r.seq)
+          if (want === undefined || want.subject !== r.subject || !want.payload.equals(r.payload)) v.problems.push(`seq ${r.seq} is served with bytes never appended under that sequence`)
+          if (served.has(r.subject)) v.problems.push(`subject ${r.subject} serves two records (maxMsgsPerSubject 1)`)
+          served.set(r.subject, { seq: r.seq, payload: Buffer.from(r.payload) })
+        }
+        const newest = new Map<string, number>()
+        for (const [seq, at] of h.acked) {
+          const subject = h.appended.get(seq)!.subject
+          if (at <= cut.k && seq > (newest.get(subject) ?? 0)) newest.set(subject, seq)
+        }
+        for (const [subject, seq] of newest) {
+          v.checked++
+          const got = served.get(subject)
+          if (got !== undefined && got.seq >= seq) continue
+          v.lost++
+          if (v.problems.length < 3) v.problems.push(`${subject}: acknowledged seq ${seq} lost (serving ${got?.seq ?? 'nothing'})`)
+        }
+      } finally {
+        await j.close()
+      }
+      return v
+    },
+  }
+}
+
 // --- retained messages, session queues, incoming QoS 2: the MQTT state log --------------------
 
 interface Change {
