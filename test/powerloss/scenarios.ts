@@ -5,6 +5,7 @@ import type { StoredPacket } from '../../src/persistence/records.ts'
 import { parseConsumerDefinition } from '../../src/stream/consumer-config.ts'
 import { Consumer } from '../../src/stream/consumer.ts'
 import { Journal, type FsyncPolicy, type JournalOptions } from '../../src/stream/journal.ts'
+import type { RecordInput } from '../../src/stream/record.ts'
 import type { CrashFs } from '../support/crash-fs.ts'
 import { nextTurn, randomPayload, sleep, type CutContext, type CutVerdict, type Scenario } from './harness.ts'
 
@@ -26,6 +27,26 @@ interface JournalHistory {
   maxMsgs: number
 }
 
+/** Appends a burst of records per round, noting when each one's `durable` resolved; closes the journal. */
+async function journalWorkload(root: string, rec: CrashFs, opts: JournalOptions, maxMsgs: number, rounds: number,
+  burst: () => RecordInput[], rand: () => number): Promise<JournalHistory> {
+  const h: JournalHistory = { opts, appended: new Map(), acked: new Map(), maxMsgs }
+  const j = await Journal.open(join(root, 'stream'), opts)
+  const waits: Promise<void>[] = []
+  for (let r = 0; r < rounds; r++) {
+    for (const record of burst()) {
+      const a = j.appendQueued(record)
+      h.appended.set(a.seq, { subject: record.subject, payload: Buffer.from(record.payload) })
+      waits.push(a.durable.then(() => { h.acked.set(a.seq, rec.now()) }))
+    }
+    if (rand() < 0.5) await nextTurn()
+    else await waits[waits.length - 1]
+  }
+  await Promise.all(waits)
+  await j.close()
+  return h
+}
+
 export function journalScenario(policy: FsyncPolicy, rounds: number): Scenario<JournalHistory> {
   const maxMsgs = 150
   const opts: JournalOptions = { fsync: policy, segmentBytes: 4096, indexIntervalBytes: 512, limits: { maxMsgs } }
@@ -33,27 +54,11 @@ export function journalScenario(policy: FsyncPolicy, rounds: number): Scenario<J
     store: 'stream',
     policy,
     logFile: null,
-    async run(root, rec, rand) {
-      const h: JournalHistory = { opts, appended: new Map(), acked: new Map(), maxMsgs }
-      const j = await Journal.open(join(root, 'stream'), opts)
-      const waits: Promise<void>[] = []
-      for (let r = 0; r < rounds; r++) {
-        const n = 1 + Math.floor(rand() * 6)
-        for (let i = 0; i < n; i++) {
-          const record = { subject: `sensors/${Math.floor(rand() * 5)}`, payload: randomPayload(rand, 8, 400) }
-          const a = j.appendQueued(record)
-          h.appended.set(a.seq, record)
-          waits.push(a.durable.then(() => { h.acked.set(a.seq, rec.now()) }))
-        }
-        // fsync none: the kernel's flusher writes dirty pages back now and then (dirty_expire)
-        if (policy === 'none' && rand() < 0.1) rec.writeback()
-        if (rand() < 0.5) await nextTurn()
-        else await waits[waits.length - 1]
-      }
-      await Promise.all(waits)
-      await j.close()
-      return h
-    },
+    run: (root, rec, rand) => journalWorkload(root, rec, opts, maxMsgs, rounds, () => {
+      // fsync none: the kernel's flusher writes dirty pages back now and then (dirty_expire)
+      if (policy === 'none' && rand() < 0.1) rec.writeback()
+      return Array.from({ length: 1 + Math.floor(rand() * 6) }, () => ({ subject: `sensors/${Math.floor(rand() * 5)}`, payload: randomPayload(rand, 8, 400) }))
+    }, rand),
     async check(root, h, cut) {
       const v: CutVerdict = { lost: 0, lostAllowed: 0, checked: 0, problems: [] }
       const j = await Journal.open(join(root, 'stream'), h.opts)
@@ -106,28 +111,12 @@ export function journalScenario(policy: FsyncPolicy, rounds: number): Scenario<J
  */
 export function lastValueScenario(rounds: number): Scenario<JournalHistory> {
   const opts: JournalOptions = { fsync: 'batch', segmentBytes: 2048, indexIntervalBytes: 256, limits: { maxMsgsPerSubject: 1 } }
-  const base = journalScenario('batch', rounds)
   return {
-    ...base,
     store: 'stream-lastvalue',
-    async run(root, rec, rand) {
-      const h: JournalHistory = { opts, appended: new Map(), acked: new Map(), maxMsgs: 0 }
-      const j = await Journal.open(join(root, 'stream'), opts)
-      const waits: Promise<void>[] = []
-      for (let r = 0; r < rounds; r++) {
-        for (let i = 1 + Math.floor(rand() * 4); i > 0; i--) {
-          const record = { subject: `devices/${Math.floor(rand() * 6)}/state`, payload: randomPayload(rand, 8, 200) }
-          const a = j.appendQueued(record)
-          h.appended.set(a.seq, record)
-          waits.push(a.durable.then(() => { h.acked.set(a.seq, rec.now()) }))
-        }
-        if (rand() < 0.5) await nextTurn()
-        else await waits[waits.length - 1]
-      }
-      await Promise.all(waits)
-      await j.close()
-      return h
-    },
+    policy: 'batch',
+    logFile: null,
+    run: (root, rec, rand) => journalWorkload(root, rec, opts, 0, rounds, () =>
+      Array.from({ length: 1 + Math.floor(rand() * 4) }, () => ({ subject: `devices/${Math.floor(rand() * 6)}/state`, payload: randomPayload(rand, 8, 200) })), rand),
     async check(root, h, cut) {
       const v: CutVerdict = { lost: 0, lostAllowed: 0, checked: 0, problems: [] }
       const j = await Journal.open(join(root, 'stream'), h.opts)
@@ -386,4 +375,3 @@ export function consumerScenario(messages: number): Scenario<ConsumerHistory> {
   }
 }
 
-export type { CrashFs }
