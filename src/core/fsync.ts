@@ -26,3 +26,20 @@ export function mkdirDurableSync(dir: string): void {
     if (d === resolve(first)) return
   }
 }
+
+/**
+ * Replaces `path` with `data` so that a power cut leaves the old file or the new one, whole: a
+ * temp file beside it, synced, renamed over it, and the directory synced.
+ */
+export async function writeFileDurable(path: string, data: string | Uint8Array): Promise<void> {
+  const tmp = `${path}.tmp`
+  const fh = await fs.promises.open(tmp, 'w')
+  try {
+    await fh.writeFile(data)
+    await fh.datasync()
+  } finally {
+    await fh.close()
+  }
+  await fs.promises.rename(tmp, path)
+  syncDirSync(dirname(path))
+}
