@@ -10,6 +10,9 @@ import { parseConsumerDefinition } from '../../src/stream/consumer-config.ts'
 import { consumerStatePath } from '../../src/stream/consumer-state.ts'
 import { Consumer } from '../../src/stream/consumer.ts'
 import { Journal } from '../../src/stream/journal.ts'
+import { StreamManager } from '../../src/stream/stream-manager.ts'
+import { Router } from '../../src/router/router.ts'
+import { createLogger } from '../../src/core/log.ts'
 import { CrashFs, CrashModel, seededRandom, type WritebackMode } from '../support/crash-fs.ts'
 
 // What the power-loss proof found, each as a small deterministic case (the fix is in the commit
@@ -84,6 +87,25 @@ describe('power-loss findings', () => {
       expect(j2.read(seq)?.payload.toString()).toBe('21.5')
     } finally {
       await j2.close()
+    }
+  })
+
+  it('a stream and a consumer created at run time, and what they acknowledged, are there after a power cut: their definitions and directories are synced', async () => {
+    const root = temp()
+    rec = CrashFs.record(root)
+    const silent = createLogger('silent')
+    const m = await StreamManager.open(new Router(), root, [], silent, async () => {})
+    await m.add({ name: 'telemetry', subjects: ['sensors/#'] })
+    await m.consumers('telemetry').add({ name: 'workers' })
+    const { seq } = await m.get('telemetry').journal.append({ subject: 'sensors/t', payload: Buffer.from('21.5') })
+    const image = cutNow(rec)
+    await m.close()
+    const m2 = await StreamManager.open(new Router(), image, [], silent, async () => {})
+    try {
+      expect(m2.get('telemetry').journal.read(seq)?.payload.toString()).toBe('21.5')
+      expect(m2.consumers('telemetry').list().map((c) => c.name)).toEqual(['workers'])
+    } finally {
+      await m2.close()
     }
   })
 
