@@ -23,15 +23,15 @@ import { syncDirSync } from '../core/fsync.ts'
  * Compaction. When the log passes `compactMinBytes` and `compactRatio` times its last snapshot,
  * a fresh snapshot is written to `<name>.state.tmp` and synced (asynchronously), then, in one
  * synchronous step, the records written meanwhile are appended to it, synced, and it is renamed
- * over the log; the directory is synced after. A crash at any point leaves the old log or the new one,
- * each whole. A clean close over the threshold compacts too (synchronously), so the next open
- * reads a snapshot, not a long log.
+ * over the log; the directory is synced after. A crash at any point leaves the old log or the new
+ * one, each whole. A clean close over the threshold compacts too (synchronously), so the next
+ * open reads a snapshot, not a long log.
  *
  * Recovery. A torn tail is cut back to the last whole record. A damaged record with whole records
  * after it is skipped and reported (ECONSUMER_CORRUPT) and the state is rewritten at once; the
- * records after it do not move the cursor (applyRecord). A file
- * whose snapshot is unreadable is set aside as `.damaged` (never deleted) and the caller starts
- * over (Consumer resumes from the first stored message: nothing is lost, more is redelivered).
+ * records after it do not move the cursor (applyRecord). A file whose snapshot is unreadable is
+ * set aside as `.damaged` (never deleted) and the caller starts over (Consumer resumes from the
+ * first stored message: nothing is lost, more is redelivered).
  *
  * Failure. A failed write or sync does not stop deliveries: it is logged (ECONSUMER_IO), the state
  * in memory stays right, and a full rewrite is tried with the next write until one succeeds.
