@@ -387,7 +387,8 @@ export class FilePersistence {
 
   delWill(client: ClientLike): Promise<StoredPacket | undefined> {
     const h = this.#state.wills.get(client.id)
-    if (!h) return Promise.resolve(undefined)
+    // none (maybe deleted this turn): answered once that is written
+    if (!h) return this.#log.written().then(() => undefined)
     const will = willView(h.packet)
     return this.#write({ t: RecordType.WILL_DEL, clientId: client.id }).then(() => will)
   }

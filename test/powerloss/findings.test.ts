@@ -136,7 +136,7 @@ describe('power-loss findings', () => {
     await p.close()
   })
 
-  it('an MQTT state answer for a change already in memory waits until that change is written (a retained message cleared twice in one turn)', async () => {
+  it('an MQTT state answer for a change already in memory waits until that change is written (a retained message cleared twice in one turn, a will deleted twice)', async () => {
     const dir = temp()
     let writes = 0
     const p = await FilePersistence.open(dir, { fileOps: { writeSync: (fd, buf, off, len, pos) => { writes++; return fs.writeSync(fd, buf, off, len, pos) } } })
@@ -149,8 +149,14 @@ describe('power-loss findings', () => {
       const second = p.storeRetained(clear).then(() => seen.push(writes)) // nothing left to clear: was answered at once
       const again = p.storeRetained({ cmd: 'publish', topic: 'r/2', payload: Buffer.from('w'), qos: 1, retain: true })
       const same = p.storeRetained({ cmd: 'publish', topic: 'r/2', payload: Buffer.from('w'), qos: 1, retain: true }).then(() => seen.push(writes))
-      await Promise.all([first, second, again, same])
+      await p.putWill({ id: 'c1' }, { cmd: 'publish', topic: 'w', payload: Buffer.from('gone'), qos: 1, retain: false })
+      const willWritten = writes
+      let writesAtSecondDel = -1
+      const delWill = p.delWill({ id: 'c1' })
+      const delAgain = p.delWill({ id: 'c1' }).then(() => { writesAtSecondDel = writes })
+      await Promise.all([first, second, again, same, delWill, delAgain])
       expect(seen.every((n) => n > before)).toBe(true)
+      expect(writesAtSecondDel).toBeGreaterThan(willWritten)
     } finally {
       await p.close()
     }

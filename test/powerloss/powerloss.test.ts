@@ -29,7 +29,7 @@ const scenarios: Array<[string, Scenario<any>]> = [
   ['stream journal, fsync always', journalScenario('always', size(240))],
   ['stream journal, fsync none', journalScenario('none', size(600))],
   ['last-value stream (maxMsgsPerSubject 1: segments compacted), fsync batch', lastValueScenario(size(500))],
-  ['retained, session queues, incoming QoS 2 (MQTT state log)', persistenceScenario(size(2100))],
+  ['retained, session queues and subscriptions, incoming QoS 2, wills (MQTT state log)', persistenceScenario(size(2100))],
   ['durable consumer state', consumerScenario(size(2000))],
 ]
 

@@ -159,7 +159,7 @@ interface Change {
 }
 
 interface PersistenceHistory {
-  /** Per key (retained topic, queued message, incoming packet), its changes in order. */
+  /** Per key (retained topic, queued message, incoming packet, subscription, will), its changes in order. */
   keys: Map<string, Change[]>
   opts: Parameters<typeof FilePersistence.open>[1]
 }
@@ -195,29 +195,38 @@ export function persistenceScenario(ops: number): Scenario<PersistenceHistory> {
       for (let i = 0; i < ops; i++) {
         const r = rand()
         const client = CLIENTS[Math.floor(rand() * CLIENTS.length)]!
-        if (r < 0.4) {
+        if (r < 0.35) {
           const topic = `r/${Math.floor(rand() * 12)}`
           const clear = rand() < 0.15
           const payload = clear ? Buffer.alloc(0) : randomPayload(rand, 1, 300)
           change(`retained ${topic}`, clear ? null : payload, p.storeRetained({ cmd: 'publish', topic, payload, qos: 1, retain: true }))
-        } else if (r < 0.7) {
+        } else if (r < 0.6) {
           const payload = randomPayload(rand, 1, 200)
           counter++
           queued.push({ client, counter })
           change(`queued ${client}#${counter}`, payload,
             p.outgoingEnqueue({ clientId: client, qos: 1 }, { cmd: 'publish', topic: 'q/t', payload, qos: 1, retain: false, brokerId: 'b1', brokerCounter: counter }))
-        } else if (r < 0.82 && queued.length > 0) {
+        } else if (r < 0.72 && queued.length > 0) {
           const [q] = queued.splice(Math.floor(rand() * queued.length), 1)
           change(`queued ${q!.client}#${q!.counter}`, null, p.outgoingClearMessageId({ id: q!.client }, { brokerId: 'b1', brokerCounter: q!.counter }))
-        } else if (r < 0.93) {
+        } else if (r < 0.82) {
           const mid = 1 + Math.floor(rand() * 20)
           if (incoming.some((x) => x.client === client && x.mid === mid)) continue
           const payload = randomPayload(rand, 1, 200)
           incoming.push({ client, mid })
           change(`incoming ${client}#${mid}`, payload, p.incomingStorePacket({ id: client }, { cmd: 'publish', topic: 'in/t', payload, qos: 2, messageId: mid }))
-        } else if (incoming.length > 0) {
+        } else if (r < 0.88 && incoming.length > 0) {
           const [x] = incoming.splice(Math.floor(rand() * incoming.length), 1)
           change(`incoming ${x!.client}#${x!.mid}`, null, p.incomingDelPacket({ id: x!.client }, { messageId: x!.mid }))
+        } else if (r < 0.95) {
+          const topic = `s/${Math.floor(rand() * 4)}`
+          const qos = 1 + Math.floor(rand() * 2)
+          if (rand() < 0.7) change(`sub ${client} ${topic}`, Buffer.from(String(qos)), p.addSubscriptions({ id: client }, [{ topic, qos }]))
+          else change(`sub ${client} ${topic}`, null, p.removeSubscriptions({ id: client }, [topic]))
+        } else {
+          const payload = randomPayload(rand, 1, 100)
+          if (rand() < 0.7) change(`will ${client}`, payload, p.putWill({ id: client }, { cmd: 'publish', topic: 'w/t', payload, qos: 1, retain: false }))
+          else change(`will ${client}`, null, p.delWill({ id: client }))
         }
         const t = rand()
         if (t < 0.3) await nextTurn()
@@ -238,6 +247,9 @@ export function persistenceScenario(ops: number): Scenario<PersistenceHistory> {
             const pkt = await p.incomingGetPacket({ id: client }, { messageId: mid }).catch(() => null)
             if (pkt !== null) actual.set(`incoming ${client}#${mid}`, pkt.payload as Buffer)
           }
+          for (const sub of await p.subscriptionsByClient({ id: client })) actual.set(`sub ${client} ${sub.topic}`, Buffer.from(String(sub.qos)))
+          const will = await p.getWill({ id: client })
+          if (will !== undefined) actual.set(`will ${client}`, will.payload as Buffer)
         }
         return checkRegisters(h.keys, actual, cut)
       } finally {
