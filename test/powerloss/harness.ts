@@ -1,7 +1,7 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { CrashFs, CrashModel, seededRandom, type CrashImage } from '../support/crash-fs.ts'
+import { CrashFs, CrashModel, seededRandom, type CrashImage, type Recording } from '../support/crash-fs.ts'
 
 /**
  * The power-loss proof's driver (issue 15). A scenario runs a real store (Journal, FilePersistence,
@@ -12,7 +12,10 @@ import { CrashFs, CrashModel, seededRandom, type CrashImage } from '../support/c
  * check compares what it serves with what had been acknowledged before the cut.
  *
  * Everything random comes from one seed (the workload, the cut sample, the writeback of each
- * image), printed with every failure: `EDGEBUS_POWERLOSS_SEED=<seed>` replays it.
+ * image), printed with every failure; powerloss.test.ts takes it from EDGEBUS_POWERLOSS_SEED,
+ * which replays the workload's choices. The syncs' timing comes from real timers and the disk, so a failing scenario also saves
+ * its recording to test-artifacts/powerloss/: `EDGEBUS_POWERLOSS_REPLAY=<file>` checks the same
+ * cut points on the same images again, exactly.
  */
 
 export interface CutContext {
@@ -71,25 +74,34 @@ interface SyncBurst { logStart: number; logNode: number; running: number }
 /** Runs one scenario and checks up to `maxCuts` cut points. */
 export async function runScenario<H>(s: Scenario<H>, seed: number, maxCuts: number): Promise<ScenarioReport> {
   const rand = seededRandom(seed)
+  const cutRand = seededRandom(seed ^ 0x5bd1e995) // its own stream: a replay draws the same cuts and images
+  const replay = process.env['EDGEBUS_POWERLOSS_REPLAY']
   const work = mkdtempSync(join(tmpdir(), 'edgebus-powerloss-'))
   // the images on a tmpfs when there is one: the model decides what is durable, their real fsyncs
   // only cost time (the workload runs on the disk, with the sync latency that interleaves with writes)
   const images = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'edgebus-powerloss-cuts-'))
   const report: ScenarioReport = { store: s.store, policy: s.policy, seed, events: 0, cuts: 0, checked: 0, lost: 0, lostAllowed: 0, failures: [] }
   try {
-    const root = join(work, 'live')
-    mkdirSync(root) // an empty directory, there before recording: durable
-    await s.prepare?.(root)
-    const rec = CrashFs.record(root)
+    let rec: Recording
     let history: H
-    try {
-      history = await s.run(root, rec, rand)
-    } finally {
-      rec.stop()
+    if (replay !== undefined) {
+      const saved = load(replay) as { recording: Recording; history: H; maxCuts: number }
+      ;({ recording: rec, history, maxCuts } = saved)
+    } else {
+      const root = join(work, 'live')
+      mkdirSync(root) // an empty directory, there before recording: durable
+      await s.prepare?.(root)
+      const live = CrashFs.record(root)
+      try {
+        history = await s.run(root, live, rand)
+      } finally {
+        live.stop()
+      }
+      rec = live
     }
     const events = rec.events
     report.events = events.length
-    const cuts = pickCuts(events.length + 1, maxCuts, rand)
+    const cuts = pickCuts(events.length + 1, maxCuts, cutRand)
     const model = new CrashModel(rec)
     const syncBursts = new Map<number, SyncBurst>()
     let unnamed: SyncBurst[] = []
@@ -100,8 +112,8 @@ export async function runScenario<H>(s: Scenario<H>, seed: number, maxCuts: numb
       if (k === cuts[next]) {
         next++
         const dir = join(images, `cut-${k}`)
-        const image = model.image(dir, rand)
-        const where = `${s.store} fsync=${s.policy} cut ${k}/${events.length} (${image.mode}) EDGEBUS_POWERLOSS_SEED=${seed}`
+        const image = model.image(dir, cutRand)
+        const where = `${s.store} ${s.policy} seed ${seed} cut ${k}/${events.length} (${image.mode})`
         let v: CutVerdict
         try {
           v = await s.check(dir, history, { k, image, lastLogSync, lastWriteback })
@@ -141,11 +153,35 @@ export async function runScenario<H>(s: Scenario<H>, seed: number, maxCuts: numb
         })
       }
     }
+    if (report.failures.length > 0 && replay === undefined) {
+      const file = join('test-artifacts', 'powerloss', `${s.store}-${s.policy.replace(/\W+/g, '')}-${seed}.json`)
+      save(file, { recording: { root: rec.root, initial: rec.initial, events }, history, maxCuts })
+      report.failures.push(`the recording is in ${file}: EDGEBUS_POWERLOSS_REPLAY=${file} checks these cuts again`)
+    }
   } finally {
     rmSync(work, { recursive: true, force: true })
     rmSync(images, { recursive: true, force: true })
   }
   return report
+}
+
+/** JSON with Buffers and Maps (a recording and a scenario's history). */
+function save(file: string, value: unknown): void {
+  mkdirSync(join(file, '..'), { recursive: true })
+  writeFileSync(file, JSON.stringify(value, function (this: Record<string, unknown>, key, v: unknown) {
+    const raw = this[key]
+    if (Buffer.isBuffer(raw)) return { $buffer: raw.toString('base64') }
+    if (raw instanceof Map) return { $map: [...raw] }
+    return v
+  }))
+}
+
+function load(file: string): unknown {
+  return JSON.parse(readFileSync(file, 'utf8'), (_key, v: unknown) => {
+    if (v !== null && typeof v === 'object' && '$buffer' in v) return Buffer.from((v as { $buffer: string }).$buffer, 'base64')
+    if (v !== null && typeof v === 'object' && '$map' in v) return new Map((v as { $map: Array<[unknown, unknown]> }).$map)
+    return v
+  })
 }
 
 /** Every cut point when there are few enough, else `max` of them drawn at random; sorted. */

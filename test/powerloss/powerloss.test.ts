@@ -13,8 +13,8 @@ import { consumerScenario, journalScenario, lastValueScenario, persistenceScenar
  *                        interval) is there; a message never acknowledged is never skipped
  *
  * In the normal suite this runs a few hundred cut points in a few seconds. `npm run powerloss`
- * runs 1,200 per scenario (EDGEBUS_POWERLOSS_CUTS) and prints the figure;
- * EDGEBUS_POWERLOSS_SEED replays a failure.
+ * runs 1,200 per scenario (EDGEBUS_POWERLOSS_CUTS) and prints the figure. EDGEBUS_POWERLOSS_SEED
+ * repeats a run's choices; EDGEBUS_POWERLOSS_REPLAY (a failure saves its recording) its cut points exactly.
  */
 
 const full = process.env['EDGEBUS_POWERLOSS_CUTS'] !== undefined
@@ -33,12 +33,17 @@ const scenarios: Array<[string, Scenario<any>]> = [
   ['durable consumer state', consumerScenario(size(2000))],
 ]
 
+// EDGEBUS_POWERLOSS_REPLAY=test-artifacts/powerloss/<store>-<policy>-<seed>.json: that scenario's saved recording only
+const replay = /([^/\\]+)-(\d+)\.json$/.exec(process.env['EDGEBUS_POWERLOSS_REPLAY'] ?? '')
+
 describe('power loss at every flush point', () => {
   scenarios.forEach(([name, scenario], i) => {
-    it(name, async () => {
-      const r = await runScenario(scenario, baseSeed + i, cutsPer)
+    const replayed = replay !== null && replay[1] === `${scenario.store}-${scenario.policy.replace(/\W+/g, '')}`
+    it.skipIf(replay !== null && !replayed)(name, async () => {
+      const seed = replayed ? Number(replay[2]) : baseSeed + i
+      const r = await runScenario(scenario, seed, cutsPer)
       reports.push(r)
-      expect(r.failures, r.failures.join('\n')).toEqual([])
+      expect(r.failures, `EDGEBUS_POWERLOSS_SEED=${baseSeed} (this scenario: seed ${seed})\n${r.failures.join('\n')}`).toEqual([])
       expect(r.lost).toBe(0)
       // the check is not empty: the workload made about as many flush points as asked for, and there were acknowledged data to look for
       expect(r.cuts).toBeGreaterThan(cutsPer * 0.8)

@@ -47,6 +47,13 @@ export type CrashEvent =
   /** The kernel's flusher wrote every dirty page and the metadata journal back (the model of time passing). */
   | { t: 'writeback' }
 
+/** What a model is built from: a CrashFs, or one saved to a file (harness: a failure's replay). */
+export interface Recording {
+  readonly root: string
+  readonly initial: ReadonlyArray<{ path: string; node: number; kind: 'file' | 'dir'; data: Buffer | null }>
+  readonly events: readonly CrashEvent[]
+}
+
 interface LiveNode { id: number; kind: 'file' | 'dir'; path: string | null; entries: Map<string, LiveNode> | null; size: number }
 interface OpenFile { node: LiveNode; pos: number; append: boolean }
 
@@ -59,7 +66,7 @@ const PATCHED_PROMISES = ['open', 'rename', 'rm', 'unlink'] as const
 let active: CrashFs | null = null
 
 /** The recording layer: see the file comment. One at a time per process. */
-export class CrashFs {
+export class CrashFs implements Recording {
   readonly root: string
   readonly events: CrashEvent[] = []
   /** Files and directories that existed under root when recording began (durable by then). */
@@ -490,7 +497,7 @@ export class CrashModel {
   /** Events applied so far (the cut point the next image is taken at). */
   applied = 0
 
-  constructor(recording: CrashFs) {
+  constructor(recording: Recording) {
     this.rootId = 1
     this.#nodes.set(1, { kind: 'dir', id: 1, durable: new Map(), current: new Map(), ops: [], synced: 0 })
     const byPath = new Map<string, number>([[recording.root, 1]])
