@@ -45,8 +45,8 @@ describe('power loss at every flush point', () => {
       reports.push(r)
       expect(r.failures, `EDGEBUS_POWERLOSS_SEED=${baseSeed} (this scenario: seed ${seed})\n${r.failures.join('\n')}`).toEqual([])
       expect(r.lost).toBe(0)
-      // the check is not empty: the workload made about as many flush points as asked for, and there were acknowledged data to look for
-      expect(r.cuts).toBeGreaterThan(cutsPer * 0.8)
+      // the check is not empty: there were cut points (at full size, about as many as asked for) and acknowledged data to look for
+      expect(r.cuts).toBeGreaterThan((full ? cutsPer : Math.min(cutsPer, r.events)) * 0.8)
       expect(r.checked).toBeGreaterThan(0)
     }, full ? 600_000 : 20_000)
   })
