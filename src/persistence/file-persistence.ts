@@ -180,13 +180,14 @@ export class FilePersistence {
     }
     if (payload == null || payload.length === 0) {
       // [MQTT-3.3.1-10] an empty retained message clears the topic's retained message
-      if (prev === undefined && trusted) return RESOLVED
+      // (nothing to clear: answered once what made it so is written, maybe a clear of this turn)
+      if (prev === undefined && trusted) return this.#log.written()
       return this.#kept({ t: RecordType.RETAIN_DEL, topic }, () => {
         if (prev !== undefined && this.#state.retained.get(topic) === undefined) restore()
       })
     }
     // a sensor re-publishing the value it published last costs the SD card nothing
-    if (prev && trusted && sameRetained(prev, packet)) return RESOLVED
+    if (prev && trusted && sameRetained(prev, packet)) return this.#log.written()
     const stored = copyPacket(packet)
     // which broker instance counted it means nothing once stored (aedes re-numbers retained deliveries)
     delete stored.brokerId
@@ -206,28 +207,27 @@ export class FilePersistence {
 
   // ---- subscriptions of persistent sessions
 
+  // these answer once everything appended so far is written: a change already in the state may
+  // be one of this turn, not on its way to the OS yet
+
   addSubscriptions(client: ClientLike, subs: StoredSubscription[]): Promise<void> {
     const c = this.#state.client(client.id)
-    let wrote = false
     for (const s of subs) {
       const sub = copySub(s)
       const prev = c?.subs?.get(sub.topic)
       if (prev && sameSub(prev.sub, sub) && this.#log.failure === null) continue
       this.#append({ t: RecordType.SUB_PUT, clientId: client.id, sub })
-      wrote = true
     }
-    return wrote ? this.#log.written() : RESOLVED
+    return this.#log.written()
   }
 
   removeSubscriptions(client: ClientLike, topics: string[]): Promise<void> {
     const subs = this.#state.client(client.id)?.subs
-    let wrote = false
     for (const topic of topics) {
       if (!subs?.has(topic)) continue
       this.#append({ t: RecordType.SUB_DEL, clientId: client.id, topic })
-      wrote = true
     }
-    return wrote ? this.#tolerate(this.#log.written()) : RESOLVED
+    return this.#tolerate(this.#log.written())
   }
 
   subscriptionsByClient(client: ClientLike): Promise<StoredSubscription[]> {
@@ -263,7 +263,7 @@ export class FilePersistence {
 
   /** Discards the session: subscriptions, queued messages, incoming QoS 2 state, expiry (not the will). */
   cleanSubscriptions(client: ClientLike): Promise<void> {
-    if (this.#state.client(client.id) === undefined) return RESOLVED
+    if (this.#state.client(client.id) === undefined) return this.#log.written()
     return this.#tolerate(this.#write({ t: RecordType.CLEAN, clientId: client.id }))
   }
 
@@ -419,7 +419,8 @@ export class FilePersistence {
 
   delWill(client: ClientLike): Promise<StoredPacket | undefined> {
     const h = this.#state.wills.get(client.id)
-    if (!h) return Promise.resolve(undefined)
+    // none (maybe deleted this turn): answered once that is written
+    if (!h) return this.#log.written().then(() => undefined)
     const will = willView(h.packet)
     return this.#tolerate(this.#write({ t: RecordType.WILL_DEL, clientId: client.id })).then(() => will)
   }

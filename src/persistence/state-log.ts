@@ -5,7 +5,7 @@ import { ByteSink } from './codec.ts'
 import { frameEnd, scanFrames } from '../storage/frame.ts'
 import { beginFrame, endFrame, readRecord, STATE_FILE_HEADER as FILE_HEADER, STATE_FRAMES, writeRecord, type StateRecord } from './records.ts'
 import type { MqttState } from './state.ts'
-import { syncDirSync } from '../core/fsync.ts'
+import { mkdirDurableSync, syncDirSync } from '../core/fsync.ts'
 import { DirLock } from '../storage/dir-lock.ts'
 
 /**
@@ -24,9 +24,10 @@ import { DirLock } from '../storage/dir-lock.ts'
  * with the default ratio 2 it stays under about twice the live data, or the live data plus 1 MiB
  * when that is more — the state is written as a snapshot into generation
  * n+1 (`.tmp`), which is synced, renamed into place and its directory synced; then generation n is
- * deleted. Batches written meanwhile go to both files, so neither a crash nor a power cut at any
- * point loses more than the sync interval: before the rename, generation n is whole; after it,
- * n+1 is. On open, the newest generation holding records wins and older leftovers are removed.
+ * deleted. Batches written meanwhile go to both files, and each sync syncs both, so neither a
+ * crash nor a power cut at any point loses more than the sync interval: before the rename,
+ * generation n is whole; after it, n+1 is. On open, the newest generation holding records wins and
+ * older leftovers are removed.
  *
  * Recovery never refuses to start: a torn tail (a record cut short by a crash or power cut) is cut
  * back to the last whole record; a damaged record with whole records after it is skipped, logged
@@ -187,7 +188,7 @@ export class StateLog {
     dir = resolve(dir)
     const log = opts.log ?? silentLog
     try {
-      fs.mkdirSync(dir, { recursive: true })
+      mkdirDurableSync(dir) // the directory must survive a power cut, not only the file in it
     } catch (err) {
       throw persistIoError(err, 'mkdir', dir)
     }
@@ -371,13 +372,27 @@ export class StateLog {
     this.#dirty = false
     const fd = this.#fd
     const path = this.#path
+    // during a compaction the next generation gets every batch too, and once renamed into place it
+    // is the one a power cut leaves: it is synced with the current file, in the same turn
+    const shadow = this.#shadow
     this.#syncing = new Promise<void>((done) => {
-      this.#ops.fdatasync(fd, (err) => {
+      let waiting = shadow !== null ? 2 : 1
+      const finish = (): void => {
+        if (--waiting > 0) return
         this.#syncing = null
-        if (err) this.#ioFailure(err, 'sync', path)
         done()
         this.#scheduleSync()
+      }
+      this.#ops.fdatasync(fd, (err) => {
+        if (err) this.#ioFailure(err, 'sync', path)
+        finish()
       })
+      if (shadow !== null) {
+        this.#ops.fdatasync(shadow.fd, (err) => {
+          if (err) shadow.failed ??= err
+          finish()
+        })
+      }
     })
     return this.#syncing
   }

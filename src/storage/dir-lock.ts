@@ -81,6 +81,9 @@ function readOwner(path: string): { pid: number; boot: string } | null {
   } catch {
     return null // removed meanwhile
   }
+  // a lock without its newline was torn by a crash or power cut while being written: stale (its
+  // prefix of a pid, '2' or '22', may name a live kernel thread)
+  if (!text.endsWith('\n')) return null
   const [p, b] = text.trim().split(/\s+/)
   const pid = Number(p)
   return Number.isSafeInteger(pid) && pid > 0 ? { pid, boot: b ?? '' } : null

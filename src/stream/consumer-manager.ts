@@ -1,6 +1,7 @@
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { readdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
+import { mkdirDurableSync, writeFileDurable } from '../core/fsync.ts'
 import type { Logger } from '../core/log.ts'
 import { Consumer, type DeadLetter } from './consumer.ts'
 import { checkConsumerFilter, describeConsumerDefinition, parseConsumerDefinition, type ConsumerDefinition } from './consumer-config.ts'
@@ -101,10 +102,9 @@ export class StreamConsumers {
     if (def.name === null) throw new EdgebusError('ECONSUMER_INVALID', 'a consumer created through the API needs a "name" (it is durable)')
     if (this.#open.has(def.name)) throw new EdgebusError('ECONSUMER_IN_USE', `stream "${this.#stream.name}" has a consumer "${def.name}" already`, { consumer: def.name })
     checkConsumerFilter(def, this.#stream.definition)
-    await mkdir(this.#dir, { recursive: true })
-    const file = join(this.#dir, `${def.name}.json`)
-    await writeFile(`${file}.tmp`, JSON.stringify(describeConsumerDefinition(def)))
-    await rename(`${file}.tmp`, file)
+    mkdirDurableSync(this.#dir)
+    // synced before the answer: a power cut must not take a consumer it acknowledged away
+    await writeFileDurable(join(this.#dir, `${def.name}.json`), JSON.stringify(describeConsumerDefinition(def)))
     const o = await this.#start(def)
     this.#log.info({ stream: this.#stream.name, consumer: def.name }, 'consumer created')
     return o.consumer.info() as unknown as Record<string, unknown>

@@ -23,15 +23,16 @@ import { syncDirSync } from '../core/fsync.ts'
  *
  * Compaction. When the log passes `compactMinBytes` and `compactRatio` times its last snapshot,
  * a fresh snapshot is written to `<name>.state.tmp` and synced (asynchronously), then, in one
- * synchronous step, the records written meanwhile are appended to it and it is renamed over the
- * log; the directory is synced after. A crash at any point leaves the old log or the new one,
- * each whole. A clean close over the threshold compacts too (synchronously), so the next open
- * reads a snapshot, not a long log.
+ * synchronous step, the records written meanwhile are appended to it, synced, and it is renamed
+ * over the log; the directory is synced after. A crash at any point leaves the old log or the new
+ * one, each whole. A clean close over the threshold compacts too (synchronously), so the next
+ * open reads a snapshot, not a long log.
  *
  * Recovery. A torn tail is cut back to the last whole record. A damaged record with whole records
- * after it is skipped and reported (ECONSUMER_CORRUPT) and the state is rewritten at once. A file
- * whose snapshot is unreadable is set aside as `.damaged` (never deleted) and the caller starts
- * over (Consumer resumes from the first stored message: nothing is lost, more is redelivered).
+ * after it is skipped and reported (ECONSUMER_CORRUPT) and the state is rewritten at once; the
+ * records after it do not move the cursor (applyRecord). A file whose snapshot is unreadable is
+ * set aside as `.damaged` (never deleted) and the caller starts over (Consumer resumes from the
+ * first stored message: nothing is lost, more is redelivered).
  *
  * Failure. A failed write or sync does not stop deliveries: it is logged (ECONSUMER_IO), the state
  * in memory stays right, and a full rewrite is tried with the next write until one succeeds.
@@ -201,8 +202,13 @@ function decodeSnapshot(buf: Buffer, start: number, end: number): PersistedState
   }
 }
 
-/** Applies one log record (not a snapshot) to the state; false when it does not decode. */
-function applyRecord(s: PersistedState, buf: Buffer, body: number, end: number): boolean {
+/**
+ * Applies one log record (not a snapshot) to the state; false when it does not decode. `afterDamage`:
+ * records before this one were lost (a power cut writes pages back in any order), and with them
+ * maybe DELIVER records of messages the cursor passed: the cursor stays where the whole records
+ * put it, so the consumer reads those messages again rather than skipping them.
+ */
+function applyRecord(s: PersistedState, buf: Buffer, body: number, end: number, afterDamage: boolean): boolean {
   const len = end - body
   switch (buf[body]) {
     case T_DELIVER: {
@@ -212,6 +218,7 @@ function applyRecord(s: PersistedState, buf: Buffer, body: number, end: number):
       const due = buf.readDoubleLE(body + 13)
       const n = buf.readUInt16LE(body + 21)
       if (len !== 23 + n) return false
+      if (afterDamage && seq >= s.cursor) return true
       s.entries.set(seq, { seq, dc, due, subject: buf.toString('utf8', body + 23, body + 23 + n) })
       if (seq >= s.cursor) s.cursor = seq + 1 // records of one batch are in order: everything before was logged too
       return true
@@ -228,7 +235,7 @@ function applyRecord(s: PersistedState, buf: Buffer, body: number, end: number):
     }
     case T_CURSOR: {
       if (len !== 9) return false
-      s.cursor = Math.max(s.cursor, buf.readDoubleLE(body + 1))
+      if (!afterDamage) s.cursor = Math.max(s.cursor, buf.readDoubleLE(body + 1))
       return true
     }
     case T_DUE: {
@@ -339,12 +346,19 @@ export class ConsumerStateFile {
     this.#snapshotBytes = first - pos
     report.records = 1
     pos = first
+    // records after damage must not move the cursor past what they cannot vouch for (a delivery
+    // logged before the damage may have been lost with it)
+    let prevEnd = pos
+    let damaged = false
     const scan = scanFrames(buf, pos, buf.length, FRAMES, (body, end, at) => {
+      if (at !== prevEnd) damaged = true // a damaged stretch lies before this frame
+      prevEnd = end
       if (buf[body] === T_SNAPSHOT) {
         const s = decodeSnapshot(buf, body + 1, end)
         if (s !== null) { state.cursor = s.cursor; state.entries = s.entries; state.counters = s.counters }
-      } else if (!applyRecord(state, buf, body, end)) {
+      } else if (!applyRecord(state, buf, body, end, damaged)) {
         report.corrupt.push({ at, bytes: end - at })
+        damaged = true
       }
       report.records++
     })
@@ -602,6 +616,8 @@ export class ConsumerStateFile {
       this.flushSync()
       const tail = Buffer.concat(this.#tail)
       writeAllSync(fd, tail, tail.length, w.len)
+      // the tail's records may be synced in the old log already: renamed, this file must hold them as well
+      if (tail.length > 0) fs.fdatasyncSync(fd)
       fs.renameSync(tmp, this.path)
       this.#tail = null
       this.#swap(fd, w.len + tail.length, w.len - HEADER.length)

@@ -14,6 +14,7 @@ import { FrameCursor, JournalSegment, journalIoError, nodeFileOps, parseSegmentF
 import { syncDirSync } from '../core/fsync.ts'
 import { SequenceIndex } from './seq-index.ts'
 import { SubjectTracker } from './subject-tracker.ts'
+import { mkdirDurableSync } from '../core/fsync.ts'
 
 /**
  * Journal: a stream's messages on disk, as a directory of segments (FORMAT.md).
@@ -1307,7 +1308,7 @@ export class Journal {
     const dir = this.dir
     let names: string[]
     try {
-      fs.mkdirSync(dir, { recursive: true })
+      mkdirDurableSync(dir) // a new stream's directory must survive a power cut, not only its files
     } catch (err) {
       throw journalIoError(err, 'open directory', dir)
     }

@@ -1,6 +1,7 @@
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { readFile, rename, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
+import { mkdirDurableSync, writeFileDurable } from '../core/fsync.ts'
 import type { Logger } from '../core/log.ts'
 import type { Router } from '../router/router.ts'
 import { Stream, type StreamInfo } from './stream.ts'
@@ -153,7 +154,7 @@ export class StreamManager {
   }
 
   async #start(def: StreamDefinition): Promise<Stream> {
-    await mkdir(this.#dir, { recursive: true })
+    mkdirDurableSync(this.#dir)
     const stream = await Stream.open(def, this.#dir, this.#log)
     // visible only once its consumers are open: a request between the two found no consumers
     this.#consumers.set(def.name, await StreamConsumers.open(stream, this.#log, this.#publish))
@@ -190,9 +191,9 @@ export class StreamManager {
   async #saveDefinitions(): Promise<void> {
     const defs = this.#definitions().filter((d) => !this.#fromConfig.has(d.name)).map(describeStreamDefinition)
     const file = join(this.#dir, DEFINITIONS_FILE)
-    await mkdir(this.#dir, { recursive: true })
-    await writeFile(`${file}.tmp`, JSON.stringify(defs, null, 2))
-    await rename(`${file}.tmp`, file)
+    mkdirDurableSync(this.#dir)
+    // synced before the answer: after a power cut an empty streams.json would hide every run-time stream
+    await writeFileDurable(file, JSON.stringify(defs, null, 2))
   }
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {
