@@ -845,11 +845,6 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     return true
   }
 
-  checkBacklog(linkBytes: number): void {
-    const queued = this.queuedBytes + linkBytes
-    if (queued >= this.#broker.limits.maxQueuedBytesHard && this.#state !== State.CLOSED) this.#broker.onSlowConsumer(this, queued)
-  }
-
   writeFromAedes(chunk: Buffer): boolean {
     if (this.#state === State.CLOSED) return true
     ;(this.#fromAedes as PacketAssembler).push(chunk, this.#onAedesPacket as (packet: Buffer) => void)
