@@ -4,6 +4,8 @@ import type { Server as TlsServer } from 'node:tls'
 import { join } from 'node:path'
 import { EdgebusError } from './core/errors.ts'
 import { createLogger, type Logger } from './core/log.ts'
+import { LogLimiter } from './core/log-limiter.ts'
+import { capByOpenFiles, watchListener } from './limits/fd-limit.ts'
 import type { EdgebusConfig } from './config/schema.ts'
 import { HttpFront, sendJson } from './http/server.ts'
 import { MqttBroker } from './mqtt/broker.ts'
@@ -63,6 +65,8 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     await persistence?.close()
     throw err
   })
+  // issue 15: connections capped below `ulimit -n`, warned at start
+  capByOpenFiles(config.limits.maxConnections, broker.gate, log)
   // dead-letter notices of consumers are published by the server, as any MQTT message
   const serverPublish = (topic: string, payload: Buffer) => broker.publish(topic, payload, { qos: 1, retain: false })
   const streams = await StreamManager.open(broker.router, config.dataDir, config.streams, log, serverPublish).catch(async (err: unknown) => {
@@ -119,6 +123,8 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     await persistence?.close() // issue 5
     throw err
   }
+  const limiter = new LogLimiter(log)
+  for (const [server, what] of [[tcp, 'MQTT'], [mqtts, 'MQTT over TLS'], [http.server, 'HTTP']] as const) if (server !== null) watchListener(server, what, limiter)
   listening = true
   log.info({ host: config.host, mqttPort, httpPort, ...(tlsPort !== null ? { tlsPort } : {}), version: VERSION }, 'edgebus ready')
 
@@ -161,6 +167,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
         await streams.close() // every acknowledged message is on disk once this returns
         await persistence?.close() // issue 5: after aedes, which records the sessions' disconnects
         http.server.closeAllConnections()
+        limiter.flush()
         log.info('edgebus stopped')
       })()
       return closing
