@@ -60,6 +60,39 @@ describe('a frozen subscriber', () => {
     frozen.socket.destroy()
   }, 60_000)
 
+  it('is cut off at the 16 MB hard bound without pausing anyone else (issue 15: a 0.7-2 s stall)', async () => {
+    srv = await startEdgebus() // the default bounds: 1 MB soft, 16 MB hard
+    const frozen = await frozenSubscriber(srv.mqttPort, 'load/#', 1)
+    const probe = await connectClient(srv.mqttUrl)
+    const pub = await connectClient(srv.mqttUrl)
+    const cut = (): boolean => srv!.output.some((l) => l.includes('ESLOW_CONSUMER'))
+    // another client's QoS 1 round trips, back to back: the longest time between two PUBACKs
+    let maxGap = 0
+    let cutAt = 0
+    const probing = (async () => {
+      let last = Date.now()
+      while (cutAt === 0 || Date.now() - cutAt < 1500) {
+        await probe.client.publishAsync('probe/x', 'p', { qos: 1 })
+        const now = Date.now()
+        maxGap = Math.max(maxGap, now - last)
+        last = now
+        if (cutAt === 0 && cut()) cutAt = now
+      }
+    })()
+    // 1 KB QoS 1 messages, 32 in flight, until the frozen subscriber is cut off and a second after
+    const payload = Buffer.alloc(1024, 3)
+    const started = Date.now()
+    await Promise.all(Array.from({ length: 32 }, async () => {
+      while ((cutAt === 0 || Date.now() - cutAt < 1000) && Date.now() - started < 30_000) await pub.client.publishAsync('load/a', payload, { qos: 1 })
+    }))
+    await probing
+    expect(cutAt).toBeGreaterThan(0)
+    await waitForConnections(srv, 2, 5000)
+    // freeing ~16,000 queued QoS 1 deliveries took the event loop for 0.7 s on this machine, 2 s in the issue
+    expect(maxGap).toBeLessThan(300)
+    frozen.socket.destroy()
+  }, 60_000)
+
   it('QoS 0 over the soft bound is dropped for the frozen client only', async () => {
     srv = await startEdgebus({ args: ['--limits-max-queued-bytes', '1MB', '--limits-max-queued-bytes-hard', '256MB'] })
     const frozen = await frozenSubscriber(srv.mqttPort, 'q0/#', 0)
