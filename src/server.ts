@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { EdgebusError } from './core/errors.ts'
 import { createLogger, type Logger } from './core/log.ts'
 import { LogLimiter } from './core/log-limiter.ts'
+import { IdleCollector } from './core/idle-gc.ts'
 import { capByOpenFiles, watchListener } from './limits/fd-limit.ts'
 import type { EdgebusConfig } from './config/schema.ts'
 import { HttpFront, sendJson } from './http/server.ts'
@@ -124,6 +125,8 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     throw err
   }
   const limiter = new LogLimiter(log)
+  // issue 15: a burst's dead Buffers are given back once the server is quiet
+  const idleGc = new IdleCollector()
   for (const [server, what] of [[tcp, 'MQTT'], [mqtts, 'MQTT over TLS'], [http.server, 'HTTP']] as const) if (server !== null) watchListener(server, what, limiter)
   listening = true
   log.info({ host: config.host, mqttPort, httpPort, ...(tlsPort !== null ? { tlsPort } : {}), version: VERSION }, 'edgebus ready')
@@ -168,6 +171,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
         await persistence?.close() // issue 5: after aedes, which records the sessions' disconnects
         http.server.closeAllConnections()
         limiter.flush()
+        idleGc.stop()
         log.info('edgebus stopped')
       })()
       return closing
