@@ -22,8 +22,9 @@ function fullGc(): () => void {
  * Buffers (socket reads, batched writes): V8 frees them only at a collection, and a collection
  * comes only when JavaScript allocates, which a quiet server hardly does, so they stayed for
  * good. When the event loop has been quiet for an interval and the heap plus external memory grew
- * since the last collection, this runs one (a few ms: the live heap is small), and the Buffers'
- * memory goes back to the allocator, which gives most of it back to the system.
+ * since the last collection, this runs one, and a second once the first's weak callbacks ran (a
+ * few ms each: the live heap is small); the Buffers' memory goes back to the allocator, which
+ * gives much of it back to the system (see README, Memory).
  */
 export class IdleCollector {
   readonly #timer: NodeJS.Timeout
@@ -56,7 +57,11 @@ export class IdleCollector {
     if (elu.utilization >= this.#quietBelow || held - this.#baseline < this.#minGrowth) return
     this.#gc()
     this.collections++
-    this.#baseline = IdleCollector.#held()
+    // what the first collection's weak callbacks let go (closed sockets' buffers) goes in a second
+    setImmediate(() => {
+      this.#gc()
+      this.#baseline = IdleCollector.#held()
+    })
   }
 
   stop(): void {
