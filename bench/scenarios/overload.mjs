@@ -27,8 +27,8 @@ const str = (s) => {
   return Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b]);
 };
 
-/** A raw MQTT 3.1.1 connection with its CONNACK; `frozen` ones subscribe to `filter` at `qos`, then stop reading. */
-async function rawClient(port, clientId, { filter = null, qos = 0 } = {}) {
+/** A raw MQTT 3.1.1 connection with its CONNACK; with `filter` it subscribes at `qos`, then stops reading (or, with `ack`, keeps up). */
+async function rawClient(port, clientId, { filter = null, qos = 0, ack = false } = {}) {
   const socket = net.connect(port, '127.0.0.1');
   socket.setNoDelay(true);
   socket.on('error', () => {});
@@ -48,8 +48,38 @@ async function rawClient(port, clientId, { filter = null, qos = 0 } = {}) {
     };
     socket.on('data', onData);
   });
-  if (filter !== null) socket.pause();
+  if (filter !== null && !ack) socket.pause();
+  if (ack) ackEveryPublish(socket);
   return socket;
+}
+
+/** A subscriber that keeps up: every QoS 1 PUBLISH read is PUBACKed, the acks of one read in one write. */
+function ackEveryPublish(socket) {
+  let rest = Buffer.alloc(0);
+  socket.on('data', (d) => {
+    rest = rest.length ? Buffer.concat([rest, d]) : d;
+    const acks = [];
+    let o = 0;
+    for (;;) {
+      let len = 0;
+      let mul = 1;
+      let i = o + 1;
+      for (; i < rest.length && i < o + 5; i++) {
+        len += (rest[i] & 0x7f) * mul;
+        mul *= 128;
+        if ((rest[i] & 0x80) === 0) break;
+      }
+      if (i >= rest.length || o + 1 + (i - o) + len > rest.length) break;
+      const body = i + 1;
+      if ((rest[o] & 0xf6) === 0x32) { // PUBLISH, QoS 1
+        const at = body + 2 + rest.readUInt16BE(body);
+        acks.push(0x40, 0x02, rest[at], rest[at + 1]);
+      }
+      o = body + len;
+    }
+    rest = rest.subarray(o);
+    if (acks.length) socket.write(Buffer.from(acks));
+  });
 }
 
 function quantile(sorted, q) {
@@ -100,6 +130,12 @@ async function pacedProbe(port, everyMs) {
       const lost = [...due.values()].filter((at) => at >= from && at < to).length;
       return { n: lat.length, unacked: lost, p50: quantile(lat, 0.5), p99: quantile(lat, 0.99), max: lat.length ? lat[lat.length - 1] : null };
     },
+    /** The largest latency of each `stepMs` of due times from `from` (where a pause sits). */
+    timeline(from, to, stepMs) {
+      const out = [];
+      for (let t = from; t < to; t += stepMs) out.push(Math.round(this.window(t, t + stepMs).max ?? -1));
+      return out;
+    },
     stop() { clearInterval(timer); socket.destroy(); },
   };
 }
@@ -110,18 +146,20 @@ async function slowConsumerDisconnects(broker) {
 }
 
 /**
- * slow-disconnect: QoS 1 load (loadgen qos1, 1 KB payloads) and a paced QoS 1 probe; the probe's
- * latencies in a quiet window (no frozen reader), then a QoS 1 subscriber to bench/# stops
- * reading, its queue grows to limits.maxQueuedBytesHard (16 MB) and it is disconnected: the
- * probe's latencies from the freeze until a second after the disconnect.
+ * slow-disconnect: QoS 1 load (loadgen qos1, 1 KB payloads), a QoS 1 subscriber to bench/# that
+ * keeps up, and a paced QoS 1 probe. The probe's latencies in a quiet window; then the subscriber
+ * stops reading, its queue grows to limits.maxQueuedBytesHard (16 MB) and it is disconnected: the
+ * probe's latencies from the freeze until a second after the disconnect. (The quiet window has the
+ * subscriber too, so both windows carry the same deliveries: what differs is the freeze.)
  */
 async function runSlowDisconnect(ctx, broker, { batch }) {
   const quietMs = (ctx.quick ? 1 : ctx.duration) * 1000;
   const limitMs = ctx.quick ? 8000 : 30000;
   const load = runLoadgen(ctx, broker, 'qos1', ['-n', '4', '-W', '64', '-m', '1024'], { batch, warmup: 0, duration: (quietMs + limitMs) / 1000 + 3 });
   let probe = null;
-  let frozen = null;
+  let subscriber = null;
   try {
+    subscriber = await rawClient(broker.port, 'bench-slow', { filter: 'bench/#', qos: 1, ack: true });
     await sleep(1000); // the load is on
     probe = await pacedProbe(broker.port, 2);
     const quietFrom = performance.now();
@@ -129,7 +167,7 @@ async function runSlowDisconnect(ctx, broker, { batch }) {
     const quiet = probe.window(quietFrom, performance.now());
     const before = await slowConsumerDisconnects(broker);
     const frozenAt = performance.now();
-    frozen = await rawClient(broker.port, 'bench-frozen', { filter: 'bench/#', qos: 1 });
+    subscriber.pause(); // stops reading: the kernel buffers fill, then the broker's queue
     let cutAt = null;
     while (performance.now() - frozenAt < limitMs) {
       if ((await slowConsumerDisconnects(broker)) > before) { cutAt = performance.now(); break; }
@@ -137,6 +175,7 @@ async function runSlowDisconnect(ctx, broker, { batch }) {
     }
     await sleep(1000);
     const during = probe.window(frozenAt, (cutAt ?? performance.now()) + 1000);
+    const timeline = probe.timeline(frozenAt, (cutAt ?? performance.now()) + 1000, 100);
     probe.stop();
     const loaded = await load;
     const result = {
@@ -145,7 +184,7 @@ async function runSlowDisconnect(ctx, broker, { batch }) {
       disconnect_p99_ms: during.p99, disconnect_max_ms: during.max, disconnect_unacked: during.unacked,
       p99_pct_of_quiet: quiet.p99 > 0 && during.p99 !== null ? (100 * during.p99) / quiet.p99 : null,
       cut_after_ms: cutAt === null ? null : cutAt - frozenAt,
-      probe: { quiet, during }, load: { ok: loaded.ok, acks_per_s: loaded.acks_per_s },
+      probe: { quiet, during, timeline_100ms: timeline }, load: { ok: loaded.ok, acks_per_s: loaded.acks_per_s },
     };
     if (cutAt === null) result.error = `the frozen subscriber was not disconnected within ${limitMs / 1000} s`;
     return result;
@@ -153,7 +192,7 @@ async function runSlowDisconnect(ctx, broker, { batch }) {
     return { ok: false, error: err.message };
   } finally {
     probe?.stop();
-    frozen?.destroy();
+    subscriber?.destroy();
     await load;
   }
 }
@@ -207,8 +246,8 @@ async function runBurstRss(ctx, broker) {
 export const OVERLOAD_SCENARIOS = [
   {
     name: 'slow-disconnect',
-    title: 'Slow consumer disconnect: QoS 1 load (4 publishers, 1 KB), a paced QoS 1 probe (one PUBLISH / 2 ms); ' +
-      'a QoS 1 subscriber to bench/# stops reading until its 16 MB bound disconnects it: the probe\'s PUBACK latency then vs quiet',
+    title: 'Slow consumer disconnect: QoS 1 load (4 publishers, 1 KB) to a QoS 1 subscriber on bench/#, a paced QoS 1 probe (one PUBLISH / 2 ms); ' +
+      'the subscriber stops reading until its 16 MB bound disconnects it: the probe\'s PUBACK latency then vs before',
     brokers: ['edgebus'],
     batches: ['default'],
     brokerOptions: async (broker) => (broker === 'edgebus' ? { httpPort: await freePort() } : {}),
