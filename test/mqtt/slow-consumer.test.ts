@@ -1,7 +1,7 @@
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
 import { connectClient, endAllClients } from '../support/mqtt.ts'
-import { CONNACK_OK, connectPacket, rawConnect, subscribePacket } from '../support/raw.ts'
+import { CONNACK_OK, connectPacket, publishPacket, rawConnect, subscribePacket } from '../support/raw.ts'
 
 let srv: StartedEdgebus | null = null
 afterEach(async () => {
@@ -129,6 +129,29 @@ describe('a frozen subscriber', () => {
     await waitForConnections(srv, 2, 5000) // closed by aedes' drain timeout (1 s)
     expect(fast.client.connected).toBe(true)
     expect(srv.output.some((l) => l.includes('ESLOW_CONSUMER'))).toBe(false)
+    frozen.socket.destroy()
+  }, 60_000)
+
+  it('holds what its queue counts: a stalled subscriber to one topic of many pins no publisher read buffers (issue 15)', async () => {
+    srv = await startEdgebus({ config: { persistence: { enabled: false } }, args: ['--limits-max-queued-bytes', '4MB'] })
+    const frozen = await frozenSubscriber(srv.mqttPort, 'spread/0', 0)
+    const external = async (): Promise<number> => Number(/^nodejs_external_memory_bytes (\S+)/m.exec(await (await fetch(`${srv!.httpUrl}/metrics`)).text())?.[1])
+    const idle = await external()
+    // of every 64 KB the publisher writes, 4 KB are for the frozen client and 60 KB for nobody
+    const pub = await rawConnect(srv.mqttPort)
+    pub.socket.write(connectPacket('spread-pub'))
+    await pub.waitForBytes(CONNACK_OK)
+    const chunk = Buffer.concat(Array.from({ length: 16 }, (_, i) => publishPacket(`spread/${i}`, Buffer.alloc(4000, 7))))
+    for (let sent = 0; sent < 160 * 1024 * 1024; sent += chunk.length) {
+      if (!pub.socket.write(chunk)) await new Promise((r) => pub.socket.once('drain', r))
+    }
+    pub.socket.end()
+    await waitForConnections(srv, 1, 10_000) // the frozen client stays: under the hard bound
+    const health = await (await fetch(`${srv.httpUrl}/healthz`)).json() as { dropped: number }
+    expect(health.dropped).toBeGreaterThan(0) // its queue reached the 4 MB soft bound
+    // the dead read buffers are collected once the server is quiet; what stays is its queue (4 MB)
+    // (before: each queued 4 KB message pinned its 64 KB read buffer, ~60 MB held for good)
+    await vi.waitFor(async () => expect(await external()).toBeLessThan(idle + 16 * 1024 * 1024), { timeout: 20_000, interval: 500 })
     frozen.socket.destroy()
   }, 60_000)
 })
