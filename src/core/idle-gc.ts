@@ -2,14 +2,12 @@ import { performance } from 'node:perf_hooks'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 
-export interface IdleCollectorOptions {
-  /** How often the process is looked at. */
-  intervalMs?: number
-  /** Event-loop utilization over an interval under which the process counts as quiet. */
-  quietBelow?: number
-  /** Growth of the V8 heap plus external memory (Buffers) since the last collection that is worth one. */
-  minGrowthBytes?: number
-}
+/** How often the process is looked at. */
+const INTERVAL_MS = 5000
+/** Event-loop utilization over an interval under which the process counts as quiet. */
+const QUIET_BELOW = 0.05
+/** Growth of the V8 heap plus external memory (Buffers) since the last collection that is worth one. */
+const MIN_GROWTH_BYTES = 8 * 1024 * 1024
 
 /** V8's full collection, without starting node with --expose-gc (the bundle and the single executable cannot). */
 function fullGc(): () => void {
@@ -29,18 +27,11 @@ function fullGc(): () => void {
 export class IdleCollector {
   readonly #timer: NodeJS.Timeout
   readonly #gc = fullGc()
-  readonly #quietBelow: number
-  readonly #minGrowth: number
   #elu = performance.eventLoopUtilization()
-  #baseline: number
-  /** Collections run (for tests and /metrics). */
-  collections = 0
+  #baseline = IdleCollector.#held()
 
-  constructor(opts: IdleCollectorOptions = {}) {
-    this.#quietBelow = opts.quietBelow ?? 0.05
-    this.#minGrowth = opts.minGrowthBytes ?? 8 * 1024 * 1024
-    this.#baseline = IdleCollector.#held()
-    this.#timer = setInterval(() => this.#check(), opts.intervalMs ?? 5000)
+  constructor() {
+    this.#timer = setInterval(() => this.#check(), INTERVAL_MS)
     this.#timer.unref()
   }
 
@@ -54,9 +45,8 @@ export class IdleCollector {
     this.#elu = performance.eventLoopUtilization()
     const held = IdleCollector.#held()
     if (held < this.#baseline) this.#baseline = held // V8 collected by itself
-    if (elu.utilization >= this.#quietBelow || held - this.#baseline < this.#minGrowth) return
+    if (elu.utilization >= QUIET_BELOW || held - this.#baseline < MIN_GROWTH_BYTES) return
     this.#gc()
-    this.collections++
     // what the first collection's weak callbacks let go (closed sockets' buffers) goes in a second
     setImmediate(() => {
       this.#gc()

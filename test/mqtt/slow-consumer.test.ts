@@ -66,7 +66,8 @@ describe('a frozen subscriber', () => {
     const probe = await connectClient(srv.mqttUrl)
     const pub = await connectClient(srv.mqttUrl)
     const cut = (): boolean => srv!.output.some((l) => l.includes('ESLOW_CONSUMER'))
-    // another client's QoS 1 round trips, back to back: the longest time between two PUBACKs
+    // another client's QoS 1 round trips, back to back: the longest time between two PUBACKs from
+    // the one before the disconnect's log line (written before the connection is freed) to 1.5 s after it
     let maxGap = 0
     let cutAt = 0
     const probing = (async () => {
@@ -74,9 +75,9 @@ describe('a frozen subscriber', () => {
       while (cutAt === 0 || Date.now() - cutAt < 1500) {
         await probe.client.publishAsync('probe/x', 'p', { qos: 1 })
         const now = Date.now()
-        maxGap = Math.max(maxGap, now - last)
-        last = now
         if (cutAt === 0 && cut()) cutAt = now
+        if (cutAt !== 0) maxGap = Math.max(maxGap, now - last)
+        last = now
       }
     })()
     // 1 KB QoS 1 messages, 32 in flight, until the frozen subscriber is cut off and a second after
@@ -88,8 +89,9 @@ describe('a frozen subscriber', () => {
     await probing
     expect(cutAt).toBeGreaterThan(0)
     await waitForConnections(srv, 2, 5000)
-    // freeing ~16,000 queued QoS 1 deliveries took the event loop for 0.7 s on this machine, 2 s in the issue
-    expect(maxGap).toBeLessThan(300)
+    // freeing ~16,000 queued QoS 1 deliveries took the event loop for 0.7-1.1 s on a 2-core test
+    // machine, 2 s in the issue; now ~50 ms (the bound leaves room for a machine busy with others)
+    expect(maxGap).toBeLessThan(500)
     frozen.socket.destroy()
   }, 60_000)
 
