@@ -1344,7 +1344,10 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     if (this.#timer !== null) clearTimeout(this.#timer)
     this.#streamSubs?.close()
     this.#streamSubs = null
-    if (this.link !== null && !this.link.destroyed) this.link.destroy()
+    if (this.link !== null && !this.link.destroyed) {
+      this.link.letGo()
+      this.link.destroy()
+    }
     this.#broker.onConnectionClosed(this)
   }
 
