@@ -50,6 +50,7 @@ describe('the open-file limit', () => {
 })
 
 const prlimit = spawnSync('prlimit', ['--version']).status === 0
+if (!prlimit) console.warn('test/limits/fd-limit.test.ts: skipping the bundle at a low open-file limit: prlimit (util-linux) is not installed')
 let srv: StartedEdgebus | null = null
 const sockets: net.Socket[] = []
 afterEach(async () => {
