@@ -32,11 +32,10 @@ export class AedesLink extends Duplex {
   constructor(owner: LinkOwner) {
     super({ allowHalfOpen: false })
     this.owner = owner
+    // mqtt-packet corks a stream that can be corked around each packet it writes, and uncorks it
+    // on the next tick: nothing is buffered here to batch, so this stream cannot (a tick per packet saved)
+    Object.defineProperty(this, 'cork', { value: undefined })
   }
-
-  // mqtt-packet corks the stream around each packet it writes: nothing is buffered here to batch
-  override cork(): void {}
-  override uncork(): void {}
 
   override write(chunk: unknown, encoding?: BufferEncoding | WriteCallback, cb?: WriteCallback): boolean {
     if (typeof encoding === 'function') cb = encoding
