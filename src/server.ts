@@ -4,6 +4,9 @@ import type { Server as TlsServer } from 'node:tls'
 import { join } from 'node:path'
 import { EdgebusError } from './core/errors.ts'
 import { createLogger, type Logger } from './core/log.ts'
+import { LogLimiter } from './core/log-limiter.ts'
+import { IdleCollector } from './core/idle-gc.ts'
+import { capByOpenFiles, watchListener } from './limits/fd-limit.ts'
 import type { EdgebusConfig } from './config/schema.ts'
 import { HttpFront, sendJson } from './http/server.ts'
 import { parseCorsPolicy } from './http/cors.ts'
@@ -71,6 +74,8 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     await persistence?.close()
     throw err
   })
+  // issue 15: connections capped below `ulimit -n`, warned at start
+  capByOpenFiles(config.limits.maxConnections, broker.gate, log)
   // dead-letter notices of consumers are published by the server, as any MQTT message
   const serverPublish = (topic: string, payload: Buffer) => broker.publish(topic, payload, { qos: 1, retain: false })
   const streams = await StreamManager.open(broker.router, config.dataDir, config.streams, log, serverPublish).catch(async (err: unknown) => {
@@ -142,6 +147,10 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     await persistence?.close() // issue 5
     throw err
   }
+  const limiter = new LogLimiter(log)
+  // issue 15: a burst's dead Buffers are given back once the server is quiet
+  const idleGc = new IdleCollector()
+  for (const [server, what] of [[tcp, 'MQTT'], [mqtts, 'MQTT over TLS'], [http.server, 'HTTP']] as const) if (server !== null) watchListener(server, what, limiter)
   listening = true
   log.info({ host: config.host, mqttPort, httpPort, ...(tlsPort !== null ? { tlsPort } : {}), version: VERSION }, 'edgebus ready')
 
@@ -202,6 +211,8 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
         await persistence?.close() // issue 5: after aedes, which records the sessions' disconnects
         broker.refusals.flush()
         http.server.closeAllConnections()
+        limiter.flush()
+        idleGc.stop()
         log.info('edgebus stopped')
       })()
       return closing

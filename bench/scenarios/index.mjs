@@ -33,6 +33,7 @@ import { runLoadgen } from '../lib/loadgen.mjs';
 import { createOfflineSession } from '../lib/mqtt-session.mjs';
 import { createStream, streamInfo } from '../lib/nats-js.mjs';
 import { freePort, pinnedCommand, rssKb, runCapture, sleep } from '../lib/proc.mjs';
+import { OVERLOAD_SCENARIOS } from './overload.mjs';
 
 const num = (v) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : null);
 
@@ -182,6 +183,8 @@ export const SCENARIOS = [
       `). Timed from the SUBSCRIBE${on.includes('nats') ? ' / consumer create request' : ''} to the last message${countNote(runs)}`,
     ],
   })),
+  // Overload (issue 15): a slow consumer's disconnect, a burst's memory (bench/scenarios/overload.mjs)
+  ...OVERLOAD_SCENARIOS,
   {
     name: 'suback',
     title: 'SUBSCRIBE to SUBACK (issue 16): a new connection\'s first SUBSCRIBE, one after the other; later SUBSCRIBEs of subscribed connections at 1,000/s, each to a new filter',

@@ -71,6 +71,7 @@ export const ErrorCodes = {
   ETLS_CONFIG: 'a TLS certificate, key or CA file cannot be read or does not match',
   ELIMIT_CONNECTIONS: 'the server or one source address reached its connection limit',
   ELIMIT_CONNECT_RATE: 'one source address opened connections faster than limits.connectRate allows',
+  ELIMIT_FILES: 'the process is at its open-file limit (ulimit -n): new connections are refused; limits.maxConnections above that limit is warned at start',
   ELIMIT_SUBSCRIPTIONS: 'a client reached limits.maxSubscriptions',
   ELIMIT_TOPIC: 'a topic is longer or has more levels than limits.maxTopicLength / limits.maxTopicLevels allow',
 } as const

@@ -49,7 +49,8 @@ export function mountMetrics(http: HttpFront, broker: MqttBroker, streams: Strea
       f('publish_throttled_total', 'counter', 'Times a client went over limits.publishRate and was slowed.').add(s.throttled),
       f('connections_refused_total', 'counter', 'Connections refused by a limit.')
         .add(broker.gate.refused.connections, { reason: 'connections' })
-        .add(broker.gate.refused.connectRate, { reason: 'connect_rate' }),
+        .add(broker.gate.refused.connectRate, { reason: 'connect_rate' })
+        .add(broker.gate.refused.files, { reason: 'open_files' }),
       f('limit_refusals_total', 'counter', 'Topics and subscriptions refused by a limit.')
         .add(s.topicLimitRefusals, { limit: 'topic' })
         .add(s.subscriptionLimitRefusals, { limit: 'subscriptions' }),

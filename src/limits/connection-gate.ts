@@ -1,4 +1,5 @@
 import type { ErrorCode } from '../core/errors.ts'
+import type { FilesGate } from './fd-limit.ts'
 import { TokenBucket } from './token-bucket.ts'
 
 export interface ConnectionLimits {
@@ -11,7 +12,7 @@ export interface ConnectionLimits {
 }
 
 export interface Refusal {
-  code: Extract<ErrorCode, 'ELIMIT_CONNECTIONS' | 'ELIMIT_CONNECT_RATE'>
+  code: Extract<ErrorCode, 'ELIMIT_CONNECTIONS' | 'ELIMIT_CONNECT_RATE' | 'ELIMIT_FILES'>
   message: string
 }
 
@@ -19,13 +20,17 @@ export interface Refusal {
  * Admits client connections (MQTT over TCP and WebSocket, /ws) under the connection limits. Each
  * admitted connection is released when it closes. Counts refusals for the metrics.
  */
-export class ConnectionGate {
+export class ConnectionGate implements FilesGate {
   readonly #limits: ConnectionLimits
   readonly #clock: () => number
   readonly #perAddress = new Map<string, number>()
   readonly #rates = new Map<string, TokenBucket>()
   #open = 0
-  refused = { connections: 0, connectRate: 0 }
+  refused = { connections: 0, connectRate: 0, files: 0 }
+  /** Connections the process's open-file limit leaves room for (0 = no cap); set at start (fd-limit.ts). */
+  filesCap = 0
+  /** Connections being refused at once at most (0 = no bound); set with filesCap. */
+  maxRefusing = 0
 
   constructor(limits: ConnectionLimits, clock: () => number = Date.now) {
     this.#limits = limits
@@ -51,6 +56,10 @@ export class ConnectionGate {
         this.refused.connectRate++
         return { code: 'ELIMIT_CONNECT_RATE', message: `${address} opened more than ${l.connectRate} connections per second (limits.connectRate)` }
       }
+    }
+    if (this.filesCap > 0 && this.#open >= this.filesCap) {
+      this.refused.files++
+      return { code: 'ELIMIT_FILES', message: `the server holds ${this.#open} connections and is at the open-file limit (ulimit -n; see the ELIMIT_FILES line at start)` }
     }
     if (l.maxConnections > 0 && this.#open >= l.maxConnections) {
       this.refused.connections++

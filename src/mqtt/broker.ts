@@ -10,7 +10,7 @@ import { ClientConnection, refusalCode } from './connection.ts'
 import { isEdgebusError, type EdgebusError } from '../core/errors.ts'
 import { FlushScheduler } from './flush-scheduler.ts'
 import { SharedSubscriptions } from './shared-subscriptions.ts'
-import { ConnectionGate, type ConnectionLimits } from '../limits/connection-gate.ts'
+import { ConnectionGate, type ConnectionLimits, type Refusal } from '../limits/connection-gate.ts'
 import { RateLimitedLog } from '../core/rate-limited-log.ts'
 import { LogLimiter } from '../core/log-limiter.ts'
 import { refuseConnection } from './refused-connection.ts'
@@ -665,12 +665,31 @@ export class MqttBroker {
     if (this.#plainClients.get(id) === conn) this.#plainClients.delete(id)
   }
 
+  /** Connections being refused, oldest first: what closes each (they wait for their CONNECT). */
+  readonly #refusing = new Set<() => void>()
+
+  /**
+   * Answers a refused connection. At most gate.maxRefusing wait at once (each holds a descriptor,
+   * fd-limit.ts): over it the oldest is closed, so a storm of idle sockets cannot keep a client
+   * that sends its CONNECT from hearing why.
+   */
+  #refuse(transport: Transport, refusal: Refusal): void {
+    const max = this.gate.maxRefusing
+    if (max > 0 && this.#refusing.size >= max) {
+      const oldest = this.#refusing.values().next().value as () => void
+      this.#refusing.delete(oldest)
+      oldest()
+    }
+    const close = refuseConnection(transport, refusal, () => this.#refusing.delete(close))
+    this.#refusing.add(close)
+  }
+
   /** A new client connection: admitted under the connection limits, or answered with why not and closed. */
   accept(transport: Transport, req?: IncomingMessage): ClientConnection | null {
     const refusal = this.gate.admit(transport.remoteIp)
     if (refusal !== null) {
       this.warnings.warn(refusal.code, { remote: transport.remoteAddress, code: refusal.code }, `connection refused: ${refusal.message}`)
-      refuseConnection(transport, refusal)
+      this.#refuse(transport, refusal)
       return null
     }
     const conn = new ClientConnection(this, transport, req)

@@ -1,18 +1,20 @@
 import type { Refusal } from '../limits/connection-gate.ts'
 import type { Transport, TransportSink } from './transport.ts'
 
-/** How long a refused connection may take to send its CONNECT before it is simply closed. */
+/** How long a refused connection may take to send its CONNECT before it is simply closed (at the open-file limit: less). */
 const CONNECT_WAIT_MS = 5000
+const CONNECT_WAIT_FILES_MS = 1000
 
 /**
  * A connection over a limit, served without aedes (cheap under a connection storm): it reads the
  * CONNECT only to learn the protocol version, answers CONNACK with the reason and closes.
- * MQTT 5: 0x9F Connection rate exceeded or 0x97 Quota exceeded; MQTT 3.1.1: 0x03 Server unavailable.
+ * MQTT 5: 0x9F Connection rate exceeded or 0x97 Quota exceeded (connections, open files); MQTT 3.1.1: 0x03 Server unavailable.
+ * Returns a function that gives up waiting for the CONNECT and closes.
  */
-export function refuseConnection(transport: Transport, refusal: Refusal): void {
+export function refuseConnection(transport: Transport, refusal: Refusal, onClosed: () => void = () => {}): () => void {
   let got = Buffer.alloc(0)
   let done = false
-  const timer = setTimeout(() => finish(null), CONNECT_WAIT_MS)
+  const timer = setTimeout(() => finish(null), refusal.code === 'ELIMIT_FILES' ? CONNECT_WAIT_FILES_MS : CONNECT_WAIT_MS)
   timer.unref()
   const finish = (connack: Buffer | null): void => {
     if (done) return
@@ -20,7 +22,9 @@ export function refuseConnection(transport: Transport, refusal: Refusal): void {
     clearTimeout(timer)
     if (connack !== null) transport.write(connack)
     transport.end()
-    setTimeout(() => transport.destroy(), 1000).unref()
+    // at the open-file limit the descriptor is worth more: closed once the CONNACK is with the kernel
+    if (refusal.code === 'ELIMIT_FILES' && transport.bufferedAmount === 0) transport.destroy()
+    else setTimeout(() => transport.destroy(), 1000).unref()
   }
   const sink: TransportSink = {
     onData(chunk) {
@@ -36,9 +40,13 @@ export function refuseConnection(transport: Transport, refusal: Refusal): void {
       else finish(Buffer.from([0x20, 0x02, 0x00, 0x03]))
     },
     onDrain() {},
-    onClose() { finish(null) },
+    onClose() {
+      finish(null)
+      onClosed()
+    },
   }
   transport.attach(sink)
+  return () => finish(null)
 }
 
 /** The protocol level of a CONNECT at the start of `buf` (3, 4 or 5), -1 if it is not a CONNECT, null if more bytes are needed. */
