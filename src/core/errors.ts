@@ -63,6 +63,9 @@ export const ErrorCodes = {
   ELIMIT_CONNECT_RATE: 'one source address opened connections faster than limits.connectRate allows',
   ELIMIT_SUBSCRIPTIONS: 'a client reached limits.maxSubscriptions',
   ELIMIT_TOPIC: 'a topic is longer or has more levels than limits.maxTopicLength / limits.maxTopicLevels allow',
+  // issue 14: store-and-forward bridges (src/bridge)
+  EBRIDGE_INVALID: 'a bridge definition in the config file is malformed',
+  EBRIDGE_NOT_FOUND: 'no bridge has that name',
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes
