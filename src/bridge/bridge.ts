@@ -39,12 +39,16 @@ export interface BridgeInfo {
   window: number
   sent: number
   acked: number
+  /** Of those, acknowledged as duplicates: the remote had them already (JetStream's duplicate window caught a resend). */
+  remoteDuplicates: number
   refused: number
   deadLettered: number
   /** Messages that came in through this bridge and were not sent back to it. */
   loopsPrevented: number
   /** Messages received for `in` rules and published locally. */
   received: number
+  /** The `in` rules' subscriptions are in place on the current link (the remote acknowledged them). */
+  inSubscribed: boolean
   reconnects: number
   watchdogReconnects: number
   /** Per second, over the last second. */
@@ -88,6 +92,7 @@ export class Bridge {
   #downSince: number | null = Date.now()
   #lastError: string | null = null
   #everConnected = false
+  #inSubscribed = false
 
   /** seq -> when it was sent, on the current link. */
   readonly #inFlight = new Map<number, number>()
@@ -101,6 +106,7 @@ export class Bridge {
 
   #sent = 0
   #acked = 0
+  #remoteDuplicates = 0
   #refused = 0
   #deadLettered = 0
   #loops = 0
@@ -191,7 +197,9 @@ export class Bridge {
       })
       if (this.#def.in.length > 0) {
         const qos = this.#def.in.some((r) => r.qos === 1) ? 1 : 0
-        link.subscribe(this.#def.in.map((r) => r.rewrite.filter), qos, (m) => this.#incoming(m)).catch((err: unknown) => {
+        link.subscribe(this.#def.in.map((r) => r.rewrite.filter), qos, (m) => this.#incoming(m)).then(() => {
+          if (this.#link === link) this.#inSubscribed = true
+        }, (err: unknown) => {
           this.#lastError = `subscribe: ${(err as Error).message}`
           this.#log.error({ bridge: this.name, url: link.url, err: (err as Error).message }, 'bridge in rules not subscribed on the remote')
         })
@@ -203,6 +211,7 @@ export class Bridge {
   #lost(link: RemoteLink, why: string): void {
     if (this.#link !== link) return
     this.#link = null
+    this.#inSubscribed = false
     this.#inFlight.clear()
     this.#held = []
     if (this.#rateTimer !== null) clearTimeout(this.#rateTimer)
@@ -296,6 +305,7 @@ export class Bridge {
     if (r.ok) {
       this.#consumer.ack(seq)
       this.#acked++
+      if (r.duplicate === true) this.#remoteDuplicates++
       this.#lastAck = now
       if (this.#refusals.size > 0) this.#refusals.delete(seq)
     } else {
@@ -376,10 +386,12 @@ export class Bridge {
       window: this.#def.window,
       sent: this.#sent,
       acked: this.#acked,
+      remoteDuplicates: this.#remoteDuplicates,
       refused: this.#refused,
       deadLettered: this.#deadLettered,
       loopsPrevented: this.#loops,
       received: this.#received,
+      inSubscribed: this.#inSubscribed,
       reconnects: this.#reconnects,
       watchdogReconnects: this.#watchdog,
       sendRate: this.#sendRate.rate,

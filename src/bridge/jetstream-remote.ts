@@ -45,8 +45,8 @@ class JetStreamLink implements RemoteLink {
   async send(msg: OutgoingMessage): Promise<SendResult> {
     const subject = mqttToNats(msg.topic)
     try {
-      await this.#js.publish(subject, msg.payload, { msgID: msg.msgId, headers: natsHeadersOf(msg.headers) })
-      return { ok: true }
+      const ack = await this.#js.publish(subject, msg.payload, { msgID: msg.msgId, headers: natsHeadersOf(msg.headers) })
+      return { ok: true, duplicate: ack.duplicate }
     } catch (err) {
       // the stream answered with an error (too large, a limit): a refusal of this message
       if (err instanceof JetStreamApiError) return { ok: false, reason: `JetStream error ${err.code}: ${err.message}` }

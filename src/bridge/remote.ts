@@ -22,9 +22,10 @@ export interface IncomingMessage {
 
 /** What the remote answered to one message. */
 export type SendResult =
-  | { ok: true }
+  /** `duplicate`: the remote had it already (a JetStream ack of a Nats-Msg-Id in its duplicate window). */
+  | { ok: true; duplicate?: boolean }
   /** It refused this message (a reason code, an ACL, a limit): sending it again will not help soon. */
-  | { ok: false; reason: string }
+  | { ok: false; reason: string; duplicate?: undefined }
 
 /**
  * One connection to a remote. `send` settles when the remote acknowledged (or refused) the

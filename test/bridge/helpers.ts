@@ -86,6 +86,8 @@ export interface BridgeView {
   deadLettered: number
   loopsPrevented: number
   received: number
+  inSubscribed: boolean
+  remoteDuplicates: number
   reconnects: number
   lastError: string | null
 }

@@ -94,3 +94,74 @@ describe('an MQTT bridge to mosquitto', () => {
     await vi.waitFor(async () => expect((await bridgeInfo(srv, 'cloud')).backlog.messages).toBe(0), { timeout: 10_000 })
   }, 60_000)
 })
+
+describe('an MQTT bridge: failover, refusals, commands and loops', () => {
+  it('fails over to the second URL when the first is down', async () => {
+    const m = await mosquitto()
+    const sub = await remoteSubscriber(m.url, 'site/#')
+    subs.push(sub)
+    const dead = `mqtt://127.0.0.1:${await freePort()}` // nothing listens there
+    const srv = await edgebus({ urls: [dead, m.url], out: [{ from: 'dev/#', to: 'site/{#}' }] })
+    await vi.waitFor(async () => expect(await bridgeInfo(srv, 'cloud')).toMatchObject({ state: 'connected', url: m.url }), { timeout: 10_000 })
+    await publishMany(srv.mqttUrl, 10, () => 'dev/x')
+    await vi.waitFor(() => expect(sub.got.length).toBe(10), { timeout: 10_000 })
+    expect((await bridgeInfo(srv, 'cloud')).lastError).toContain(dead)
+  })
+
+  it('dead-letters a message mosquitto refuses (ACL, PUBACK 0x87) after maxDeliver refusals while the rest flows', async () => {
+    const m = await mosquitto({ acl: 'topic readwrite site/#\ntopic read denied/#\n' })
+    const sub = await remoteSubscriber(m.url, 'site/#')
+    subs.push(sub)
+    const srv = await edgebus({
+      urls: [m.url], maxDeliver: 3, backoff: { min: '50ms', max: '200ms' },
+      out: [{ from: 'dev/#', to: 'site/{#}' }, { from: 'secret/#', to: 'denied/{#}' }],
+    })
+    const watcher = await connectClient(srv.mqttUrl)
+    await watcher.client.subscribeAsync('$dlq/bridge-cloud/bridge-cloud', { qos: 1 })
+    const dev = await connectClient(srv.mqttUrl)
+    await dev.client.publishAsync('secret/plans', 'no', { qos: 1 })
+    await publishMany(srv.mqttUrl, 100, (i) => `dev/d${i % 2}`)
+    await vi.waitFor(() => expect(sub.got.length).toBe(100), { timeout: 10_000 })
+    const [notice] = await watcher.waitFor(1, 10_000)
+    expect(JSON.parse(notice?.payload ?? '')).toMatchObject({ stream: 'bridge-cloud', consumer: 'bridge-cloud', subject: 'secret/plans', reason: 'term' })
+    // the subscriber may see a message before the bridge has its PUBACK
+    await vi.waitFor(async () => expect(await bridgeInfo(srv, 'cloud')).toMatchObject({ refused: 3, deadLettered: 1, acked: 100, backlog: { messages: 0 } }))
+    expect(srv.output.join('\n')).toContain('bridge dead-lettered a message the remote refused')
+    expect(sub.got.some((g) => g.topic.startsWith('denied'))).toBe(false)
+  })
+
+  it('in rules deliver a command from the cloud to a device subscribed on edgebus, marked with the bridge it came through', async () => {
+    const m = await mosquitto()
+    const srv = await edgebus({ urls: [m.url], in: [{ from: 'site1/cmd/+', to: 'devices/{1}/cmd' }] })
+    const device = await connectClient(srv.mqttUrl, { protocolVersion: 5 })
+    await device.client.subscribeAsync('devices/d1/cmd', { qos: 1 })
+    await vi.waitFor(async () => expect((await bridgeInfo(srv, 'cloud')).inSubscribed).toBe(true), { timeout: 10_000 })
+    const cloud = await connectClient(m.url)
+    await cloud.client.publishAsync('site1/cmd/d1', 'reboot', { qos: 1 })
+    const [cmd] = await device.waitFor(1, 10_000)
+    expect(cmd).toMatchObject({ topic: 'devices/d1/cmd', payload: 'reboot' })
+    expect((cmd?.properties?.userProperties as Record<string, string>)['edgebus-bridge']).toBe('cloud')
+    expect((await bridgeInfo(srv, 'cloud')).received).toBe(1)
+  })
+
+  it('does not loop when in and out rules overlap: what came in is not sent back, what goes out does not come back', async () => {
+    const m = await mosquitto()
+    const remoteSub = await remoteSubscriber(m.url, 'shared/#')
+    subs.push(remoteSub)
+    const srv = await edgebus({ urls: [m.url], mqttVersion: 5, out: [{ from: 'shared/#' }], in: [{ from: 'shared/#' }] })
+    const device = await connectClient(srv.mqttUrl, { protocolVersion: 5 })
+    await device.client.subscribeAsync('shared/#', { qos: 1 })
+    await vi.waitFor(async () => expect((await bridgeInfo(srv, 'cloud')).inSubscribed).toBe(true), { timeout: 10_000 })
+    // local to remote: sent once; No Local keeps the remote from echoing it to the bridge
+    await device.client.publishAsync('shared/up', 'from-edge', { qos: 1 })
+    await vi.waitFor(async () => expect((await bridgeInfo(srv, 'cloud')).acked).toBe(1), { timeout: 10_000 })
+    // remote to local: delivered once, and the outbox (which captured it) does not send it back
+    const cloud = await connectClient(m.url)
+    await cloud.client.publishAsync('shared/down', 'from-cloud', { qos: 1 })
+    await vi.waitFor(async () => expect((await bridgeInfo(srv, 'cloud')).loopsPrevented).toBe(1), { timeout: 10_000 })
+    const info = await bridgeInfo(srv, 'cloud')
+    expect(info).toMatchObject({ sent: 1, acked: 1, received: 1, backlog: { messages: 0 } })
+    await vi.waitFor(() => expect(device.messages.map((x) => x.payload).sort()).toEqual(['from-cloud', 'from-edge']))
+    expect(remoteSub.got.map((g) => g.payload).sort()).toEqual(['from-cloud', 'from-edge'])
+  })
+})
