@@ -88,3 +88,91 @@ describe('a JetStream bridge to nats-server -js', () => {
     expect(deliveryReport(all)).toEqual({ unique: N, duplicates: 0, outOfOrder: 0 })
   }, 60_000)
 })
+
+describe('a JetStream bridge: crashes, refusals, commands and loops', () => {
+  it('loses nothing when edgebus is SIGKILLed five times during a drain: the remote stores each message once, in order per subject', async () => {
+    const n = await nats()
+    const { jsm } = await n.client()
+    await cloudStream(jsm)
+    const { mkdtempSync, rmSync } = await import('node:fs')
+    const { tmpdir } = await import('node:os')
+    const { join } = await import('node:path')
+    const dir = mkdtempSync(join(tmpdir(), 'edgebus-bridge-kill-'))
+    // a rate limit makes the drain last a few seconds, so the kills land in the middle of it
+    const bridge = { urls: [n.url], out: [{ from: 'dev/#', to: 'cloud.{#}' }], window: 500, rate: { msgs: 6000 }, backoff: { min: '50ms', max: '200ms' } }
+    try {
+      let srv = await edgebus(bridge, dir)
+      const N = 30_000
+      await publishMany(srv.mqttUrl, N, (i) => `dev/d${i % 8}`)
+      let stored = 0
+      for (let kill = 0; kill < 5; kill++) {
+        const before = stored
+        // a kill only once the remote has taken more of the backlog since the last one
+        await vi.waitFor(async () => {
+          stored = (await jsm.streams.info('CLOUD')).state.messages
+          expect(stored).toBeGreaterThan(before + 1000)
+        }, { timeout: 15_000, interval: 50 })
+        expect(stored).toBeLessThan(N)
+        await srv.kill()
+        servers = servers.filter((s) => s !== srv)
+        srv = await edgebus(bridge, dir)
+      }
+      await vi.waitFor(async () => expect((await bridgeInfo(srv, 'js')).backlog.messages).toBe(0), { timeout: 30_000, interval: 250 })
+      expect((await jsm.streams.info('CLOUD')).state.messages).toBe(N)
+      const c = await n.client()
+      const all = await readAll(c.js, c.jsm, N)
+      expect(deliveryReport(all)).toEqual({ unique: N, duplicates: 0, outOfOrder: 0 })
+      console.log(`after 5 SIGKILLs: ${N} stored once; the last run's resends the remote recognised: ${(await bridgeInfo(srv, 'js')).remoteDuplicates}`)
+    } finally {
+      await Promise.all(servers.splice(0).map((s) => s.stop()))
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }, 60_000)
+
+  it('dead-letters a message the remote stream refuses (over its max_msg_size) after maxDeliver refusals while the rest flows', async () => {
+    const n = await nats()
+    const { jsm } = await n.client()
+    await cloudStream(jsm, { max_msg_size: 1024 })
+    const srv = await edgebus({ urls: [n.url], maxDeliver: 2, backoff: { min: '50ms', max: '100ms' }, out: [{ from: 'dev/#', to: 'cloud.{#}' }] })
+    const { connectClient, endAllClients } = await import('../support/mqtt.ts')
+    try {
+      const watcher = await connectClient(srv.mqttUrl)
+      await watcher.client.subscribeAsync('$dlq/bridge-js/bridge-js', { qos: 1 })
+      const dev = await connectClient(srv.mqttUrl)
+      await dev.client.publishAsync('dev/big', Buffer.alloc(4096, 1), { qos: 1 })
+      await publishMany(srv.mqttUrl, 50, () => 'dev/small')
+      const [notice] = await watcher.waitFor(1, 10_000)
+      expect(JSON.parse(notice?.payload ?? '')).toMatchObject({ subject: 'dev/big', reason: 'term' })
+      await vi.waitFor(async () => expect(await bridgeInfo(srv, 'js')).toMatchObject({ refused: 2, deadLettered: 1, acked: 50, backlog: { messages: 0 } }))
+      expect((await jsm.streams.info('CLOUD')).state.messages).toBe(50)
+    } finally {
+      await endAllClients()
+    }
+  })
+
+  it('in rules deliver a command published on NATS to a device on edgebus; overlapping out and in rules do not loop', async () => {
+    const n = await nats()
+    const { jsm, nc } = await n.client()
+    await cloudStream(jsm)
+    const srv = await edgebus({ urls: [n.url], out: [{ from: 'cloud/#' }], in: [{ from: 'cloud.>' }] })
+    const { connectClient, endAllClients } = await import('../support/mqtt.ts')
+    try {
+      const device = await connectClient(srv.mqttUrl, { protocolVersion: 5 })
+      await device.client.subscribeAsync('cloud/#', { qos: 1 })
+      await vi.waitFor(async () => expect((await bridgeInfo(srv, 'js')).inSubscribed).toBe(true), { timeout: 10_000 })
+      // NATS to edgebus: delivered; the outbox captured it and does not send it back
+      nc.publish('cloud.d1.cmd', 'reboot')
+      const [cmd] = await device.waitFor(1, 10_000)
+      expect(cmd).toMatchObject({ topic: 'cloud/d1/cmd', payload: 'reboot' })
+      await vi.waitFor(async () => expect((await bridgeInfo(srv, 'js')).loopsPrevented).toBe(1), { timeout: 10_000 })
+      // edgebus to NATS: stored once, and not echoed back to the bridge (noEcho)
+      await device.client.publishAsync('cloud/d1/status', 'ok', { qos: 1 })
+      await vi.waitFor(async () => expect((await bridgeInfo(srv, 'js')).acked).toBe(1), { timeout: 10_000 })
+      expect((await jsm.streams.info('CLOUD')).state.messages).toBe(2) // the NATS publish (the stream captures cloud.>) and ours
+      expect((await bridgeInfo(srv, 'js'))).toMatchObject({ sent: 1, received: 1 })
+      await vi.waitFor(() => expect(device.messages.map((m) => m.payload)).toEqual(['reboot', 'ok']))
+    } finally {
+      await endAllClients()
+    }
+  })
+})
