@@ -1,6 +1,10 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { DeliverPolicy, AckPolicy, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream'
 import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
+import { connectClient, endAllClients } from '../support/mqtt.ts'
 import { startNats, type NatsServer } from '../support/remotes.ts'
 import { bridgeInfo, deliveryReport, publishMany } from './helpers.ts'
 
@@ -94,9 +98,6 @@ describe('a JetStream bridge: crashes, refusals, commands and loops', () => {
     const n = await nats()
     const { jsm } = await n.client()
     await cloudStream(jsm)
-    const { mkdtempSync, rmSync } = await import('node:fs')
-    const { tmpdir } = await import('node:os')
-    const { join } = await import('node:path')
     const dir = mkdtempSync(join(tmpdir(), 'edgebus-bridge-kill-'))
     // a rate limit makes the drain last a few seconds, so the kills land in the middle of it
     const bridge = { urls: [n.url], out: [{ from: 'dev/#', to: 'cloud.{#}' }], window: 500, rate: { msgs: 6000 }, backoff: { min: '50ms', max: '200ms' } }
@@ -134,7 +135,6 @@ describe('a JetStream bridge: crashes, refusals, commands and loops', () => {
     const { jsm } = await n.client()
     await cloudStream(jsm, { max_msg_size: 1024 })
     const srv = await edgebus({ urls: [n.url], maxDeliver: 2, backoff: { min: '50ms', max: '100ms' }, out: [{ from: 'dev/#', to: 'cloud.{#}' }] })
-    const { connectClient, endAllClients } = await import('../support/mqtt.ts')
     try {
       const watcher = await connectClient(srv.mqttUrl)
       await watcher.client.subscribeAsync('$dlq/bridge-js/bridge-js', { qos: 1 })
@@ -155,7 +155,6 @@ describe('a JetStream bridge: crashes, refusals, commands and loops', () => {
     const { jsm, nc } = await n.client()
     await cloudStream(jsm)
     const srv = await edgebus({ urls: [n.url], out: [{ from: 'cloud/#' }], in: [{ from: 'cloud.>' }] })
-    const { connectClient, endAllClients } = await import('../support/mqtt.ts')
     try {
       const device = await connectClient(srv.mqttUrl, { protocolVersion: 5 })
       await device.client.subscribeAsync('cloud/#', { qos: 1 })
