@@ -12,6 +12,7 @@ Commands:
   sub FILTER...      print messages on matching subjects
   stream COMMAND     manage streams: ls, info, add, edit, rm, purge, view
   consumer COMMAND   manage durable consumers: ls, info, add, rm, next
+  bridge COMMAND     show store-and-forward bridges: ls, info
   passwd FILE USER   set or (-D) remove a user in a password file
 
 Run edgebus COMMAND --help for a command's options. edgebus --version prints the version.
@@ -26,6 +27,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   sub: async (argv) => (await import('./sub.ts')).sub(argv),
   stream: async (argv) => (await import('./stream.ts')).stream(argv),
   consumer: async (argv) => (await import('./consumer.ts')).consumer(argv),
+  bridge: async (argv) => (await import('./bridge.ts')).bridge(argv),
   passwd: async (argv) => (await import('./passwd.ts')).passwd(argv),
 }
 
