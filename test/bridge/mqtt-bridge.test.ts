@@ -61,6 +61,10 @@ describe('an MQTT bridge to mosquitto', () => {
     const list = await (await fetch(`${srv.httpUrl}/api/bridges`)).json() as { bridges: Array<{ name: string }> }
     expect(list.bridges.map((b) => b.name)).toEqual(['cloud'])
     expect((await fetch(`${srv.httpUrl}/api/bridges/nope`)).status).toBe(404)
+    const sys = await connectClient(srv.mqttUrl)
+    await sys.client.subscribeAsync('$SYS/broker/bridges/cloud/#')
+    await vi.waitFor(() => expect(sys.messages.find((x) => x.topic === '$SYS/broker/bridges/cloud/state')?.payload).toBe(`connected ${m.tlsUrl}`))
+    expect(sys.messages.find((x) => x.topic === '$SYS/broker/bridges/cloud/messages/acked')?.payload).toBe('2')
     const metrics = await (await fetch(`${srv.httpUrl}/metrics`)).text()
     expect(metrics).toContain(`edgebus_bridge_connected{bridge="cloud",url="${m.tlsUrl}"} 1`)
     expect(metrics).toContain('edgebus_bridge_messages_acked_total{bridge="cloud"} 2')

@@ -24,6 +24,8 @@ export interface RemoteProcess {
   dir: string
   start(): Promise<void>
   stop(): Promise<void>
+  /** Sends a signal (SIGSTOP freezes it with its connections open, SIGCONT thaws it). */
+  signal(sig: NodeJS.Signals): void
   /** Ends it and removes its files (afterEach). */
   destroy(): Promise<void>
   output: string[]
@@ -67,7 +69,11 @@ function remoteProcess(cmd: string, args: (dir: string) => string[], port: numbe
       p.kill('SIGTERM')
       await exited
     },
+    signal(sig) {
+      proc?.kill(sig)
+    },
     async destroy() {
+      proc?.kill('SIGCONT')
       await r.stop()
       rmSync(dir, { recursive: true, force: true })
     },
