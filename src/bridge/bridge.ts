@@ -45,6 +45,8 @@ export interface BridgeInfo {
   deadLettered: number
   /** Messages that came in through this bridge and were not sent back to it. */
   loopsPrevented: number
+  /** Messages whose Message Expiry Interval ran out in the outbox: not sent. */
+  expired: number
   /** Messages received for `in` rules and published locally. */
   received: number
   /** The `in` rules' subscriptions are in place on the current link (the remote acknowledged them). */
@@ -110,6 +112,7 @@ export class Bridge {
   #refused = 0
   #deadLettered = 0
   #loops = 0
+  #expired = 0
   #received = 0
   #reconnects = 0
   #watchdog = 0
@@ -288,13 +291,27 @@ export class Bridge {
       this.#consumer.ack(d.seq) // a shared outbox's message no out rule selects
       return
     }
+    // [MQTT-3.3.2-6] what is left of a Message Expiry Interval goes on; an expired message is not sent
+    let headers = d.headers
+    const expiry = headers?.messageExpiryInterval
+    if (expiry !== undefined) {
+      const left = expiry - Math.floor((now - d.timestamp) / 1000)
+      if (left <= 0) {
+        this.#consumer.ack(d.seq)
+        this.#expired++
+        return
+      }
+      headers = { ...headers, messageExpiryInterval: left }
+    }
     if (this.#inFlight.size === 0) this.#lastProgress = now
     this.#inFlight.set(d.seq, now)
     this.#sent++
     const msgId = userProperty(d.headers, MSG_ID_PROPERTY) ?? `${this.#stream.name}:${d.seq}`
-    link.send({ topic, payload: d.payload, msgId, headers: d.headers, qos }).then(
+    link.send({ topic, payload: d.payload, msgId, headers, qos }).then(
       (r) => this.#result(link, d.seq, r),
-      () => {}, // the link is lost: onClose gives everything in flight back to the outbox
+      // lost, or not answered in time: the link is not trusted any more; closing it gives everything
+      // in flight back to the outbox, resent in stream order on the next link
+      () => { if (this.#link === link) link.close().catch(() => {}) },
     )
   }
 
@@ -340,16 +357,20 @@ export class Bridge {
 
   // --- in rules --------------------------------------------------------------------------------
 
-  #incoming(m: IncomingMessage): void {
+  /** Settles once the message is published locally (the remote's acknowledgement waits for it). */
+  async #incoming(m: IncomingMessage): Promise<void> {
     for (const r of this.#def.in) {
       const local = r.rewrite.apply(m.topic)
       if (local === null) continue
       this.#received++
+      // the origin mark keeps an overlapping out rule from sending it back (see #send)
       const props: Record<string, string> = { [BRIDGE_ORIGIN_PROPERTY]: this.name }
       if (m.msgId !== null) props[MSG_ID_PROPERTY] = m.msgId
-      this.#publish(local, m.payload, r.qos, props).catch((err: unknown) => {
+      try {
+        await this.#publish(local, m.payload, r.qos, props)
+      } catch (err) {
         this.#limited.error(`bridge-in:${this.name}`, { bridge: this.name, topic: local, err: (err as Error).message }, 'bridge could not publish a message from the remote locally')
-      })
+      }
       return
     }
   }
@@ -390,6 +411,7 @@ export class Bridge {
       refused: this.#refused,
       deadLettered: this.#deadLettered,
       loopsPrevented: this.#loops,
+      expired: this.#expired,
       received: this.#received,
       inSubscribed: this.#inSubscribed,
       reconnects: this.#reconnects,

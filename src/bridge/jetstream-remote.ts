@@ -38,7 +38,7 @@ class JetStreamLink implements RemoteLink {
 
   constructor(readonly url: string, nc: NatsConnection, opts: RemoteOptions) {
     this.#nc = nc
-    this.#js = jetstream(nc, { timeout: opts.connectTimeout })
+    this.#js = jetstream(nc, { timeout: opts.ackTimeout })
     nc.closed().then((err) => this.#lost(err ? err.message : this.#why), () => this.#lost(this.#why))
   }
 
@@ -58,7 +58,7 @@ class JetStreamLink implements RemoteLink {
     }
   }
 
-  async subscribe(filters: readonly string[], _qos: 0 | 1, onMessage: (m: IncomingMessage) => void): Promise<void> {
+  async subscribe(filters: readonly string[], _qos: 0 | 1, onMessage: (m: IncomingMessage) => Promise<unknown>): Promise<void> {
     for (const f of filters) {
       this.#nc.subscribe(mqttToNats(f), {
         callback: (err, m) => {
@@ -69,7 +69,8 @@ class JetStreamLink implements RemoteLink {
           } catch {
             return
           }
-          onMessage({ topic, payload: Buffer.from(m.data), msgId: m.headers?.get('Nats-Msg-Id') || null })
+          // core NATS has no acknowledgement to hold back: at most once from the remote's side
+          onMessage({ topic, payload: Buffer.from(m.data), msgId: m.headers?.get('Nats-Msg-Id') || null }).catch(() => {})
         },
       })
     }

@@ -79,11 +79,15 @@ class MqttLink implements RemoteLink {
     })
   }
 
-  subscribe(filters: readonly string[], qos: 0 | 1, onMessage: (m: IncomingMessage) => void): Promise<void> {
-    this.#client.on('message', (topic, payload, packet) => {
+  subscribe(filters: readonly string[], qos: 0 | 1, onMessage: (m: IncomingMessage) => Promise<unknown>): Promise<void> {
+    // MQTT.js sends the PUBACK when handleMessage calls back: only once edgebus has the message
+    // (stored by a stream capturing it, handed to subscribers), so a crash before that gets it resent
+    this.#client.handleMessage = (packet, done) => {
       const id = packet.properties?.userProperties?.[MSG_ID_PROPERTY]
-      onMessage({ topic, payload, msgId: id === undefined ? null : Array.isArray(id) ? (id[0] ?? null) : id })
-    })
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
+      onMessage({ topic: packet.topic, payload, msgId: id === undefined ? null : Array.isArray(id) ? (id[0] ?? null) : id })
+        .then(() => done(), () => done())
+    }
     return new Promise((resolve, reject) => {
       // MQTT 5 No Local: what the bridge sends is not sent back to it [MQTT-3.8.3-3]
       this.#client.subscribe(filters as string[], { qos, ...(this.#v5 ? { nl: true } : {}) }, (err, granted) => {

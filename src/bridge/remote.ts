@@ -36,8 +36,11 @@ export interface RemoteLink {
   /** In-flight messages the remote allows (MQTT 5 Receive Maximum), or Infinity. */
   readonly maxInFlight: number
   send(msg: OutgoingMessage): Promise<SendResult>
-  /** Subscribes the `in` filters (canonical MQTT) and hands what arrives to `onMessage`. */
-  subscribe(filters: readonly string[], qos: 0 | 1, onMessage: (m: IncomingMessage) => void): Promise<void>
+  /**
+   * Subscribes the `in` filters (canonical MQTT) and hands what arrives to `onMessage`; an MQTT
+   * remote gets its PUBACK once the promise settles (the message is published locally).
+   */
+  subscribe(filters: readonly string[], qos: 0 | 1, onMessage: (m: IncomingMessage) => Promise<unknown>): Promise<void>
   /** Called once, when the link is lost or closed, with why. */
   onClose(fn: (reason: string) => void): void
   close(): Promise<void>
@@ -55,6 +58,8 @@ export interface RemoteOptions {
   clientId: string
   mqttVersion: 4 | 5
   connectTimeout: number
+  /** How long a JetStream publish waits for its ack (ms). */
+  ackTimeout: number
   keepalive: number
   /** Keep the remote session (MQTT clean start off) so `in` messages wait for us while offline. */
   persistentSession: boolean

@@ -36,7 +36,7 @@ export async function publishMany(url: string, n: number, topicOf: (i: number) =
 }
 
 /** A recorded message at a remote. */
-export interface Got { topic: string; payload: string; props: Record<string, unknown> | undefined }
+export interface Got { topic: string; payload: string; props: Record<string, unknown> | undefined; expiry: number | undefined }
 
 /**
  * An MQTT subscriber at a remote that survives the remote's restarts: a persistent session
@@ -46,7 +46,7 @@ export interface Got { topic: string; payload: string; props: Record<string, unk
 export async function remoteSubscriber(url: string, filter: string, opts: IClientOptions = {}): Promise<{ client: MqttClient; got: Got[]; end(): Promise<void> }> {
   const client = mqtt.connect(url, { protocolVersion: 5, clean: false, clientId: `sub-${Math.random().toString(16).slice(2)}`, properties: { sessionExpiryInterval: 3600 }, reconnectPeriod: 100, ...opts })
   const got: Got[] = []
-  client.on('message', (topic, payload, packet) => got.push({ topic, payload: payload.toString(), props: packet.properties?.userProperties as Record<string, unknown> | undefined }))
+  client.on('message', (topic, payload, packet) => got.push({ topic, payload: payload.toString(), props: packet.properties?.userProperties as Record<string, unknown> | undefined, expiry: packet.properties?.messageExpiryInterval }))
   await new Promise<void>((resolve, reject) => { client.once('connect', () => resolve()); client.once('error', reject) })
   await client.subscribeAsync(filter, { qos: 1 })
   return { client, got, end: () => client.endAsync(true) }
@@ -89,6 +89,8 @@ export interface BridgeView {
   inSubscribed: boolean
   remoteDuplicates: number
   reconnects: number
+  watchdogReconnects: number
+  expired: number
   lastError: string | null
 }
 
