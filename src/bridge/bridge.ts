@@ -100,8 +100,10 @@ export class Bridge {
   readonly #inFlight = new Map<number, number>()
   /** Taken from the consumer, waiting for the rate limit. */
   #held: Delivery[] = []
+  #heldAt = 0
   #rateTimer: NodeJS.Timeout | null = null
   #pumping = false
+  #pumpScheduled = false
   readonly #refusals = new Map<number, number>()
   #lastProgress = 0
   readonly #timer: NodeJS.Timeout
@@ -217,6 +219,7 @@ export class Bridge {
     this.#inSubscribed = false
     this.#inFlight.clear()
     this.#held = []
+    this.#heldAt = 0
     if (this.#rateTimer !== null) clearTimeout(this.#rateTimer)
     this.#rateTimer = null
     // everything not acknowledged is deliverable again, first in line, in stream order
@@ -251,15 +254,17 @@ export class Bridge {
       while (this.#link === link && this.#rateTimer === null) {
         let room = window - this.#inFlight.size
         if (room <= 0) return
-        if (this.#held.length === 0) {
+        if (this.#heldAt === this.#held.length) {
           const got = this.#consumer.next(Math.min(room, 256), CLIENT)
           if (got.length === 0) return
           // payloads are views of a read buffer: copied, as the client may write them later
-          for (const d of got) this.#held.push({ ...d, payload: Buffer.from(d.payload) })
+          for (const d of got) d.payload = Buffer.from(d.payload)
+          this.#held = got
+          this.#heldAt = 0
         }
         const now = Date.now()
-        while (this.#held.length > 0 && room > 0 && this.#link === link) {
-          const d = this.#held.shift() as Delivery
+        while (this.#heldAt < this.#held.length && room > 0 && this.#link === link) {
+          const d = this.#held[this.#heldAt++] as Delivery
           this.#send(link, d, now)
           room--
           const wait = Math.max(this.#msgBucket?.take(now, 1) ?? 0, this.#byteBucket?.take(now, d.payload.length) ?? 0)
@@ -339,7 +344,17 @@ export class Bridge {
         this.#limited.warn(`bridge-refused:${this.name}`, { bridge: this.name, seq, refusals: n, reason: r.reason }, 'the remote refused a message: it is sent again later')
       }
     }
-    this.#pump()
+    this.#pumpSoon()
+  }
+
+  /** Acks come in bursts (one socket read): the window is refilled once after the burst, in batches, not once per ack. */
+  #pumpSoon(): void {
+    if (this.#pumpScheduled) return
+    this.#pumpScheduled = true
+    setImmediate(() => {
+      this.#pumpScheduled = false
+      this.#pump()
+    })
   }
 
   /** Every second or so: rates, and the watchdog (a link up that acknowledges nothing is reconnected). */
