@@ -183,6 +183,7 @@ export class Bridge {
       }
       round = served ? 1 : round + 1
       if (this.#closing) return
+      if (!served) this.#setState('down', null) // between rounds: down, until the next attempt
       await this.#sleep(reconnectDelay(round, this.#def.backoffMin, this.#def.backoffMax))
     }
   }
