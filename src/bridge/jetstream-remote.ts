@@ -2,7 +2,7 @@ import { connect, headers as natsHeaders, type NatsConnection, type MsgHdrs } fr
 import { jetstream, JetStreamApiError, type JetStreamClient } from '@nats-io/jetstream'
 import { mqttToNats, natsToMqtt } from '../subjects/mqtt-map.ts'
 import type { RecordHeaders } from '../stream/record.ts'
-import { MSG_ID_PROPERTY, type IncomingMessage, type OutgoingMessage, type RemoteConnector, type RemoteLink, type RemoteOptions, type SendResult } from './remote.ts'
+import { LinkEnd, MSG_ID_PROPERTY, type IncomingMessage, type OutgoingMessage, type RemoteConnector, type RemoteLink, type RemoteOptions, type SendResult } from './remote.ts'
 
 /**
  * A NATS remote: out messages are JetStream publishes, done on the stream's publish ack, with
@@ -32,14 +32,12 @@ class JetStreamLink implements RemoteLink {
   readonly maxInFlight = Infinity
   readonly #nc: NatsConnection
   readonly #js: JetStreamClient
-  #closeFns: Array<(reason: string) => void> = []
-  #closed = false
-  #why = 'connection closed by the remote'
+  readonly #end = new LinkEnd()
 
   constructor(readonly url: string, nc: NatsConnection, opts: RemoteOptions) {
     this.#nc = nc
     this.#js = jetstream(nc, { timeout: opts.ackTimeout })
-    nc.closed().then((err) => this.#lost(err ? err.message : this.#why), () => this.#lost(this.#why))
+    nc.closed().then((err) => this.#end.end(err ? err.message : 'connection closed by the remote'), () => this.#end.end('connection closed by the remote'))
   }
 
   async send(msg: OutgoingMessage): Promise<SendResult> {
@@ -78,22 +76,12 @@ class JetStreamLink implements RemoteLink {
   }
 
   onClose(fn: (reason: string) => void): void {
-    if (this.#closed) fn(this.#why)
-    else this.#closeFns.push(fn)
-  }
-
-  #lost(why: string): void {
-    if (this.#closed) return
-    this.#closed = true
-    this.#why = why
-    for (const fn of this.#closeFns) fn(why)
-    this.#closeFns = []
+    this.#end.onEnd(fn)
   }
 
   async close(): Promise<void> {
-    this.#why = 'closed by the bridge'
+    this.#end.end('closed by the bridge') // first: the closed() promise would say "by the remote"
     await this.#nc.close().catch(() => {})
-    this.#lost(this.#why)
   }
 }
 

@@ -1,6 +1,6 @@
 import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt'
 import type { RecordHeaders } from '../stream/record.ts'
-import { MSG_ID_PROPERTY, type IncomingMessage, type OutgoingMessage, type RemoteConnector, type RemoteLink, type RemoteOptions, type SendResult } from './remote.ts'
+import { LinkEnd, MSG_ID_PROPERTY, type IncomingMessage, type OutgoingMessage, type RemoteConnector, type RemoteLink, type RemoteOptions, type SendResult } from './remote.ts'
 
 /**
  * An MQTT remote through MQTT.js, one client per connection (its own reconnect is off: the
@@ -51,9 +51,9 @@ export const connectMqtt: RemoteConnector = (url, opts) => new Promise((resolve,
 class MqttLink implements RemoteLink {
   readonly #client: MqttClient
   readonly #v5: boolean
-  #closeFns: Array<(reason: string) => void> = []
-  #closed = false
-  #why = 'closed'
+  readonly #end = new LinkEnd()
+  /** Why the connection is going away, once the client said (error, DISCONNECT), for the close that follows. */
+  #why = 'connection closed by the remote'
 
   constructor(readonly url: string, client: MqttClient, version: 4 | 5, readonly maxInFlight: number) {
     this.#client = client
@@ -61,13 +61,13 @@ class MqttLink implements RemoteLink {
     client.removeAllListeners('error')
     client.removeAllListeners('close')
     client.on('error', (err) => { this.#why = err.message })
-    client.on('close', () => this.#lost(this.#why === 'closed' ? 'connection closed by the remote' : this.#why))
+    client.on('close', () => this.#lost(this.#why))
     client.on('disconnect', (p) => { this.#why = `DISCONNECT from the remote, reason code 0x${(p.reasonCode ?? 0).toString(16)}` })
   }
 
   send(msg: OutgoingMessage): Promise<SendResult> {
     return new Promise((resolve, reject) => {
-      if (this.#closed) { reject(new Error('link closed')); return }
+      if (this.#end.ended) { reject(new Error('link closed')); return }
       const o: IClientPublishOptions = { qos: msg.qos, retain: false }
       if (this.#v5) o.properties = publishProperties(msg.headers, msg.msgId)
       this.#client.publish(msg.topic, msg.payload, o, (err) => {
@@ -100,26 +100,17 @@ class MqttLink implements RemoteLink {
   }
 
   onClose(fn: (reason: string) => void): void {
-    if (this.#closed) fn(this.#why)
-    else this.#closeFns.push(fn)
+    this.#end.onEnd(fn)
   }
 
   #lost(why: string): void {
-    if (this.#closed) return
-    this.#closed = true
-    this.#why = why
+    if (this.#end.ended) return
     this.#client.end(true) // fails the callbacks of what is in flight (the outbox still has them)
-    for (const fn of this.#closeFns) fn(why)
-    this.#closeFns = []
+    this.#end.end(why)
   }
 
-  close(): Promise<void> {
-    this.#why = 'closed by the bridge'
-    return new Promise((resolve) => {
-      if (this.#closed) { resolve(); return }
-      this.#lost(this.#why)
-      resolve()
-    })
+  async close(): Promise<void> {
+    this.#lost('closed by the bridge')
   }
 }
 

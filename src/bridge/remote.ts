@@ -65,6 +65,31 @@ export interface RemoteOptions {
   persistentSession: boolean
 }
 
+/** The end of a link, told once to each who asked, even after it happened (RemoteLink.onClose). */
+export class LinkEnd {
+  #fns: Array<(reason: string) => void> = []
+  #reason: string | null = null
+
+  get ended(): boolean {
+    return this.#reason !== null
+  }
+
+  onEnd(fn: (reason: string) => void): void {
+    if (this.#reason !== null) fn(this.#reason)
+    else this.#fns.push(fn)
+  }
+
+  /** False when it had ended already. */
+  end(reason: string): boolean {
+    if (this.#reason !== null) return false
+    this.#reason = reason
+    const fns = this.#fns
+    this.#fns = []
+    for (const fn of fns) fn(reason)
+    return true
+  }
+}
+
 /** Opens a link to one URL, or rejects with why not. */
 export type RemoteConnector = (url: string, opts: RemoteOptions) => Promise<RemoteLink>
 

@@ -96,8 +96,26 @@ export interface Mosquitto extends RemoteProcess {
   tlsUrl: string | null
 }
 
+/**
+ * A port picked free can be taken by another process before the remote binds it (other tests
+ * run at the same time): then the remote is started again on another one.
+ */
+async function onFreshPorts<T>(start: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start()
+    } catch (err) {
+      if (attempt >= 5 || !/address already in use/i.test((err as Error).message)) throw err
+    }
+  }
+}
+
 /** Debian's mosquitto on a free loopback port, with persistence (subscribers' sessions survive a restart). */
-export async function startMosquitto(o: MosquittoOptions = {}): Promise<Mosquitto> {
+export function startMosquitto(o: MosquittoOptions = {}): Promise<Mosquitto> {
+  return onFreshPorts(() => startMosquittoOnce(o))
+}
+
+async function startMosquittoOnce(o: MosquittoOptions): Promise<Mosquitto> {
   const dir = mkdtempSync(join(tmpdir(), 'edgebus-mosquitto-'))
   const port = await freePort()
   const tlsPort = o.tls ? await freePort() : null
@@ -130,7 +148,7 @@ export async function startMosquitto(o: MosquittoOptions = {}): Promise<Mosquitt
   }
   writeFileSync(join(dir, 'mosquitto.conf'), lines.join('\n') + '\n')
   const r = remoteProcess('mosquitto', (d) => ['-c', join(d, 'mosquitto.conf')], port, dir, tlsPort === null ? [] : [tlsPort])
-  await r.start()
+  await r.start().catch(async (err: unknown) => { await r.destroy(); throw err })
   return Object.assign(r, { url: `mqtt://127.0.0.1:${port}`, tlsPort, tlsUrl: tlsPort === null ? null : `mqtts://localhost:${tlsPort}` })
 }
 
@@ -141,11 +159,15 @@ export interface NatsServer extends RemoteProcess {
 }
 
 /** Debian's nats-server with JetStream on a free loopback port; its store survives a restart. */
-export async function startNats(): Promise<NatsServer> {
+export function startNats(): Promise<NatsServer> {
+  return onFreshPorts(startNatsOnce)
+}
+
+async function startNatsOnce(): Promise<NatsServer> {
   const dir = mkdtempSync(join(tmpdir(), 'edgebus-nats-'))
   const port = await freePort()
   const r = remoteProcess('nats-server', (d) => ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', d], port, dir)
-  await r.start()
+  await r.start().catch(async (err: unknown) => { await r.destroy(); throw err })
   const conns: NatsConnection[] = []
   const destroy = r.destroy
   return Object.assign(r, {
