@@ -59,6 +59,11 @@ export interface BridgeInfo {
   lastAck: string | null
 }
 
+interface Outbox {
+  consumer: Consumer
+  stream: Stream
+}
+
 /** The client name the bridge takes its outbox consumer's messages as (it is the consumer's only client). */
 const CLIENT = '$bridge'
 
@@ -72,9 +77,8 @@ const CLIENT = '$bridge'
 export class Bridge {
   readonly name: string
   readonly #def: BridgeDefinition
-  readonly #consumers: StreamConsumers
-  readonly #consumer: Consumer
-  readonly #stream: Stream
+  /** The outbox: its stream and the consumer that drains it; null for a bridge with only `in` rules. */
+  readonly #outbox: Outbox | null
   readonly #publish: LocalPublish
   readonly #log: Logger
   readonly #limited: LogLimiter
@@ -133,16 +137,14 @@ export class Bridge {
     const now = Date.now()
     this.#msgBucket = def.rateMsgs > 0 ? new TokenBucket(def.rateMsgs, Math.max(1, Math.ceil(def.rateMsgs / 10)), now) : null
     this.#byteBucket = def.rateBytes > 0 ? new TokenBucket(def.rateBytes, Math.max(65_536, Math.ceil(def.rateBytes / 10)), now) : null
-    // a bridge with only `in` rules has no outbox
-    this.#consumers = deps.consumers as StreamConsumers
-    this.#stream = deps.stream as Stream
-    if (deps.consumers !== null) {
-      this.#consumer = deps.consumers.get(outboxName(def.name)).consumer
+    if (deps.consumers !== null && deps.stream !== null) {
+      const consumer = deps.consumers.get(outboxName(def.name)).consumer
+      this.#outbox = { consumer, stream: deps.stream }
       // what was out when the server stopped is sent again first, now rather than after its ack deadline
-      this.#consumer.release(null)
+      consumer.release(null)
       this.#unwatch = deps.consumers.watch(outboxName(def.name), () => this.#pump())
     } else {
-      this.#consumer = null as unknown as Consumer
+      this.#outbox = null
       this.#unwatch = () => {}
     }
     this.#timer = setInterval(() => this.#tick(), Math.min(1000, Math.max(50, def.ackTimeout / 4)))
@@ -224,7 +226,8 @@ export class Bridge {
     if (this.#rateTimer !== null) clearTimeout(this.#rateTimer)
     this.#rateTimer = null
     // everything not acknowledged is deliverable again, first in line, in stream order
-    if (this.#consumer !== null && !this.#consumer.closed) this.#consumer.release(CLIENT)
+    const outbox = this.#outbox
+    if (outbox !== null && !outbox.consumer.closed) outbox.consumer.release(CLIENT)
     this.#downSince = Date.now()
     this.#lastError = why
     this.#setState('down', null)
@@ -248,7 +251,8 @@ export class Bridge {
 
   #pump(): void {
     const link = this.#link
-    if (link === null || this.#pumping || this.#consumer === null || this.#consumer.closed) return
+    const outbox = this.#outbox
+    if (link === null || this.#pumping || outbox === null || outbox.consumer.closed) return
     this.#pumping = true
     try {
       const window = Math.min(this.#def.window, link.maxInFlight)
@@ -256,7 +260,7 @@ export class Bridge {
         let room = window - this.#inFlight.size
         if (room <= 0) return
         if (this.#heldAt === this.#held.length) {
-          const got = this.#consumer.next(Math.min(room, 256), CLIENT)
+          const got = outbox.consumer.next(Math.min(room, 256), CLIENT)
           if (got.length === 0) return
           // payloads are views of a read buffer: copied, as the client may write them later
           for (const d of got) d.payload = Buffer.from(d.payload)
@@ -266,7 +270,7 @@ export class Bridge {
         const now = Date.now()
         while (this.#heldAt < this.#held.length && room > 0 && this.#link === link) {
           const d = this.#held[this.#heldAt++] as Delivery
-          this.#send(link, d, now)
+          this.#send(link, outbox, d, now)
           room--
           const wait = Math.max(this.#msgBucket?.take(now, 1) ?? 0, this.#byteBucket?.take(now, d.payload.length) ?? 0)
           if (wait > 0) {
@@ -280,10 +284,10 @@ export class Bridge {
     }
   }
 
-  #send(link: RemoteLink, d: Delivery, now: number): void {
+  #send(link: RemoteLink, { consumer, stream }: Outbox, d: Delivery, now: number): void {
     // [issue 14] what came in through this bridge is not sent back to its remote
     if (userProperty(d.headers, BRIDGE_ORIGIN_PROPERTY) === this.name) {
-      this.#consumer.ack(d.seq)
+      consumer.ack(d.seq)
       this.#loops++
       return
     }
@@ -294,7 +298,7 @@ export class Bridge {
       if (topic !== null) { qos = r.qos; break }
     }
     if (topic === null) {
-      this.#consumer.ack(d.seq) // a shared outbox's message no out rule selects
+      consumer.ack(d.seq) // a shared outbox's message no out rule selects
       return
     }
     // [MQTT-3.3.2-6] what is left of a Message Expiry Interval goes on; an expired message is not sent
@@ -303,7 +307,7 @@ export class Bridge {
     if (expiry !== undefined) {
       const left = expiry - Math.floor((now - d.timestamp) / 1000)
       if (left <= 0) {
-        this.#consumer.ack(d.seq)
+        consumer.ack(d.seq)
         this.#expired++
         return
       }
@@ -312,21 +316,21 @@ export class Bridge {
     if (this.#inFlight.size === 0) this.#lastProgress = now
     this.#inFlight.set(d.seq, now)
     this.#sent++
-    const msgId = userProperty(d.headers, MSG_ID_PROPERTY) ?? `${this.#stream.name}:${d.seq}`
+    const msgId = userProperty(d.headers, MSG_ID_PROPERTY) ?? `${stream.name}:${d.seq}`
     link.send({ topic, payload: d.payload, msgId, headers, qos }).then(
-      (r) => this.#result(link, d.seq, r),
+      (r) => this.#result(link, consumer, d.seq, r),
       // lost, or not answered in time: the link is not trusted any more; closing it gives everything
       // in flight back to the outbox, resent in stream order on the next link
       () => { if (this.#link === link) link.close().catch(() => {}) },
     )
   }
 
-  #result(link: RemoteLink, seq: number, r: SendResult): void {
-    if (this.#link !== link || !this.#inFlight.delete(seq) || this.#consumer.closed) return
+  #result(link: RemoteLink, consumer: Consumer, seq: number, r: SendResult): void {
+    if (this.#link !== link || !this.#inFlight.delete(seq) || consumer.closed) return
     const now = Date.now()
     this.#lastProgress = now
     if (r.ok) {
-      this.#consumer.ack(seq)
+      consumer.ack(seq)
       this.#acked++
       if (r.duplicate === true) this.#remoteDuplicates++
       this.#lastAck = now
@@ -336,12 +340,12 @@ export class Bridge {
       const n = (this.#refusals.get(seq) ?? 0) + 1
       if (n >= this.#def.maxDeliver) {
         this.#refusals.delete(seq)
-        this.#consumer.term(seq) // to the dead-letter subject; the rest flows on
+        consumer.term(seq) // to the dead-letter subject; the rest flows on
         this.#deadLettered++
-        this.#limited.error(`bridge-dead-letter:${this.name}`, { bridge: this.name, seq, refusals: n, reason: r.reason, deadLetter: this.#consumer.deadLetterSubject }, 'bridge dead-lettered a message the remote refused')
+        this.#limited.error(`bridge-dead-letter:${this.name}`, { bridge: this.name, seq, refusals: n, reason: r.reason, deadLetter: consumer.deadLetterSubject }, 'bridge dead-lettered a message the remote refused')
       } else {
         this.#refusals.set(seq, n)
-        this.#consumer.nak(seq, reconnectDelay(n, this.#def.backoffMin, this.#def.backoffMax))
+        consumer.nak(seq, reconnectDelay(n, this.#def.backoffMin, this.#def.backoffMax))
         this.#limited.warn(`bridge-refused:${this.name}`, { bridge: this.name, seq, refusals: n, reason: r.reason }, 'the remote refused a message: it is sent again later')
       }
     }
@@ -398,13 +402,14 @@ export class Bridge {
     let messages = 0
     let bytes = 0
     let oldest = 0
-    if (this.#consumer !== null && !this.#consumer.closed) {
-      const ci = this.#consumer.info()
+    const outbox = this.#outbox
+    if (outbox !== null && !outbox.consumer.closed) {
+      const ci = outbox.consumer.info()
       messages = ci.lag + ci.pending
-      const s = this.#stream.info()
+      const s = outbox.stream.info()
       bytes = s.messages > 0 ? Math.round((s.bytes / s.messages) * Math.min(messages, s.messages)) : 0
       if (messages > 0) {
-        const first = this.#stream.journal.read(Math.max(ci.ackFloor + 1, s.firstSeq))
+        const first = outbox.stream.journal.read(Math.max(ci.ackFloor + 1, s.firstSeq))
         if (first !== null) oldest = Math.max(0, Math.round((now - first.timestamp) / 1000))
       }
     }
