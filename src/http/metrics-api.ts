@@ -30,7 +30,7 @@ function escapeLabel(v: string): string {
 /**
  * GET /metrics: the server's counters for Prometheus, read when scraped (nothing is kept for it):
  * connections, messages and bytes in and out, drops, refusals and denials, and a gauge set per
- * stream and per consumer. The names are listed in docs/observability.md.
+ * stream, per consumer and per bridge. The names are listed in docs/security.md (Observability).
  */
 export function mountMetrics(http: HttpFront, broker: MqttBroker, streams: StreamManager, security: Security | null, startedAt: number, bridges: BridgeManager | null = null): void {
   http.route('GET', '/metrics', (_req, res) => {
