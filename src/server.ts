@@ -78,6 +78,12 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   broker.attachStreams(streams)
   // issue 14: after the streams (outboxes), before the listeners; what comes in from a remote takes the one publish path
   const bridges = await BridgeManager.start(config.bridges, streams, (topic, payload, qos, userProperties) => broker.publish(topic, payload, { qos, retain: false, properties: { userProperties } }), log)
+    .catch(async (err: unknown) => {
+      await broker.close()
+      await streams.close()
+      await persistence?.close()
+      throw err
+    })
   broker.security = security.open ? null : security
   const startedAt = Date.now()
 

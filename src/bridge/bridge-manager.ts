@@ -18,8 +18,10 @@ export class BridgeManager {
 
   static async start(defs: readonly BridgeDefinition[], streams: StreamManager, publish: LocalPublish, log: Logger): Promise<BridgeManager> {
     const m = new BridgeManager()
-    for (const def of defs) {
-      const remote = await remoteOptions(def)
+    // every certificate file is read before any bridge starts: one that fails starts none
+    const remotes = await Promise.all(defs.map(remoteOptions))
+    for (const [i, def] of defs.entries()) {
+      const remote = remotes[i] as RemoteOptions
       const connect: RemoteConnector = def.kind === 'mqtt'
         ? (await import('./mqtt-remote.ts')).connectMqtt
         : (await import('./jetstream-remote.ts')).connectJetStream

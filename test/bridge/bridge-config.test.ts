@@ -70,3 +70,17 @@ describe('bridge definitions', () => {
     expect(() => loadConfig({ cwd: configWith({ bridges: [{ ...minimal, urls: 'mqtt://x' }] }), env: {} })).toThrow(/config "bridges" in .*\[0\] "cloud": urls/)
   })
 })
+
+describe('a bridge config the server refuses', () => {
+  it('does not start with an unreadable certificate file, naming the bridge, the key and the fix', async () => {
+    const { startEdgebus } = await import('../support/edgebus.ts')
+    const err = await startEdgebus({ config: { bridges: [{ ...minimal, ca: '/nonexistent/ca.pem' }] } }).then(() => null, (e: unknown) => e as Error)
+    expect(err?.message).toMatch(/EBRIDGE_INVALID.*bridge "cloud": ca file \/nonexistent\/ca.pem cannot be read.*fix the path/s)
+  })
+
+  it('does not start with a bad bridges section, naming the key', async () => {
+    const { startEdgebus } = await import('../support/edgebus.ts')
+    const err = await startEdgebus({ config: { bridges: [{ ...minimal, window: -1 }] } }).then(() => null, (e: unknown) => e as Error)
+    expect(err?.message).toMatch(/ECONFIG_INVALID.*bridges.*\[0\] "cloud": window -1 is not valid; use a whole number from 1 to 65535/s)
+  })
+})
