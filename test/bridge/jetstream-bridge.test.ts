@@ -6,6 +6,7 @@ import { DeliverPolicy, AckPolicy, type JetStreamClient, type JetStreamManager }
 import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
 import { connectClient, endAllClients } from '../support/mqtt.ts'
 import { startNats, type NatsServer } from '../support/remotes.ts'
+import { makeTestPki } from '../support/tls.ts'
 import { bridgeInfo, deliveryReport, publishMany } from './helpers.ts'
 
 /**
@@ -69,6 +70,18 @@ describe('a JetStream bridge to nats-server -js', () => {
     expect(all[1]?.msgId).toBe('bridge-js:2')
     expect(deliveryReport(all)).toEqual({ unique: 200, duplicates: 0, outOfOrder: 0 })
     await vi.waitFor(async () => expect(await bridgeInfo(srv, 'js')).toMatchObject({ state: 'connected', acked: 200, backlog: { messages: 0 } }))
+  })
+
+  it('forwards over TLS with a token (tls:// URL, the remote\'s CA)', async () => {
+    const pki = makeTestPki()
+    const n = await startNats({ token: 's3cret', tls: { cert: pki.serverCert, key: pki.serverKey, ca: pki.ca } })
+    remotes.push(n)
+    const { jsm } = await n.client()
+    await cloudStream(jsm)
+    const srv = await edgebus({ urls: [n.url], token: 's3cret', ca: pki.ca, out: [{ from: 'dev/#', to: 'cloud.{#}' }] })
+    await publishMany(srv.mqttUrl, 20, () => 'dev/x')
+    await vi.waitFor(async () => expect((await jsm.streams.info('CLOUD')).state.messages).toBe(20), { timeout: 10_000 })
+    expect(await bridgeInfo(srv, 'js')).toMatchObject({ state: 'connected', url: n.url })
   })
 
   it('keeps 100,000 QoS 1 messages published while nats-server is stopped and stores each exactly once, in order per subject, once it is back', async () => {

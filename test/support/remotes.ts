@@ -158,22 +158,30 @@ export interface NatsServer extends RemoteProcess {
   client(): Promise<{ nc: NatsConnection; jsm: JetStreamManager; js: JetStreamClient }>
 }
 
-/** Debian's nats-server with JetStream on a free loopback port; its store survives a restart. */
-export function startNats(): Promise<NatsServer> {
-  return onFreshPorts(startNatsOnce)
+export interface NatsOptions {
+  /** Clients must give this token. */
+  token?: string
+  /** TLS required, with these PEM files. */
+  tls?: { cert: string; key: string; ca: string }
 }
 
-async function startNatsOnce(): Promise<NatsServer> {
+/** Debian's nats-server with JetStream on a free loopback port; its store survives a restart. */
+export function startNats(o: NatsOptions = {}): Promise<NatsServer> {
+  return onFreshPorts(() => startNatsOnce(o))
+}
+
+async function startNatsOnce(o: NatsOptions): Promise<NatsServer> {
   const dir = mkdtempSync(join(tmpdir(), 'edgebus-nats-'))
   const port = await freePort()
-  const r = remoteProcess('nats-server', (d) => ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', d], port, dir)
+  const extra = [...(o.token !== undefined ? ['--auth', o.token] : []), ...(o.tls ? ['--tls', '--tlscert', o.tls.cert, '--tlskey', o.tls.key] : [])]
+  const r = remoteProcess('nats-server', (d) => ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', d, ...extra], port, dir)
   await r.start().catch(async (err: unknown) => { await r.destroy(); throw err })
   const conns: NatsConnection[] = []
   const destroy = r.destroy
   return Object.assign(r, {
-    url: `nats://127.0.0.1:${port}`,
+    url: o.tls ? `tls://localhost:${port}` : `nats://127.0.0.1:${port}`,
     async client() {
-      const nc = await natsConnect({ servers: `127.0.0.1:${port}` })
+      const nc = await natsConnect({ servers: `127.0.0.1:${port}`, ...(o.token !== undefined ? { token: o.token } : {}), ...(o.tls ? { tls: { caFile: o.tls.ca } } : {}) })
       conns.push(nc)
       return { nc, jsm: await jetstreamManager(nc), js: jetstream(nc) }
     },
