@@ -34,16 +34,22 @@ export const connectMqtt: RemoteConnector = (url, opts) => new Promise((resolve,
   const fail = (why: string): void => {
     if (settled) return
     settled = true
+    clearTimeout(timer)
     client.end(true)
     reject(new Error(why))
   }
   const timer = setTimeout(() => fail(`no CONNACK within ${opts.connectTimeout} ms`), opts.connectTimeout + 100)
-  client.once('error', (err) => fail(err.message))
-  client.once('close', () => fail('connection closed before CONNACK'))
+  // kept on a failed client: a later 'error' without a listener would be thrown
+  const onError = (err: Error): void => fail(err.message)
+  const onClose = (): void => fail('connection closed before CONNACK')
+  client.on('error', onError)
+  client.on('close', onClose)
   client.once('connect', (connack) => {
     if (settled) return
     settled = true
     clearTimeout(timer)
+    client.off('error', onError)
+    client.off('close', onClose)
     resolve(new MqttLink(url, client, opts.mqttVersion, connack.properties?.receiveMaximum ?? Infinity))
   })
 })
@@ -58,8 +64,6 @@ class MqttLink implements RemoteLink {
   constructor(readonly url: string, client: MqttClient, version: 4 | 5, readonly maxInFlight: number) {
     this.#client = client
     this.#v5 = version === 5
-    client.removeAllListeners('error')
-    client.removeAllListeners('close')
     client.on('error', (err) => { this.#why = err.message })
     client.on('close', () => this.#lost(this.#why))
     client.on('disconnect', (p) => { this.#why = `DISCONNECT from the remote, reason code 0x${(p.reasonCode ?? 0).toString(16)}` })
