@@ -64,6 +64,9 @@ interface Outbox {
   stream: Stream
 }
 
+/** Messages one pump sends before it yields to the event loop. */
+const PUMP_TURN = 1024
+
 /** The client name the bridge takes its outbox consumer's messages as (it is the consumer's only client). */
 const CLIENT = '$bridge'
 
@@ -231,7 +234,7 @@ export class Bridge {
     this.#downSince = Date.now()
     this.#lastError = why
     this.#setState('down', null)
-    if (!this.#closing) this.#log.warn({ bridge: this.name, url: link.url, reason: why }, 'bridge link lost')
+    if (!this.#closing) this.#limited.warn(`bridge-lost:${this.name}`, { bridge: this.name, url: link.url, reason: why }, 'bridge link lost')
   }
 
   #setState(state: BridgeState, url: string | null): void {
@@ -256,9 +259,14 @@ export class Bridge {
     this.#pumping = true
     try {
       const window = Math.min(this.#def.window, link.maxInFlight)
+      // a turn sends PUMP_TURN at most, then yields: a big window must not hold up the clients' I/O
+      let turn = PUMP_TURN
       while (this.#link === link && this.#rateTimer === null) {
-        let room = window - this.#inFlight.size
-        if (room <= 0) return
+        let room = Math.min(window - this.#inFlight.size, turn)
+        if (room <= 0) {
+          if (turn === 0) this.#pumpSoon()
+          return
+        }
         if (this.#heldAt === this.#held.length) {
           const got = outbox.consumer.next(Math.min(room, 256), CLIENT)
           if (got.length === 0) return
@@ -272,6 +280,7 @@ export class Bridge {
           const d = this.#held[this.#heldAt++] as Delivery
           this.#send(link, outbox, d, now)
           room--
+          turn--
           const wait = Math.max(this.#msgBucket?.take(now, 1) ?? 0, this.#byteBucket?.take(now, d.payload.length) ?? 0)
           if (wait > 0) {
             this.#rateTimer = setTimeout(() => { this.#rateTimer = null; this.#pump() }, wait)
