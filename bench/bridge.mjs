@@ -10,7 +10,7 @@
 //   ingest-mosquitto   1 MQTT.js client, QoS 1, `window` in flight, straight to Mosquitto
 //   drain-mosquitto    edgebus' bridge draining `count` messages (64 B) queued while Mosquitto was down
 //   mosquitto-bridge   Mosquitto's own bridge (edge Mosquitto to the same remote) draining the same backlog
-//   ingest-jetstream   1 nats.js client, JetStream publish with `window` acks pending, straight to nats-server
+//   ingest-jetstream   1 nats.js client, asynchronous JetStream publishes with `window` acks pending (as the bridge sends), straight to nats-server
 //   drain-jetstream    edgebus' bridge draining the same backlog to JetStream
 //   cpu-off / cpu-on   edgebus CPU-seconds per million QoS 1 messages into a stream, without and with a
 //                      connected bridge forwarding them (Mosquitto remote)
@@ -19,8 +19,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import mqtt from 'mqtt';
-import { connect as natsConnect } from '@nats-io/transport-node';
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect as natsConnect, createInbox, headers as natsHeaders } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { cpuSeconds, freePort, installCleanup, sleep, spawnTracked, stopChild, waitForPort } from './lib/proc.mjs';
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url));
@@ -236,18 +236,27 @@ async function ingestJetStream(o) {
   const remote = await natsWithStream();
   const nc = await natsConnect({ servers: `127.0.0.1:${remote.port}` });
   try {
-    const js = jetstream(nc);
+    // asynchronous JetStream publishes, acks on one reply inbox, `window` pending: as the bridge sends
     const body = Buffer.alloc(o.payload, 0x61);
+    const inbox = `${createInbox()}.`;
     const t0 = process.hrtime.bigint();
     await new Promise((resolve, reject) => {
       let sent = 0;
       let acked = 0;
       const pump = () => {
         while (sent < o.count && sent - acked < o.window) {
-          const i = sent++;
-          js.publish('bench.p0', body, { msgID: `m${i}` }).then(() => { if (++acked === o.count) resolve(); else pump(); }, reject);
+          const h = natsHeaders();
+          h.set('Nats-Msg-Id', `m${sent}`);
+          nc.publish('bench.p0', body, { reply: inbox + (sent++).toString(36), headers: h });
         }
       };
+      nc.subscribe(`${inbox}*`, {
+        callback: (err, m) => {
+          if (err || m.headers?.code === 503 || m.string().includes('"error"')) return reject(err ?? new Error(m.string() || 'no stream'));
+          if (++acked === o.count) resolve();
+          else pump();
+        },
+      });
       pump();
     });
     return { rate: rate(o.count, Number(process.hrtime.bigint() - t0) / 1e9) };
@@ -305,7 +314,7 @@ export async function runBridgeBench(o) {
   await step('ingest-mosquitto', 'Mosquitto ingest, 1 client (MQTT.js QoS 1)', () => ingestMosquitto(o));
   await step('drain-mosquitto', 'edgebus bridge drain to Mosquitto', () => drainMosquittoByEdgebus(o));
   await step('mosquitto-bridge', "Mosquitto's own bridge drain to Mosquitto", () => drainMosquittoByMosquitto(o));
-  await step('ingest-jetstream', 'JetStream ingest, 1 client (nats.js, publish acks)', () => ingestJetStream(o));
+  await step('ingest-jetstream', 'JetStream ingest, 1 client (nats.js, async publish acks)', () => ingestJetStream(o));
   await step('drain-jetstream', 'edgebus bridge drain to JetStream', () => drainJetStream(o));
   await step('cpu-off', 'edgebus CPU, QoS 1 into a stream, no bridge', () => cpuPerMillion(o, false));
   await step('cpu-on', 'edgebus CPU, QoS 1 into the outbox, bridge forwarding to Mosquitto', () => cpuPerMillion(o, true));

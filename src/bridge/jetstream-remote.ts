@@ -1,5 +1,4 @@
-import { connect, headers as natsHeaders, type NatsConnection, type MsgHdrs } from '@nats-io/transport-node'
-import { jetstream, JetStreamApiError, type JetStreamClient } from '@nats-io/jetstream'
+import { connect, createInbox, headers as natsHeaders, type Msg, type NatsConnection, type MsgHdrs } from '@nats-io/transport-node'
 import { mqttToNats, natsToMqtt } from '../subjects/mqtt-map.ts'
 import type { RecordHeaders } from '../stream/record.ts'
 import { LinkEnd, MSG_ID_PROPERTY, type IncomingMessage, type OutgoingMessage, type RemoteConnector, type RemoteLink, type RemoteOptions, type SendResult } from './remote.ts'
@@ -7,8 +6,11 @@ import { LinkEnd, MSG_ID_PROPERTY, type IncomingMessage, type OutgoingMessage, t
 /**
  * A NATS remote: out messages are JetStream publishes, done on the stream's publish ack, with
  * the message id as Nats-Msg-Id so the remote stream stores it once within its duplicate window
- * (a resend after a lost ack is answered `duplicate: true`). `in` rules are core NATS
- * subscriptions. The client's own reconnect is off: the bridge reconnects and resends.
+ * (a resend after a lost ack is answered `duplicate: true`). The publishes are asynchronous: each
+ * carries a reply subject under one inbox of the link, and the acks come back there, without a
+ * request (promise chain, timer) per message; a remote that stops acking is the watchdog's to
+ * notice. `in` rules are core NATS subscriptions. The client's own reconnect is off: the bridge
+ * reconnects and resends.
  */
 export const connectJetStream: RemoteConnector = async (url, opts) => {
   const u = new URL(url)
@@ -25,35 +27,89 @@ export const connectJetStream: RemoteConnector = async (url, opts) => {
     ...(opts.token !== null ? { token: opts.token } : {}),
     ...(tlsWanted ? { tls: { ...(opts.ca !== null ? { ca: opts.ca.toString() } : {}), ...(opts.cert !== null && opts.key !== null ? { cert: opts.cert.toString(), key: opts.key.toString() } : {}) } } : {}),
   })
-  return new JetStreamLink(url, nc, opts)
+  return new JetStreamLink(url, nc)
+}
+
+interface PendingAck {
+  subject: string
+  resolve: (r: SendResult) => void
+  reject: (err: Error) => void
 }
 
 class JetStreamLink implements RemoteLink {
   readonly maxInFlight = Infinity
   readonly #nc: NatsConnection
-  readonly #js: JetStreamClient
   readonly #end = new LinkEnd()
+  /** `<inbox>.` : the reply subject of a publish is this and a token. */
+  readonly #inbox = `${createInbox()}.`
+  readonly #pending = new Map<string, PendingAck>()
+  #token = 0
 
-  constructor(readonly url: string, nc: NatsConnection, opts: RemoteOptions) {
+  constructor(readonly url: string, nc: NatsConnection) {
     this.#nc = nc
-    this.#js = jetstream(nc, { timeout: opts.ackTimeout })
-    nc.closed().then((err) => this.#end.end(err ? err.message : 'connection closed by the remote'), () => this.#end.end('connection closed by the remote'))
+    nc.subscribe(`${this.#inbox}*`, { callback: (err, m) => { if (err === null) this.#ack(m) } })
+    nc.closed().then((err) => this.#lost(err ? err.message : 'connection closed by the remote'), () => this.#lost('connection closed by the remote'))
+    void this.#watchPermissions()
   }
 
-  async send(msg: OutgoingMessage): Promise<SendResult> {
+  send(msg: OutgoingMessage): Promise<SendResult> {
     const subject = mqttToNats(msg.topic)
-    try {
-      const ack = await this.#js.publish(subject, msg.payload, { msgID: msg.msgId, headers: natsHeadersOf(msg.headers) })
-      return { ok: true, duplicate: ack.duplicate }
-    } catch (err) {
-      // the stream answered with an error (too large, a limit): a refusal of this message
-      if (err instanceof JetStreamApiError) return { ok: false, reason: `JetStream error ${err.code}: ${err.message}` }
-      // no stream captures the subject
-      if ((err as Error).name === 'JetStreamNotEnabled') return { ok: false, reason: `no JetStream stream on the remote captures "${subject}"` }
-      if ((err as Error).name === 'PermissionViolationError' || /permission/i.test((err as Error).message)) return { ok: false, reason: (err as Error).message }
-      // a timeout or a lost connection: the link is not trusted any more (the bridge reconnects and resends in order)
-      throw err
+    const headers = natsHeadersOf(msg.headers)
+    headers.set('Nats-Msg-Id', msg.msgId)
+    const token = (this.#token++).toString(36)
+    return new Promise((resolve, reject) => {
+      if (this.#end.ended) { reject(new Error('link closed')); return }
+      this.#pending.set(token, { subject, resolve, reject })
+      try {
+        this.#nc.publish(subject, msg.payload, { reply: this.#inbox + token, headers })
+      } catch (err) {
+        this.#pending.delete(token)
+        // over the server's max_payload: this message will never go
+        if (/payload/i.test((err as Error).message)) resolve({ ok: false, reason: (err as Error).message })
+        else reject(err as Error)
+      }
+    })
+  }
+
+  /** A publish ack, a JetStream error (a refusal of that message), or 503: no stream captures the subject. */
+  #ack(m: Msg): void {
+    const p = this.#pending.get(m.subject.slice(this.#inbox.length))
+    if (p === undefined) return
+    this.#pending.delete(m.subject.slice(this.#inbox.length))
+    if (m.headers?.code === 503) {
+      p.resolve({ ok: false, reason: `no JetStream stream on the remote captures "${p.subject}"` })
+      return
     }
+    let answer: { duplicate?: boolean; error?: { err_code?: number; code?: number; description?: string } }
+    try {
+      answer = m.json()
+    } catch {
+      p.resolve({ ok: false, reason: `the remote answered "${m.string().slice(0, 100)}", not a JetStream publish ack` })
+      return
+    }
+    if (answer.error !== undefined) p.resolve({ ok: false, reason: `JetStream error ${answer.error.err_code ?? answer.error.code}: ${answer.error.description ?? ''}` })
+    else p.resolve({ ok: true, duplicate: answer.duplicate === true })
+  }
+
+  /** A publish the account may not make is refused by the server asynchronously: it refuses the messages waiting on that subject. */
+  async #watchPermissions(): Promise<void> {
+    for await (const st of this.#nc.status()) {
+      if (st.type !== 'error') continue
+      const e = st.error as Error & { operation?: string; subject?: string }
+      if (e.name !== 'PermissionViolationError' || e.operation !== 'publish') continue
+      for (const [token, p] of this.#pending) {
+        if (p.subject !== e.subject) continue
+        this.#pending.delete(token)
+        p.resolve({ ok: false, reason: e.message })
+      }
+    }
+  }
+
+  #lost(why: string): void {
+    if (!this.#end.end(why)) return
+    const err = new Error(`link lost: ${why}`)
+    for (const p of this.#pending.values()) p.reject(err)
+    this.#pending.clear()
   }
 
   async subscribe(filters: readonly string[], _qos: 0 | 1, onMessage: (m: IncomingMessage) => Promise<unknown>): Promise<void> {
@@ -80,21 +136,19 @@ class JetStreamLink implements RemoteLink {
   }
 
   async close(): Promise<void> {
-    this.#end.end('closed by the bridge') // first: the closed() promise would say "by the remote"
+    this.#lost('closed by the bridge') // first: the closed() promise would say "by the remote"
     await this.#nc.close().catch(() => {})
   }
 }
 
 /** The stored headers as NATS headers (user properties by name; the id goes as Nats-Msg-Id). */
-function natsHeadersOf(h: RecordHeaders | null): MsgHdrs | undefined {
-  if (h === null) return undefined
+function natsHeadersOf(h: RecordHeaders | null): MsgHdrs {
   const out = natsHeaders()
-  let any = false
+  if (h === null) return out
   for (const [k, v] of h.userProperties ?? []) {
     if (k === MSG_ID_PROPERTY || k === '' || /[\s:]/.test(k)) continue
     out.append(k, v)
-    any = true
   }
-  if (h.contentType !== undefined) { out.set('Content-Type', h.contentType); any = true }
-  return any ? out : undefined
+  if (h.contentType !== undefined) out.set('Content-Type', h.contentType)
+  return out
 }

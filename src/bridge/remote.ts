@@ -58,8 +58,6 @@ export interface RemoteOptions {
   clientId: string
   mqttVersion: 4 | 5
   connectTimeout: number
-  /** How long a JetStream publish waits for its ack (ms). */
-  ackTimeout: number
   keepalive: number
   /** Keep the remote session (MQTT clean start off) so `in` messages wait for us while offline. */
   persistentSession: boolean
