@@ -15,6 +15,8 @@ export const connectMqtt: RemoteConnector = (url, opts) => new Promise((resolve,
     reconnectPeriod: 0,
     connectTimeout: opts.connectTimeout,
     keepalive: opts.keepalive,
+    // a PINGREQ every keep alive period, busy or not: rescheduling it on every PUBLISH costs a timer per message
+    reschedulePings: false,
     clean: !opts.persistentSession,
     resubscribe: false,
     ...(opts.persistentSession && opts.mqttVersion === 5 ? { properties: { sessionExpiryInterval: 86_400 } } : {}),
