@@ -44,6 +44,7 @@ const HELP = `usage: node bench/run.mjs [options]       (npm run bench -- [optio
   --max-minutes M      stop starting new runs after M minutes (default 15, quick 2;
                        a plan estimated longer than that: its estimate + 20 %)
   --out DIR            results directory (default bench/results)
+  --bridge-count N     backlog of the bridge rows (default 1,000,000, quick 20,000); --only bridge runs only them
   --dry-run            print the plan and the time estimate, run nothing`;
 
 function parseArgs(argv) {
@@ -74,7 +75,7 @@ try {
 }
 if (opts.help) { console.log(HELP); process.exit(0); }
 const known = new Set(['quick', 'reps', 'only', 'brokers', 'nats', 'payload', 'duration', 'warmup', 'conns', 'rate', 'batch', 'no-b1', 'dry-run',
-  'broker-cpu', 'loadgen-cpu', 'edgebus-args', 'mosquitto-autosave', 'max-minutes', 'out', 'help']);
+  'broker-cpu', 'loadgen-cpu', 'edgebus-args', 'mosquitto-autosave', 'max-minutes', 'out', 'help', 'bridge-count']);
 for (const k of Object.keys(opts)) if (!known.has(k)) { console.error(`bench: unknown option --${k}\n${HELP}`); process.exit(1); }
 
 const quick = !!opts.quick;
@@ -111,8 +112,20 @@ if (ncpu < 2) notes.push(`only ${ncpu} CPU: broker and generator are not pinned 
 
 // ---------- selection ----------
 let scenarios = SCENARIOS;
+// issue 14: the bridge rows (bench/bridge.mjs) have their own shape (remotes, not broker columns):
+// they run after the table, in a full run or with --only bridge
+let wantBridge = !opts.only;
 if (opts.only) {
-  const want = String(opts.only).split(',').map((s) => s.trim()).filter(Boolean);
+  const want = String(opts.only).split(',').map((s) => s.trim()).filter((s) => s !== '' && !(s === 'bridge' && (wantBridge = true)));
+  if (want.length === 0) {
+    const { runBridgeBench } = await import('./bridge.mjs');
+    installCleanup();
+    const r = await runBridgeBench({ count: Math.round(numOpt('bridge-count', quick ? 20_000 : 1_000_000)), payload: ctx.payload, window: 1000, publishers: 4 });
+    mkdirSync(ctx.outDir, { recursive: true });
+    writeFileSync(path.join(ctx.outDir, 'bridge.md'), r.markdown + '\n');
+    process.stdout.write(`${r.markdown}\n`);
+    process.exit(r.rows.some((x) => x.error) ? 1 : 0);
+  }
   for (const w of want) if (!SCENARIOS.some((s) => s.name === w)) { console.error(`bench: unknown scenario ${w}`); process.exit(1); }
   scenarios = SCENARIOS.filter((s) => want.includes(s.name));
 }
@@ -373,7 +386,12 @@ const meta = [
   `pinning: broker on CPU ${ctx.brokerCpu ?? 'any'}, loadgen on CPU ${ctx.loadgenCpu ?? 'any'}; each run starts a fresh broker on a free loopback port; total ${Math.round(elapsed)} s`,
   'cells are medians; spread is min–max over the repetitions',
 ];
-const md = markdown({ rows, brokers: ran, labels, meta, notes, saturation });
+let md = markdown({ rows, brokers: ran, labels, meta, notes, saturation });
+if (wantBridge) {
+  const { runBridgeBench } = await import('./bridge.mjs');
+  const r = await runBridgeBench({ count: Math.round(numOpt('bridge-count', quick ? 20_000 : 1_000_000)), payload: ctx.payload, window: 1000, publishers: 4 });
+  md += `\n${r.markdown}\n`;
+}
 mkdirSync(ctx.outDir, { recursive: true });
 writeFileSync(path.join(ctx.outDir, 'latest.md'), md);
 writeFileSync(path.join(ctx.outDir, 'latest.json'), `${JSON.stringify({

@@ -11,13 +11,16 @@ const pkg = JSON.parse(readFileSync(`${root}package.json`, 'utf8'))
 // Optional modules (ws: bufferutil, utf-8-validate; debug: supports-color), and parts of MQTT.js the
 // CLI never uses on Node (socks: SOCKS proxies, ~68 KiB with ip-address and smart-buffer;
 // worker-timers: browser timers): bundled as modules that throw when used, so their users fall
-// back to plain JS instead of looking for them on disk at run time.
+// back to plain JS instead of looking for them on disk at run time. tweetnacl (33 KiB) signs NATS
+// nkey/JWT logins, which bridges do not offer (user/password, token, client certificates): any use
+// of it fails with its name.
 const absentOptionalNatives = {
   name: 'absent-optional-natives',
   setup(b) {
-    b.onResolve({ filter: /^(bufferutil|utf-8-validate|supports-color|socks|worker-timers)$/ }, (args) => ({ path: args.path, namespace: 'absent' }))
+    b.onResolve({ filter: /^(bufferutil|utf-8-validate|supports-color|socks|worker-timers|tweetnacl)$/ }, (args) => ({ path: args.path, namespace: 'absent' }))
     b.onLoad({ filter: /.*/, namespace: 'absent' }, (args) => {
       const fail = `function () { throw new Error('${args.path} is not bundled') }`
+      if (args.path === 'tweetnacl') return { contents: `const f = ${fail}; const any = new Proxy(f, { get: () => any }); module.exports = any`, loader: 'js' }
       // MQTT.js reads these at load time: give it names that fail only when called
       if (args.path === 'worker-timers') return { contents: `exports.setInterval = exports.clearInterval = ${fail}`, loader: 'js' }
       if (args.path === 'socks') return { contents: `exports.SocksClient = { createConnection: ${fail} }`, loader: 'js' }

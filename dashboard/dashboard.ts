@@ -1,6 +1,6 @@
 /**
  * The dashboard page's code: plain TypeScript, no framework. It reads /api/stats,
- * /api/streams, /api/connections and consumers every 2 s, and watches subjects live through the
+ * /api/streams, /api/bridges, /api/connections and consumers every 2 s, and watches subjects live through the
  * browser client (/client.js) over /ws.
  */
 import { connect, type Message } from '../src/client/edgebus-client.ts'
@@ -114,6 +114,21 @@ async function refreshStreams(): Promise<void> {
   $('consumer-rows').innerHTML = consumerRows.join('') || '<tr><td colspan="7">no consumers</td></tr>'
 }
 
+interface BridgeRow {
+  name: string; state: string; url: string | null; downSince: string | null; lastError: string | null
+  backlog: { messages: number; bytes: number; oldestSeconds: number }; ackRate: number; acked: number; refused: number; deadLettered: number; reconnects: number
+}
+
+async function refreshBridges(): Promise<void> {
+  const { bridges } = await get<{ bridges: BridgeRow[] }>('/api/bridges')
+  $('bridge-rows').innerHTML = bridges.map((b) => {
+    const down = b.downSince === null ? '' : `down since ${new Date(b.downSince).toLocaleTimeString()}`
+    const state = b.state === 'connected' ? `connected to ${b.url ?? ''}` : b.state === 'connecting' ? `${down}${down ? ', ' : ''}connecting to ${b.url ?? ''}` : down || b.state
+    const cls = b.state === 'connected' ? 'ok' : 'warn'
+    return `<tr data-bridge="${esc(b.name)}"><td>${esc(b.name)}</td><td class="state ${cls}" title="${esc(b.lastError ?? '')}">${esc(state)}</td><td class="backlog">${b.backlog.messages}</td><td>${fmtBytes(b.backlog.bytes)}</td><td>${b.backlog.oldestSeconds > 0 ? fmtUptime(b.backlog.oldestSeconds) : '—'}</td><td>${fmtRate(b.ackRate)}</td><td class="acked">${b.acked}</td><td>${b.refused}</td><td>${b.deadLettered}</td><td>${b.reconnects}</td></tr>`
+  }).join('') || '<tr><td colspan="10">no bridges (declared in the config file, docs/bridges.md)</td></tr>'
+}
+
 async function refreshConnections(): Promise<void> {
   const { connections } = await get<{ connections: Array<{ clientId: string | null; protocol: string; version: number | null; remote: string; subscriptions: string[]; queuedBytes: number }> }>('/api/connections')
   $('conn-rows').innerHTML = connections.map((c) => `<tr><td>${esc(c.clientId ?? '(connecting)')}</td><td>${esc(c.protocol)}${c.version ? ` v${c.version}` : ''}</td><td>${esc(c.remote)}</td><td>${esc(c.subscriptions.join(', '))}</td><td>${fmtBytes(c.queuedBytes)}</td></tr>`).join('') || '<tr><td colspan="5">no MQTT connections</td></tr>'
@@ -174,7 +189,7 @@ $('tail-form').addEventListener('submit', (e) => { e.preventDefault(); watch(($(
 watch('#')
 
 async function tick(): Promise<void> {
-  await Promise.all([refreshStats(), refreshStreams(), refreshConnections()]).catch((err: unknown) => {
+  await Promise.all([refreshStats(), refreshStreams(), refreshBridges(), refreshConnections()]).catch((err: unknown) => {
     $('status').textContent = `error: ${(err as Error).message}`
     $('status').className = 'badge'
   })

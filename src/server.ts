@@ -27,11 +27,15 @@ import { mountAuthApi, reapply } from './http/auth-api.ts'
 import { HttpAuth } from './http/http-auth.ts'
 import { mountMetrics } from './http/metrics-api.ts'
 import { SysTopics } from './mqtt/sys-topics.ts'
+import { BridgeManager } from './bridge/bridge-manager.ts'
+import { withOutboxes } from './bridge/bridge-config.ts'
+import { mountBridgesApi } from './http/bridges-api.ts'
 
 export interface EdgebusServer {
   readonly config: EdgebusConfig
   readonly broker: MqttBroker
   readonly streams: StreamManager
+  readonly bridges: BridgeManager
   readonly mqttPort: number
   readonly httpPort: number
   readonly log: Logger
@@ -78,23 +82,33 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   capByOpenFiles(config.limits.maxConnections, broker.gate, log)
   // dead-letter notices of consumers are published by the server, as any MQTT message
   const serverPublish = (topic: string, payload: Buffer) => broker.publish(topic, payload, { qos: 1, retain: false })
-  const streams = await StreamManager.open(broker.router, config.dataDir, config.streams, log, serverPublish).catch(async (err: unknown) => {
+  // issue 14: each bridge's outbox is a stream (made for it, or a declared one with its consumer added)
+  const streams = await StreamManager.open(broker.router, config.dataDir, withOutboxes(config.streams, config.bridges), log, serverPublish).catch(async (err: unknown) => {
     await broker.close()
     await persistence?.close()
     throw err
   })
   broker.attachStreams(streams)
+  // issue 14: after the streams (outboxes), before the listeners; what comes in from a remote takes the one publish path
+  const bridges = await BridgeManager.start(config.bridges, streams, (topic, payload, qos, userProperties) => broker.publish(topic, payload, { qos, retain: false, properties: { userProperties } }), log)
+    .catch(async (err: unknown) => {
+      await broker.close()
+      await streams.close()
+      await persistence?.close()
+      throw err
+    })
   broker.security = security.open ? null : security
   const startedAt = Date.now()
 
   const http = new HttpFront(log, config.tls.http && tlsOptions !== null ? { module: await import('node:https'), options: tlsOptions } : null, parseCorsPolicy(config.http.cors))
   const httpAuth = new HttpAuth(broker.security)
   mountStreamsApi(http, streams, httpAuth)
+  mountBridgesApi(http, bridges, httpAuth)
   mountPublishApi(http, broker, httpAuth)
   mountDashboard(http, broker, startedAt, httpAuth)
   mountConnectionsApi(http, broker, httpAuth)
-  mountMetrics(http, broker, streams, broker.security, startedAt)
-  const sys = new SysTopics(broker, startedAt, config.sys.interval)
+  mountMetrics(http, broker, streams, broker.security, startedAt, bridges)
+  const sys = new SysTopics(broker, startedAt, config.sys.interval, bridges)
   let closing: Promise<void> | null = null
   // issue 15: a store that cannot write (a full disk) refuses messages until it can again; the probes say so
   const degraded = (): Array<{ store: string; code: string; message: string }> => {
@@ -142,6 +156,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     tcp?.close()
     mqtts?.close()
     http.server.close()
+    await bridges.close()
     await broker.close()
     await streams.close()
     await persistence?.close() // issue 5
@@ -158,6 +173,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     config,
     broker,
     streams,
+    bridges,
     mqttPort,
     httpPort,
     tlsPort,
@@ -206,6 +222,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
         http.server.close()
         ws.close()
         json.close()
+        await bridges.close() // before the streams: their outboxes are streams
         await broker.close()
         await streams.close() // every acknowledged message is on disk once this returns
         await persistence?.close() // issue 5: after aedes, which records the sessions' disconnects

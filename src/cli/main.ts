@@ -15,6 +15,7 @@ Commands:
   client COMMAND     the server's client connections: ls, info, kick
   user COMMAND       users at run time: ls, add, passwd, rm
   acl COMMAND        a user's ACL rules at run time: ls, get, set, rm
+  bridge COMMAND     show store-and-forward bridges: ls, info
   passwd FILE USER   set or (-D) remove a user in a password file
 
 Run edgebus COMMAND --help for a command's options. edgebus --version prints the version.
@@ -35,6 +36,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   client: async (argv) => (await import('./clients.ts')).client(argv),
   user: async (argv) => (await import('./users.ts')).user(argv),
   acl: async (argv) => (await import('./users.ts')).acl(argv),
+  bridge: async (argv) => (await import('./bridge.ts')).bridge(argv),
   passwd: async (argv) => (await import('./passwd.ts')).passwd(argv),
 }
 

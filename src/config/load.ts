@@ -2,6 +2,7 @@ import { parseAuthConfig, OPEN_AUTH, type AuthConfig } from '../auth/acl-config.
 import { existsSync, readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
+import { describeBridge, parseBridges, type BridgeDefinition } from '../bridge/bridge-config.ts'
 import { checkNoOverlap, describeStreamDefinition, parseStreamDefinition, type StreamDefinition } from '../stream/stream-config.ts'
 import { coerceField, ConfigFields, envName, formatField, suggestKey, type ConfigKey, type ConfigValue, type EdgebusConfig, type Source } from './schema.ts'
 
@@ -54,8 +55,9 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   }
   let streams: StreamDefinition[] = []
   let auth: AuthConfig = OPEN_AUTH
+  let bridges: BridgeDefinition[] = []
   if (file !== null) {
-    const { streams: rawStreams, auth: rawAuth, ...flat } = readConfigFile(file)
+    const { streams: rawStreams, auth: rawAuth, bridges: rawBridges, ...flat } = readConfigFile(file)
     // a path in the file is relative to the file's folder, wherever the server is started from
     const folder = dirname(file)
     if (rawAuth !== undefined) {
@@ -68,6 +70,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
       sources[key as ConfigKey] = 'file'
     }
     if (rawStreams !== undefined) streams = readStreams(rawStreams, file)
+    if (rawBridges !== undefined) bridges = readBridges(rawBridges, streams, file)
   }
 
   for (const key of keys) {
@@ -84,7 +87,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
     sources[key as ConfigKey] = 'flag'
   }
 
-  const config = { ...toConfig(values), streams, auth }
+  const config = { ...toConfig(values), streams, auth, bridges }
   checkCombinations(config)
   return { config, file, sources }
 }
@@ -134,10 +137,20 @@ function readStreams(raw: unknown, file: string): StreamDefinition[] {
   return defs
 }
 
+/** `bridges`: checked here, outboxes included, so a bad one stops the start naming its key. */
+function readBridges(raw: unknown, streams: StreamDefinition[], file: string): BridgeDefinition[] {
+  try {
+    return parseBridges(raw, streams, `config "bridges" in ${file}`)
+  } catch (err) {
+    const e = err as EdgebusError
+    throw new EdgebusError('ECONFIG_INVALID', e.message, { key: String(e.detail?.key ?? 'bridges') })
+  }
+}
+
 function flatten(obj: Record<string, unknown>, prefix: string, out: Record<string, unknown>, file: string): void {
   for (const [k, v] of Object.entries(obj)) {
     const key = prefix + k
-    if (key === 'streams' || key === 'auth') {
+    if (key === 'streams' || key === 'auth' || key === 'bridges') {
       out[key] = v
     } else if (key in ConfigFields) {
       out[key] = v
@@ -164,10 +177,10 @@ function checkCombinations(c: EdgebusConfig): void {
 }
 
 /** The values as the nested config object: `limits.maxPacketSize` becomes limits → maxPacketSize. */
-function toConfig(v: Record<ConfigKey, ConfigValue>): Omit<EdgebusConfig, 'streams' | 'auth'> {
+function toConfig(v: Record<ConfigKey, ConfigValue>): Omit<EdgebusConfig, 'streams' | 'auth' | 'bridges'> {
   const out: Record<string, unknown> = {}
   for (const key of Object.keys(v) as ConfigKey[]) setPath(out, key, v[key])
-  return out as unknown as Omit<EdgebusConfig, 'streams' | 'auth'>
+  return out as unknown as Omit<EdgebusConfig, 'streams' | 'auth' | 'bridges'>
 }
 
 /** Sets `a.b.c` in a nested object, making the levels on the way. */
@@ -187,6 +200,7 @@ export function printableConfig(config: EdgebusConfig): Record<string, unknown> 
     setPath(out, key, formatField(key, value as ConfigValue))
   }
   out.streams = config.streams.map(describeStreamDefinition)
+  if (config.bridges.length > 0) out.bridges = config.bridges.map(describeBridge)
   if (config.auth !== OPEN_AUTH) {
     // never print the token secret
     const a = config.auth

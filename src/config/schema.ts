@@ -2,6 +2,7 @@ import { EdgebusError } from '../core/errors.ts'
 import { LogLevels, type LogLevel } from '../core/log.ts'
 import type { StreamDefinition } from '../stream/stream-config.ts'
 import type { AuthConfig } from '../auth/acl-config.ts'
+import type { BridgeDefinition } from '../bridge/bridge-config.ts'
 import { formatDuration, formatSize, parseDuration, parseSize } from './units.ts'
 
 /**
@@ -81,6 +82,8 @@ export interface EdgebusConfig {
   streams: StreamDefinition[]
   /** Users, tokens and ACLs: the file's `auth` section (src/auth/ACL.md); open when absent. */
   auth: AuthConfig
+  /** Store-and-forward bridges to remote brokers: the file's `bridges` list (docs/bridges.md). */
+  bridges: BridgeDefinition[]
 }
 
 /** Where a value came from, for error messages. */

@@ -74,6 +74,9 @@ export const ErrorCodes = {
   ELIMIT_FILES: 'the process is at its open-file limit (ulimit -n): new connections are refused; limits.maxConnections above that limit is warned at start',
   ELIMIT_SUBSCRIPTIONS: 'a client reached limits.maxSubscriptions',
   ELIMIT_TOPIC: 'a topic is longer or has more levels than limits.maxTopicLength / limits.maxTopicLevels allow',
+  // issue 14: store-and-forward bridges (src/bridge)
+  EBRIDGE_INVALID: 'a bridge definition in the config file is malformed',
+  EBRIDGE_NOT_FOUND: 'no bridge has that name',
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

@@ -1,4 +1,5 @@
 import type { Security } from '../auth/security.ts'
+import type { BridgeManager } from '../bridge/bridge-manager.ts'
 import type { MqttBroker } from '../mqtt/broker.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
 import { VERSION } from '../version.ts'
@@ -29,9 +30,9 @@ function escapeLabel(v: string): string {
 /**
  * GET /metrics: the server's counters for Prometheus, read when scraped (nothing is kept for it):
  * connections, messages and bytes in and out, drops, refusals and denials, and a gauge set per
- * stream and per consumer. The names are listed in docs/observability.md.
+ * stream, per consumer and per bridge. The names are listed in docs/security.md (Observability).
  */
-export function mountMetrics(http: HttpFront, broker: MqttBroker, streams: StreamManager, security: Security | null, startedAt: number): void {
+export function mountMetrics(http: HttpFront, broker: MqttBroker, streams: StreamManager, security: Security | null, startedAt: number, bridges: BridgeManager | null = null): void {
   http.route('GET', '/metrics', (_req, res) => {
     const s = broker.stats
     const f = (name: string, type: 'counter' | 'gauge', help: string): Family => new Family(`edgebus_${name}`, type, help)
@@ -89,6 +90,7 @@ export function mountMetrics(http: HttpFront, broker: MqttBroker, streams: Strea
       }
     }
     out.push(sm, sb, sd, sl, ss, sr, cp, cl, cf, cr, cd)
+    if (bridges !== null) out.push(...bridgeFamilies(bridges, f))
     const mem = process.memoryUsage()
     out.push(
       new Family('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.').add(mem.rss),
@@ -100,4 +102,41 @@ export function mountMetrics(http: HttpFront, broker: MqttBroker, streams: Strea
     res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store' })
     res.end(body)
   })
+}
+
+/** issue 14: per bridge (label `bridge`), its link, backlog and counters. */
+function bridgeFamilies(bridges: BridgeManager, f: (name: string, type: 'counter' | 'gauge', help: string) => Family): Family[] {
+  const up = f('bridge_connected', 'gauge', '1 while the bridge has a link to its remote (label url), else 0.')
+  const down = f('bridge_down_seconds', 'gauge', 'Seconds since the bridge lost its link (0 while connected).')
+  const bm = f('bridge_backlog_messages', 'gauge', 'Messages selected by the out rules not yet acknowledged by the remote.')
+  const bb = f('bridge_backlog_bytes', 'gauge', 'Bytes of those messages (estimated for a shared outbox).')
+  const bo = f('bridge_oldest_unsent_seconds', 'gauge', 'Age of the oldest message not yet acknowledged by the remote.')
+  const fl = f('bridge_in_flight', 'gauge', 'Messages sent and waiting for the remote\'s acknowledgement.')
+  const sent = f('bridge_messages_sent_total', 'counter', 'Messages sent to the remote (resends included).')
+  const acked = f('bridge_messages_acked_total', 'counter', 'Messages the remote acknowledged.')
+  const refused = f('bridge_messages_refused_total', 'counter', 'Messages the remote refused (reason code, ACL, limit).')
+  const dead = f('bridge_messages_dead_lettered_total', 'counter', 'Refused messages given up on after maxDeliver refusals.')
+  const loops = f('bridge_loops_prevented_total', 'counter', 'Messages that came in through the bridge and were not sent back to it.')
+  const recv = f('bridge_messages_received_total', 'counter', 'Messages received from the remote for in rules.')
+  const rec = f('bridge_reconnects_total', 'counter', 'Links opened after the first (failover and reconnects).')
+  const wd = f('bridge_watchdog_reconnects_total', 'counter', 'Links closed by the watchdog: up, but nothing acknowledged within ackTimeout.')
+  const now = Date.now()
+  for (const b of bridges.list()) {
+    const l = { bridge: b.name }
+    up.add(b.state === 'connected' ? 1 : 0, { ...l, url: b.url ?? '' })
+    down.add(b.downSince === null ? 0 : Math.round((now - Date.parse(b.downSince)) / 1000), l)
+    bm.add(b.backlog.messages, l)
+    bb.add(b.backlog.bytes, l)
+    bo.add(b.backlog.oldestSeconds, l)
+    fl.add(b.inFlight, l)
+    sent.add(b.sent, l)
+    acked.add(b.acked, l)
+    refused.add(b.refused, l)
+    dead.add(b.deadLettered, l)
+    loops.add(b.loopsPrevented, l)
+    recv.add(b.received, l)
+    rec.add(b.reconnects, l)
+    wd.add(b.watchdogReconnects, l)
+  }
+  return [up, down, bm, bb, bo, fl, sent, acked, refused, dead, loops, recv, rec, wd]
 }

@@ -1,6 +1,11 @@
 import { VERSION } from '../version.ts'
 import type { MqttBroker } from './broker.ts'
 
+/** What $SYS shows of each bridge (src/bridge/bridge.ts BridgeInfo has these). */
+export interface SysBridges {
+  list(): Array<{ name: string; state: string; url: string | null; backlog: { messages: number; bytes: number; oldestSeconds: number }; sent: number; acked: number; refused: number; received: number; reconnects: number }>
+}
+
 /**
  * The `$SYS/broker/...` topics Mosquitto users know, published every `sys.interval` and right
  * after a client subscribes to them. Not retained: they would be written to the state file (and a
@@ -8,12 +13,14 @@ import type { MqttBroker } from './broker.ts'
  */
 export class SysTopics {
   readonly #broker: MqttBroker
+  readonly #bridges: SysBridges | null
   readonly #startedAt: number
   #timer: NodeJS.Timeout | null = null
   #soon: NodeJS.Timeout | null = null
 
-  constructor(broker: MqttBroker, startedAt: number, intervalMs: number) {
+  constructor(broker: MqttBroker, startedAt: number, intervalMs: number, bridges: SysBridges | null = null) {
     this.#broker = broker
+    this.#bridges = bridges
     this.#startedAt = startedAt
     if (intervalMs <= 0) return
     this.#timer = setInterval(() => this.publish(), intervalMs)
@@ -40,7 +47,28 @@ export class SysTopics {
       ['$SYS/broker/bytes/received', String(s.bytesIn)],
       ['$SYS/broker/bytes/sent', String(s.bytesOut)],
       ['$SYS/broker/heap/current', String(process.memoryUsage().heapUsed)],
+      ...this.#bridgeValues(),
     ]
+  }
+
+  /** issue 14: per bridge, its state and backlog: $SYS/broker/bridges/<name>/... */
+  #bridgeValues(): Array<[string, string]> {
+    const out: Array<[string, string]> = []
+    for (const b of this.#bridges?.list() ?? []) {
+      const at = `$SYS/broker/bridges/${b.name}`
+      out.push(
+        [`${at}/state`, b.state === 'connected' ? `connected ${b.url ?? ''}` : b.state],
+        [`${at}/backlog/messages`, String(b.backlog.messages)],
+        [`${at}/backlog/bytes`, String(b.backlog.bytes)],
+        [`${at}/backlog/oldest`, `${b.backlog.oldestSeconds} seconds`],
+        [`${at}/messages/sent`, String(b.sent)],
+        [`${at}/messages/acked`, String(b.acked)],
+        [`${at}/messages/refused`, String(b.refused)],
+        [`${at}/messages/received`, String(b.received)],
+        [`${at}/reconnects`, String(b.reconnects)],
+      )
+    }
+    return out
   }
 
   publish(): void {

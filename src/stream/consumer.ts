@@ -663,9 +663,11 @@ export class Consumer {
 
   /**
    * A client went away: its unacked deliveries are ready for others at once (those at maxDeliver
-   * are dead-lettered) and its holds end. Returns how many it had out.
+   * are dead-lettered) and its holds end. Returns how many it had out. `null` releases the
+   * deliveries that were out when the server stopped (they have no client now): a consumer with
+   * one known client (a bridge) resends them at once instead of after their ack deadline.
    */
-  release(client: string): number {
+  release(client: string | null): number {
     this.#checkOpen()
     const now = this.#clock()
     let n = 0

@@ -6,7 +6,8 @@ import { BUNDLE, ROOT, startEdgebus, type StartedEdgebus } from '../support/edge
 import { connectClient, endAllClients } from '../support/mqtt.ts'
 
 /** Bundle size budget: a regression shows the day it happens. */
-const BUNDLE_BUDGET_BYTES = 700 * 1024
+// issue 14: bridges with the NATS client (@nats-io/transport-node) add ~146 KiB (754 KiB in all); the issue sets 1 MB
+const BUNDLE_BUDGET_BYTES = 1000 * 1024
 
 async function roundTrip(srv: StartedEdgebus): Promise<void> {
   try {

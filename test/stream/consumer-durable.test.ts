@@ -42,6 +42,27 @@ async function closeConsumer(c: Consumer): Promise<void> {
 const letters = (n: number): string[] => Array.from({ length: n }, (_, i) => `s/${i % 3}`)
 
 describe('durable consumer state', () => {
+  it('release(null) makes what was out before a restart deliverable at once, in stream order (a bridge resends it first)', async () => {
+    const t = new ManualTime()
+    const j = await journalWith(letters(6))
+    const c = await consumerOn(j, { name: 'bridge', ackWait: '60s' }, t)
+    expect(c.next(4, '$bridge').map((d) => d.seq)).toEqual([1, 2, 3, 4])
+    c.ack(2)
+    await closeConsumer(c)
+
+    const c2 = await consumerOn(j, { name: 'bridge', ackWait: '60s' }, t)
+    // without it they wait for their ack deadline: only the never-delivered ones come
+    expect(c2.next(10, '$bridge').map((d) => d.seq)).toEqual([5, 6])
+    await closeConsumer(c2)
+    const c3 = await consumerOn(j, { name: 'bridge', ackWait: '60s' }, t)
+    expect(c3.release(null)).toBe(5) // 1, 3, 4 from the first run, 5, 6 from the second
+    const again = c3.next(10, '$bridge')
+    expect(again.map((d) => [d.seq, d.deliveryCount])).toEqual([[1, 2], [3, 2], [4, 2], [5, 2], [6, 2]])
+    // deliveries of a live client are not touched by it
+    expect(c3.release(null)).toBe(0)
+    expect(c3.info().pending).toBe(5)
+  })
+
   it('resumes after a restart: acked never again, unacked at their deadline, new ones from the cursor, counters kept', async () => {
     const t = new ManualTime()
     const j = await journalWith(letters(10))
