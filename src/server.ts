@@ -24,6 +24,8 @@ import { mountAuthApi, reapply } from './http/auth-api.ts'
 import { HttpAuth } from './http/http-auth.ts'
 import { mountMetrics } from './http/metrics-api.ts'
 import { SysTopics } from './mqtt/sys-topics.ts'
+import { RateHistory } from './core/rate-history.ts'
+import { SubjectRates } from './router/subject-rates.ts'
 
 export interface EdgebusServer {
   readonly config: EdgebusConfig
@@ -35,6 +37,11 @@ export interface EdgebusServer {
   /** The MQTT over TLS port, or null without TLS. */
   readonly tlsPort: number | null
   readonly security: Security
+  /**
+   * The dashboard's rate history (GET /api/rates): a part with counters of its own registers them
+   * here, e.g. `rates.family('bridge.', () => bridges.map((b) => [b.name + '.in', b.messagesIn]))`.
+   */
+  readonly rates: RateHistory
   /**
    * Reads the TLS files, the password file and the run-time users again (SIGHUP); with `reread` (the
    * config file read again) its `auth.acl` comes into force too, on live connections. A file that
@@ -86,7 +93,13 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   const httpAuth = new HttpAuth(broker.security)
   mountStreamsApi(http, streams, httpAuth)
   mountPublishApi(http, broker, httpAuth)
-  mountDashboard(http, broker, startedAt, httpAuth)
+  // issue 20: the last hour per second, on the server (a dashboard opened late shows it at once)
+  const rates = new RateHistory()
+  rates.series('messages.in', () => broker.stats.messagesIn)
+  rates.series('messages.out', () => broker.stats.messagesOut)
+  rates.family('stream.', () => streams.list().map((s) => [s.name, s.lastSeq] as const))
+  const subjects = new SubjectRates(broker.router)
+  mountDashboard(http, broker, startedAt, httpAuth, rates, subjects)
   mountConnectionsApi(http, broker, httpAuth)
   mountMetrics(http, broker, streams, broker.security, startedAt)
   const sys = new SysTopics(broker, startedAt, config.sys.interval)
@@ -130,6 +143,8 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     throw err
   }
   listening = true
+  rates.start()
+  subjects.start()
   log.info({ host: config.host, mqttPort, httpPort, ...(tlsPort !== null ? { tlsPort } : {}), version: VERSION }, 'edgebus ready')
 
   return {
@@ -140,6 +155,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     httpPort,
     tlsPort,
     security,
+    rates,
     log,
     async reload(reread?: EdgebusConfig) {
       if (tlsConfig !== null) {
@@ -179,6 +195,8 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     close() {
       closing ??= (async () => {
         sys.close()
+        rates.stop()
+        subjects.stop()
         tcp?.close()
         mqtts?.close()
         http.server.close()
