@@ -671,7 +671,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       if (ordered !== null) (properties as Record<symbol, unknown>)[USER_PROPERTY_ORDER] = ordered
     }
 
-    plan.published++ // subject rates (router/subject-rates.ts)
+    broker.router.counted(plan) // subject rates (router/subject-rates.ts)
     const entries = plan.entries
     let v4Frame: Buffer | null = null
     let v5Frame: Buffer | null = null

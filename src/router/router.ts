@@ -104,6 +104,7 @@ function mergeEntries(entries: RouteEntry[]): RouteEntry {
 /** Where a message to one topic goes; cached per topic. */
 export class RoutePlan {
   constructor(
+    readonly topic: string,
     readonly entries: readonly RouteEntry[],
     /** How many entries have no target connection and need a decoded packet. */
     readonly slow: number,
@@ -113,7 +114,7 @@ export class RoutePlan {
     readonly stores: number,
   ) {}
 
-  /** Messages routed by this plan since subject-rates.ts last read it: one increment per message, no allocation. */
+  /** Messages routed by this plan since subject-rates.ts last took it (Router.counted). */
   published = 0
 }
 
@@ -126,6 +127,8 @@ export class Router {
   /** topic -> the entries a message to it goes to, one per target connection. */
   #cache = new Map<string, RoutePlan>()
   #scratch: RouteEntry[] = []
+  /** Plans that routed a message since takeCounted(); null until something reads them. */
+  #counted: RoutePlan[] | null = null
   readonly #stores = new Map<string, Listener>()
   /** Entries reserved for subscriptions still being made (see reserve), by filter. */
   readonly #reserved = new Map<string, Set<RouteEntry>>()
@@ -226,7 +229,7 @@ export class Router {
       return
     }
     const plan = this.match(packet.topic)
-    plan.published++
+    this.counted(plan)
     const entries = plan.entries
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i] as RouteEntry
@@ -274,9 +277,20 @@ export class Router {
     return this.#entries.get(filter)?.get(fn)
   }
 
-  /** The cached plans by topic (read once a second by subject-rates.ts). */
-  plans(): IterableIterator<[string, RoutePlan]> {
-    return this.#cache.entries()
+  /**
+   * Counts one message routed by `plan`, for subject-rates.ts: an increment, and the plan's first
+   * message since the last takeCounted() puts it on a list, so the sampler reads only the plans that
+   * routed something (not the whole cache, which a subscription change drops anyway).
+   */
+  counted(plan: RoutePlan): void {
+    if (plan.published++ === 0 && this.#counted !== null && this.#counted.length < MAX_CACHED_TOPICS) this.#counted.push(plan)
+  }
+
+  /** The plans counted since the last call, each once (their `published` is the count); starts the counting. */
+  takeCounted(): RoutePlan[] {
+    const taken = this.#counted ?? []
+    this.#counted = []
+    return taken
   }
 
   /** Call after changing an entry's target or options: cached routes embed them. */
@@ -323,7 +337,7 @@ export class Router {
       else if (entry.target === null) slow++
       else if (entry.qos > 0) reliable++
     }
-    const plan = new RoutePlan(result, slow, reliable, stores)
+    const plan = new RoutePlan(topic, result, slow, reliable, stores)
     if (this.#cache.size >= MAX_CACHED_TOPICS) this.#cache.clear()
     this.#cache.set(topic, plan)
     return plan

@@ -1,4 +1,4 @@
-import type { RoutePlan, Router } from './router.ts'
+import type { Router } from './router.ts'
 
 export interface SubjectRate {
   subject: string
@@ -8,27 +8,28 @@ export interface SubjectRate {
 
 /** Weight of the newest second in the moving average (about a 10 s window). */
 const ALPHA = 0.1
-/** Below this a subject is dropped (about one message a minute, decayed). */
+/** Below this a subject is forgotten (about one message a minute, decayed). */
 const FLOOR = 0.005
 
 /**
  * Messages per second by subject, counted where the router already is: every routed message
- * increments its cached RoutePlan's `published` (no lookup, no allocation on the hot path). Once a
- * second `sample()` reads and zeroes those counts and folds them into a moving average per subject.
- *
- * The route cache is dropped on every subscription change: the plans seen busy last second are kept
- * here and read once more, so a busy subject keeps its count across a change; a subject whose only
- * plan was made and dropped within one second goes uncounted (the rates are an operator's view,
- * not accounting: $SYS and /metrics have the exact totals).
+ * increments its cached RoutePlan's `published`, and a plan's first message in a second puts it on
+ * the router's list (Router.counted: no lookup, no allocation per message). Once a second `sample()`
+ * takes that list, zeroes the counts and folds them into a moving average per subject: the work
+ * follows the subjects that had messages, not the size of the route cache, and a subscription
+ * change (which drops the cache) loses no count. The rates are an operator's view; $SYS and
+ * /metrics have the exact totals.
  */
 export class SubjectRates {
-  readonly #rates = new Map<string, number>()
-  #busy: Array<[string, RoutePlan]> = []
-  #next: Array<[string, RoutePlan]> = []
+  /** subject -> its rate as of second `at`; quiet seconds are applied when it is read (lazy decay). */
+  readonly #rates = new Map<string, { rate: number; at: number }>()
   readonly #counts = new Map<string, number>()
+  #second = 0
   #timer: NodeJS.Timeout | null = null
 
-  constructor(readonly router: Router) {}
+  constructor(readonly router: Router) {
+    router.takeCounted() // counting starts now
+  }
 
   start(): void {
     if (this.#timer !== null) return
@@ -41,39 +42,48 @@ export class SubjectRates {
     this.#timer = null
   }
 
+  /** One second: only the subjects that had messages are touched. */
   sample(): void {
+    const second = ++this.#second
     const counts = this.#counts
     counts.clear()
-    const next = this.#next
-    next.length = 0
-    const take = (topic: string, plan: RoutePlan): void => {
-      const n = plan.published
-      if (n === 0) return
-      plan.published = 0 // read once: a plan both kept and still cached counts once
-      counts.set(topic, (counts.get(topic) ?? 0) + n)
-      next.push([topic, plan])
+    // a topic's plan can be replaced within the second (the cache was dropped): both count
+    for (const plan of this.router.takeCounted()) {
+      counts.set(plan.topic, (counts.get(plan.topic) ?? 0) + plan.published)
+      plan.published = 0
     }
-    for (const [topic, plan] of this.#busy) take(topic, plan)
-    for (const [topic, plan] of this.router.plans()) take(topic, plan)
-    this.#next = this.#busy
-    this.#busy = next
-    for (const [subject, rate] of this.#rates) {
-      const decayed = rate * (1 - ALPHA) + ALPHA * (counts.get(subject) ?? 0)
-      if (decayed < FLOOR && !counts.has(subject)) this.#rates.delete(subject)
-      else this.#rates.set(subject, decayed)
+    for (const [subject, n] of counts) {
+      const kept = this.#rates.get(subject)
+      // a subject new here starts at its count, not at a tenth of it
+      if (kept === undefined) this.#rates.set(subject, { rate: n, at: second })
+      else {
+        kept.rate = this.#decayed(kept) + ALPHA * n
+        kept.at = second
+      }
     }
-    // a subject new this second starts at its count, not at a tenth of it
-    for (const [subject, n] of counts) if (!this.#rates.has(subject)) this.#rates.set(subject, n)
+    if ((second & 63) === 0) this.#sweep()
+  }
+
+  /** `kept`'s rate now: (1 - ALPHA) per second since it was last counted. */
+  #decayed(kept: { rate: number; at: number }): number {
+    return kept.rate * (1 - ALPHA) ** (this.#second - kept.at)
+  }
+
+  /** Forgets the subjects gone quiet (about one message a minute or less). */
+  #sweep(): void {
+    for (const [subject, kept] of this.#rates) if (this.#decayed(kept) < FLOOR) this.#rates.delete(subject)
   }
 
   /** The `limit` busiest subjects, busiest first. */
   top(limit: number): SubjectRate[] {
+    this.#sweep()
     const all: SubjectRate[] = []
-    for (const [subject, rate] of this.#rates) all.push({ subject, rate: Math.round(rate * 100) / 100 })
+    for (const [subject, kept] of this.#rates) all.push({ subject, rate: Math.round(this.#decayed(kept) * 100) / 100 })
     all.sort((a, b) => b.rate - a.rate || (a.subject < b.subject ? -1 : 1))
     return all.slice(0, limit)
   }
 
+  /** How many subjects are tracked. */
   get tracked(): number {
     return this.#rates.size
   }
