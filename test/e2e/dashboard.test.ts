@@ -121,7 +121,7 @@ describe('the dashboard in a real headless Chromium', () => {
     // no table wider than its panel, from a phone to a wide screen; screenshots for the record
     for (const width of [360, 1100, 1920]) {
       await page.setViewportSize({ width, height: 1000 })
-      await page.evaluate(() => new Promise((r) => requestAnimationFrame(r)))
+      await page.evaluate('new Promise((r) => requestAnimationFrame(r))')
       await page.screenshot({ path: join(ARTIFACTS, `dashboard-${width}.png`), fullPage: true })
       const overflow = await page.evaluate(`[...document.querySelectorAll('table')].map((t) => {
         const panel = t.closest('section')
