@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { ROOT, run, startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
+import { freePort } from '../support/mosquitto.ts'
 import { parseUnit, readDeploy, splitCommand } from './files.ts'
 
 // npm pack of this checkout (its bundle: `npm run build` before the tests; prepack builds it for a
@@ -28,14 +28,6 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const s of started) await s.stop()
 })
-
-async function freePort(): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-  const port = (s.address() as { port: number }).port
-  await new Promise((r) => s.close(r))
-  return port
-}
 
 describe('npm install -g and npx', () => {
   it('packs the command, the bundle and the docs, and no sources or tests', () => {
