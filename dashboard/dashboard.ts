@@ -107,7 +107,10 @@ function plot(): void {
   let top = 0
   for (const n of names) for (const v of rates.get(n) as number[]) if (v > top) top = v
   const max = niceMax(top)
-  // the scale: four lines with their rates, and the time axis (the last hour, now at the right)
+  // the time axis: the last 5, 15 or 60 minutes, the shortest that holds what the server has
+  const points = rates.get('messages.in')?.length ?? 0
+  const span = [300, 900, HOUR].find((sec) => sec >= points) ?? HOUR
+  // the scale: four lines with their rates, and the time axis (now at the right)
   g.font = '11px system-ui, sans-serif'
   g.fillStyle = '#8a96a3'
   g.strokeStyle = '#26313c'
@@ -121,9 +124,10 @@ function plot(): void {
   }
   g.textAlign = 'center'
   g.textBaseline = 'top'
-  const step = w < 300 ? 20 : 10
-  for (let m = 60; m >= 0; m -= step) {
-    const x = left + w - (m / 60) * w
+  const minutes = span / 60
+  const step = ({ 5: 1, 15: w < 300 ? 5 : 3, 60: w < 300 ? 20 : 10 } as Record<number, number>)[minutes] as number
+  for (let m = minutes; m >= 0; m -= step) {
+    const x = left + w - (m / minutes) * w
     g.beginPath(); g.moveTo(x, 6); g.lineTo(x, 6 + h); g.stroke()
     g.fillText(m === 0 ? 'now' : `-${m}m`, Math.min(Math.max(x, left + 12), left + w - 12), 6 + h + 3)
   }
@@ -133,14 +137,16 @@ function plot(): void {
     g.lineWidth = 1.5
     g.beginPath()
     values.forEach((v, i) => {
-      const x = left + w - ((values.length - 1 - i) / HOUR) * w
+      if (values.length - 1 - i > span) return
+      const x = left + w - ((values.length - 1 - i) / span) * w
       const y = 6 + h - (v / max) * h
-      if (i === 0) g.moveTo(x, y); else g.lineTo(x, y)
+      if (i === 0 || values.length - 1 - i === span) g.moveTo(x, y); else g.lineTo(x, y)
     })
     g.stroke()
   })
   // what is drawn, for tests and scripts: how many seconds, and the top of the scale
-  c.dataset.seconds = String(rates.get('messages.in')?.length ?? 0)
+  c.dataset.seconds = String(points)
+  c.dataset.span = String(span)
   c.dataset.scale = String(max)
   $('legend').innerHTML = names.map((n, k) => `<li><i style="background:${PALETTE[k]}"></i>${esc(label(n))} <span>${fmtRate(rates.get(n)?.at(-1) ?? 0)}/s</span></li>`).join('')
 }

@@ -110,6 +110,7 @@ describe('the dashboard in a real headless Chromium', () => {
     const canvas = page.locator('#rates')
     await vi.waitFor(async () => expect(Number(await canvas.getAttribute('data-seconds'))).toBeGreaterThan(1), { timeout: 5000 })
     expect(Number(await canvas.getAttribute('data-scale'))).toBeGreaterThanOrEqual(30)
+    expect(await canvas.getAttribute('data-span')).toBe('300') // a young server: the last 5 minutes
     const legend = await page.locator('#legend li').allTextContents()
     expect(legend.map((l) => l.split(' ')[0])).toEqual(['in', 'out', 'stream.telemetry'])
     // the busiest subject first, counted by the server
