@@ -66,14 +66,21 @@ describe('deploy/edgebus.service', () => {
     return values[0] as string
   }
 
-  it('runs `edgebus serve` with a state directory as its data dir, restarts on failure and reloads on SIGHUP', () => {
+  it('runs `edgebus serve` with a state directory as its data dir, restarts on failure (not on a bad config) and reloads on SIGHUP', () => {
     expect(one('Type')).toBe('exec')
     expect(splitCommand(one('ExecStart'))).toEqual(['/usr/local/bin/edgebus', 'serve'])
     expect(one('StateDirectory')).toBe('edgebus')
     expect(service.get('Environment')).toContain('EDGEBUS_DATA_DIR=/var/lib/edgebus')
     expect(one('Restart')).toBe('on-failure')
+    expect(one('RestartPreventExitStatus')).toBe('2')
     expect(one('ExecReload')).toBe('/bin/kill -HUP $MAINPID')
     expect(unit.get('Install')?.get('WantedBy')).toEqual(['multi-user.target'])
+  })
+
+  it('a bad setting exits 2, the status the unit does not restart on', async () => {
+    const bad = await run(join(prefix, 'bin', 'edgebus'), ['serve'], { env: { EDGEBUS_HTTP_PORT: 'eighty' } })
+    expect(bad.code).toBe(2)
+    expect(bad.stderr).toContain('ECONFIG_INVALID: environment variable EDGEBUS_HTTP_PORT')
   })
 
   it('becomes active only once /readyz answers 200: its ExecStartPost waits for the server the unit starts', async () => {
