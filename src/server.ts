@@ -30,6 +30,8 @@ import { SysTopics } from './mqtt/sys-topics.ts'
 import { BridgeManager } from './bridge/bridge-manager.ts'
 import { withOutboxes } from './bridge/bridge-config.ts'
 import { mountBridgesApi } from './http/bridges-api.ts'
+import { RateHistory } from './core/rate-history.ts'
+import { SubjectRates } from './router/subject-rates.ts'
 
 export interface EdgebusServer {
   readonly config: EdgebusConfig
@@ -42,6 +44,11 @@ export interface EdgebusServer {
   /** The MQTT over TLS port, or null without TLS. */
   readonly tlsPort: number | null
   readonly security: Security
+  /**
+   * The dashboard's rate history (GET /api/rates): a part with counters of its own registers them
+   * here, e.g. `rates.family('bridge.', () => bridges.map((b) => [b.name + '.in', b.messagesIn]))`.
+   */
+  readonly rates: RateHistory
   /**
    * Reads the TLS files, the password file and the run-time users again (SIGHUP); with `reread` (the
    * config file read again) its `auth.acl` comes into force too, on live connections. A file that
@@ -105,7 +112,14 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   mountStreamsApi(http, streams, httpAuth)
   mountBridgesApi(http, bridges, httpAuth)
   mountPublishApi(http, broker, httpAuth)
-  mountDashboard(http, broker, startedAt, httpAuth)
+  // issue 20: the last hour per second, on the server (a dashboard opened late shows it at once)
+  const rates = new RateHistory()
+  rates.series('messages.in', () => broker.stats.messagesIn)
+  rates.series('messages.out', () => broker.stats.messagesOut)
+  rates.family('stream.', () => streams.list().map((s) => [s.name, s.lastSeq] as const))
+  rates.family('bridge.', () => bridges.list().flatMap((b) => [[`${b.name}.acked`, b.acked], [`${b.name}.received`, b.received]] as const))
+  const subjects = new SubjectRates(broker.router)
+  mountDashboard(http, broker, startedAt, httpAuth, rates, subjects)
   mountConnectionsApi(http, broker, httpAuth)
   mountMetrics(http, broker, streams, broker.security, startedAt, bridges)
   const sys = new SysTopics(broker, startedAt, config.sys.interval, bridges)
@@ -167,6 +181,8 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   const idleGc = new IdleCollector()
   for (const [server, what] of [[tcp, 'MQTT'], [mqtts, 'MQTT over TLS'], [http.server, 'HTTP']] as const) if (server !== null) watchListener(server, what, limiter)
   listening = true
+  rates.start()
+  subjects.start()
   log.info({ host: config.host, mqttPort, httpPort, ...(tlsPort !== null ? { tlsPort } : {}), version: VERSION }, 'edgebus ready')
 
   return {
@@ -178,6 +194,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     httpPort,
     tlsPort,
     security,
+    rates,
     log,
     async reload(reread?: EdgebusConfig) {
       if (tlsConfig !== null) {
@@ -217,6 +234,8 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     close() {
       closing ??= (async () => {
         sys.close()
+        rates.stop()
+        subjects.stop()
         tcp?.close()
         mqtts?.close()
         http.server.close()

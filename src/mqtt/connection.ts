@@ -672,6 +672,7 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
       if (ordered !== null) (properties as Record<symbol, unknown>)[USER_PROPERTY_ORDER] = ordered
     }
 
+    broker.router.counted(plan) // subject rates (router/subject-rates.ts)
     const entries = plan.entries
     let v4Frame: Buffer | null = null
     let v5Frame: Buffer | null = null

@@ -104,6 +104,7 @@ function mergeEntries(entries: RouteEntry[]): RouteEntry {
 /** Where a message to one topic goes; cached per topic. */
 export class RoutePlan {
   constructor(
+    readonly topic: string,
     readonly entries: readonly RouteEntry[],
     /** How many entries have no target connection and need a decoded packet. */
     readonly slow: number,
@@ -112,6 +113,9 @@ export class RoutePlan {
     /** How many entries are stream captures. */
     readonly stores: number,
   ) {}
+
+  /** Messages routed by this plan since subject-rates.ts last took it (Router.counted). */
+  published = 0
 }
 
 const MAX_CACHED_TOPICS = 65_536
@@ -123,6 +127,8 @@ export class Router {
   /** topic -> the entries a message to it goes to, one per target connection. */
   #cache = new Map<string, RoutePlan>()
   #scratch: RouteEntry[] = []
+  /** Plans that routed a message since takeCounted(); null until something reads them. */
+  #counted: RoutePlan[] | null = null
   readonly #stores = new Map<string, Listener>()
   /** Entries reserved for subscriptions still being made (see reserve), by filter. */
   readonly #reserved = new Map<string, Set<RouteEntry>>()
@@ -222,7 +228,9 @@ export class Router {
       if (done) done(new Error('router closed'))
       return
     }
-    const entries = this.match(packet.topic).entries
+    const plan = this.match(packet.topic)
+    this.counted(plan)
+    const entries = plan.entries
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i] as RouteEntry
       if (entry.store !== null) {
@@ -269,6 +277,22 @@ export class Router {
     return this.#entries.get(filter)?.get(fn)
   }
 
+  /**
+   * Counts one message routed by `plan`, for subject-rates.ts: an increment, and the plan's first
+   * message since the last takeCounted() puts it on a list, so the sampler reads only the plans that
+   * routed something (not the whole cache, which a subscription change drops anyway).
+   */
+  counted(plan: RoutePlan): void {
+    if (plan.published++ === 0 && this.#counted !== null && this.#counted.length < MAX_CACHED_TOPICS) this.#counted.push(plan)
+  }
+
+  /** The plans counted since the last call, each once (their `published` is the count); starts the counting. */
+  takeCounted(): RoutePlan[] {
+    const taken = this.#counted ?? []
+    this.#counted = []
+    return taken
+  }
+
   /** Call after changing an entry's target or options: cached routes embed them. */
   invalidate(): void {
     this.#cache.clear()
@@ -313,7 +337,7 @@ export class Router {
       else if (entry.target === null) slow++
       else if (entry.qos > 0) reliable++
     }
-    const plan = new RoutePlan(result, slow, reliable, stores)
+    const plan = new RoutePlan(topic, result, slow, reliable, stores)
     if (this.#cache.size >= MAX_CACHED_TOPICS) this.#cache.clear()
     this.#cache.set(topic, plan)
     return plan
