@@ -43,10 +43,12 @@ try:
 except AttributeError:
     c = mqtt.Client(client_id="paho-sub")
 c.on_message = on_message
+c.on_subscribe = lambda *a: print("SUBSCRIBED", flush=True)
 c.connect("127.0.0.1", port)
 c.subscribe("paho/#", qos=1)
 c.loop_start()
-time.sleep(0.3)
+deadline = time.time() + 10
+while len(got) < 1 and time.time() < deadline: time.sleep(0.02)
 c.publish("paho/self", "from paho", qos=1).wait_for_publish(5)
 deadline = time.time() + 5
 while len(got) < 2 and time.time() < deadline: time.sleep(0.05)
@@ -54,12 +56,15 @@ c.loop_stop(); c.disconnect()
 for t, p in got: print(t, p)
 `
     const js = await connectClient(srv.mqttUrl)
-    const py = run('/usr/bin/python3', ['-c', script, String(srv.mqttPort)])
-    await sleep(800)
+    const py = spawnLines('/usr/bin/python3', ['-c', script, String(srv.mqttPort)])
+    const exited = new Promise<number | null>((resolve) => py.proc.once('exit', resolve))
+    // paho says when its SUBACK came (a fixed wait lost the race on a loaded machine); then it
+    // publishes its own message only once it has received ours
+    await py.waitFor(1, 15_000)
+    expect(py.lines[0]).toBe('SUBSCRIBED')
     await js.client.publishAsync('paho/js', 'from mqtt.js', { qos: 1 })
-    const res = await py
-    expect(res.code, res.stderr).toBe(0)
-    expect(res.stdout.trim().split('\n').sort()).toEqual(['paho/js from mqtt.js', 'paho/self from paho'])
+    expect(await exited).toBe(0)
+    expect(py.lines.slice(1).sort()).toEqual(['paho/js from mqtt.js', 'paho/self from paho'])
   })
 
   it('MQTT wildcards and NATS-style wildcards see the same messages (edgebus sub)', async () => {
