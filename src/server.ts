@@ -21,6 +21,7 @@ import { mountDashboard } from './http/dashboard-api.ts'
 import { HttpAuth } from './http/http-auth.ts'
 import { mountMetrics } from './http/metrics-api.ts'
 import { SysTopics } from './mqtt/sys-topics.ts'
+import { NatsListener } from './nats/nats-listener.ts'
 
 export interface EdgebusServer {
   readonly config: EdgebusConfig
@@ -28,6 +29,8 @@ export interface EdgebusServer {
   readonly streams: StreamManager
   readonly mqttPort: number
   readonly httpPort: number
+  /** The NATS client protocol port, or 0 when nats.enabled is false. */
+  readonly natsPort: number
   readonly log: Logger
   /** The MQTT over TLS port, or null without TLS. */
   readonly tlsPort: number | null
@@ -103,15 +106,19 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
 
   const tcp = config.mqtt.enabled ? createMqttTcpServer(broker) : null
   const mqtts = tlsOptions !== null ? await (await import('./mqtt/tls-server.ts')).createMqttTlsServer(broker, tlsOptions) : null
+  const nats = config.nats.enabled ? new NatsListener(broker, log, { pingInterval: config.nats.pingInterval, host: config.host }) : null
   let mqttPort = 0
+  let natsPort = 0
   let httpPort: number
   let tlsPort: number | null = null
   try {
     if (tcp !== null) mqttPort = await listen(tcp, config.host, config.mqtt.port, 'MQTT', 'mqtt.port')
     if (mqtts !== null) tlsPort = await listen(mqtts, config.host, config.tls.mqttPort, 'MQTT over TLS', 'tls.mqttPort')
     httpPort = await listen(http.server, config.host, config.http.port, config.tls.http ? 'HTTPS' : 'HTTP', 'http.port')
+    if (nats !== null) natsPort = await listen(nats.server, config.host, config.nats.port, 'NATS', 'nats.port')
   } catch (err) {
     tcp?.close()
+    nats?.close()
     mqtts?.close()
     http.server.close()
     await broker.close()
@@ -120,7 +127,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     throw err
   }
   listening = true
-  log.info({ host: config.host, mqttPort, httpPort, ...(tlsPort !== null ? { tlsPort } : {}), version: VERSION }, 'edgebus ready')
+  log.info({ host: config.host, mqttPort, httpPort, ...(nats !== null ? { natsPort } : {}), ...(tlsPort !== null ? { tlsPort } : {}), version: VERSION }, 'edgebus ready')
 
   return {
     config,
@@ -128,6 +135,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     streams,
     mqttPort,
     httpPort,
+    natsPort,
     tlsPort,
     security,
     log,
@@ -154,6 +162,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
         sys.close()
         tcp?.close()
         mqtts?.close()
+        nats?.close()
         http.server.close()
         ws.close()
         json.close()
