@@ -77,6 +77,8 @@ export class NatsConnection implements Flushable {
   #lastPacket: RoutedPacket | null = null
   #lastHeaders: Buffer | null = null
   dropped = 0
+  /** Since when the queue is over limits.maxQueuedBytes (0: it is not). */
+  #overSince = 0
 
   constructor(socket: Socket, ctx: NatsContext, id: number) {
     this.id = id
@@ -365,9 +367,12 @@ export class NatsConnection implements Flushable {
     const broker = this.#broker
     const queued = this.queuedBytes
     if (queued >= broker.limits.maxQueuedBytes) {
-      if (queued >= broker.limits.maxQueuedBytesHard) {
+      const now = Date.now()
+      if (this.#overSince === 0) this.#overSince = now
+      // over the hard bound, or over the soft one for limits.drainTimeout: it is not coming back
+      if (queued >= broker.limits.maxQueuedBytesHard || now - this.#overSince > broker.limits.drainTimeout) {
         broker.stats.slowConsumerDisconnects++
-        broker.log.warn({ client: this.clientId, remote: this.#socket.remoteAddress, queued, code: 'ESLOW_CONSUMER' }, 'NATS client stopped reading: queue over the hard bound, disconnecting')
+        broker.log.warn({ client: this.clientId, remote: this.#socket.remoteAddress, queued, code: 'ESLOW_CONSUMER' }, 'NATS client stopped reading: queue over limits.maxQueuedBytes for limits.drainTimeout or over limits.maxQueuedBytesHard, disconnecting')
         this.#fatal('Slow Consumer')
         return
       }
@@ -377,6 +382,7 @@ export class NatsConnection implements Flushable {
       broker.warnings.warn('ESLOW_CONSUMER:nats', { client: this.clientId, queued, code: 'ESLOW_CONSUMER' }, 'NATS client is slow: messages dropped over limits.maxQueuedBytes')
       return
     }
+    this.#overSince = 0
     const props = packet.properties as { userProperties?: UserProperties; responseTopic?: string } | undefined
     const subject = natsSubjectOf(topic)
     const reply = props?.responseTopic === undefined ? null : natsSubjectOf(props.responseTopic)
