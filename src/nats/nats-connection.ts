@@ -68,6 +68,7 @@ export class NatsConnection implements Flushable {
   #held: Buffer | null = null
   #out: Buffer | null = null
   #outLen = 0
+  #outHint = 16_384
   #dirty = false
   #pingsOut = 0
   #pingTimer: NodeJS.Timeout | null = null
@@ -77,6 +78,10 @@ export class NatsConnection implements Flushable {
   #lastPacket: RoutedPacket | null = null
   #lastHeaders: Buffer | null = null
   dropped = 0
+  /** The last PUB subject, its topic and whether the ACL lets this client publish to it. */
+  #lastSubject = ''
+  #lastTopic = ''
+  #lastAllowed = false
   /** Since when the queue is over limits.maxQueuedBytes (0: it is not). */
   #overSince = 0
 
@@ -215,10 +220,19 @@ export class NatsConnection implements Flushable {
   #publish(subject: string, reply: string | null, headerBlock: Buffer | null, payload: Buffer): void {
     const broker = this.#broker
     broker.stats.messagesIn++
-    const topic = this.#topicOf(subject)
-    if (topic === null) return
-    const access = this.principal.access
-    if (topic.startsWith('$SYS') || (access !== ALLOW_ALL && !access.canPublish(topic))) {
+    let topic: string | null
+    if (subject === this.#lastSubject) {
+      // a publisher mostly repeats its subject: mapped and checked once
+      topic = this.#lastTopic
+    } else {
+      topic = this.#topicOf(subject)
+      if (topic === null) return
+      const access = this.principal.access
+      this.#lastSubject = subject
+      this.#lastTopic = topic
+      this.#lastAllowed = !topic.startsWith('$SYS') && (access === ALLOW_ALL || access.canPublish(topic))
+    }
+    if (!this.#lastAllowed) {
       broker.security?.denied(this.principal, 'pub', topic, 'nats')
       this.#write(errLine(`Permissions Violation for Publish to "${subject}"`))
       return
@@ -319,7 +333,7 @@ export class NatsConnection implements Flushable {
       return
     }
     this.#remove(sid)
-    const sub: NatsSubscription = { sid, subject, filter, queue, max: 0, delivered: 0, listener: null as unknown as Listener, member: null }
+    const sub: NatsSubscription = { sid, subject, filter, queue, max: 0, delivered: 0, listener: null as unknown as Listener, member: null, head: null, headSubject: '', headSize: -1 }
     const listener: Listener = (packet, cb) => {
       this.#deliver(sub, packet)
       cb()
@@ -395,7 +409,15 @@ export class NatsConnection implements Flushable {
       }
       headers = this.#lastHeaders
     }
-    if (headers === null) this.#append(msgHead(subject, s.sid, reply, payload.length), null, payload)
+    if (headers === null && reply === null) {
+      // the common case: this subscription's head for this subject and size, encoded once
+      if (s.headSubject !== subject || s.headSize !== payload.length || s.head === null) {
+        s.head = Buffer.from(msgHead(subject, s.sid, null, payload.length))
+        s.headSubject = subject
+        s.headSize = payload.length
+      }
+      this.#appendBytes(s.head, payload)
+    } else if (headers === null) this.#append(msgHead(subject, s.sid, reply, payload.length), null, payload)
     else this.#append(hmsgHead(subject, s.sid, reply, headers.length, headers.length + payload.length), headers, payload)
     broker.stats.messagesOut++
     s.delivered++
@@ -418,6 +440,18 @@ export class NatsConnection implements Flushable {
     this.#outLen = n
   }
 
+  /** A head already encoded, the payload, CRLF. */
+  #appendBytes(head: Buffer, payload: Buffer): void {
+    this.#reserve(head.length + payload.length + 2)
+    const out = this.#out as Buffer
+    let n = this.#outLen
+    n += head.copy(out, n)
+    n += payload.copy(out, n)
+    out[n++] = 13
+    out[n++] = 10
+    this.#outLen = n
+  }
+
   #write(bytes: Buffer): void {
     if (this.#state === 'closed') return
     this.#reserve(bytes.length)
@@ -427,7 +461,8 @@ export class NatsConnection implements Flushable {
   #reserve(need: number): void {
     const out = this.#out
     if (out === null) {
-      this.#out = Buffer.allocUnsafe(Math.max(16_384, need))
+      // sized like the last turn's output, so a busy connection does not regrow it every turn
+      this.#out = Buffer.allocUnsafe(Math.max(this.#outHint, need))
     } else if (out.length - this.#outLen < need) {
       const bigger = Buffer.allocUnsafe(Math.max(out.length * 2, this.#outLen + need))
       out.copy(bigger, 0, 0, this.#outLen)
@@ -445,6 +480,7 @@ export class NatsConnection implements Flushable {
     const out = this.#out
     if (out === null || this.#outLen === 0) return
     const n = this.#outLen
+    this.#outHint = n > 16_384 ? Math.min(n, 4 * 1024 * 1024) : 16_384
     this.#out = null
     this.#outLen = 0
     if (this.#socket.destroyed) return

@@ -34,6 +34,7 @@ const LF = 10
 const PING: NatsOp = Object.freeze({ op: 'PING' })
 const PONG: NatsOp = Object.freeze({ op: 'PONG' })
 const IGNORED: NatsOp = Object.freeze({ op: 'IGNORED' })
+const EMPTY = Buffer.alloc(0)
 
 /** Splits a control line's arguments on spaces and tabs. */
 function splitArgs(line: string): string[] {
@@ -66,6 +67,9 @@ interface PendingPub {
   reply: string | null
   /** Header bytes (HPUB), or -1 for PUB. */
   headerSize: number
+  /** Payload bytes announced (headers included). */
+  size: number
+  /** Where a payload split across reads is gathered (with its CRLF); empty until needed. */
   buf: Buffer
   filled: number
 }
@@ -126,7 +130,25 @@ export class NatsParser {
       const line = data.toString('utf8', pos, end)
       pos = nl + 1
       const r = this.#control(line)
-      if (r === null || r === PUB_STARTED) continue // an empty line, or a payload follows
+      if (r === null) continue // an empty line
+      if (r === PUB_STARTED) {
+        // the whole payload in this read (the common case): a view of it, no copy
+        const p = this.#pub as PendingPub
+        const total = p.size + 2
+        if (data.length - pos >= total) {
+          this.#pub = null
+          if (data[pos + total - 2] !== CR || data[pos + total - 1] !== LF) return this.#fail('Parser Error: payload not followed by CRLF', true)
+          const body = data.subarray(pos, pos + p.size)
+          pos += total
+          const op: NatsOp = p.headerSize < 0
+            ? { op: 'PUB', subject: p.subject, reply: p.reply, headers: null, payload: body }
+            : { op: 'PUB', subject: p.subject, reply: p.reply, headers: body.subarray(0, p.headerSize), payload: body.subarray(p.headerSize) }
+          if (!onOp(op)) return { error: null, rest: pos < data.length ? data.subarray(pos) : null }
+        } else {
+          p.buf = Buffer.allocUnsafe(total)
+        }
+        continue
+      }
       if ('message' in r) {
         if (r.fatal) return this.#fail(r.message, true)
         return { error: r, rest: pos < data.length ? data.subarray(pos) : null }
@@ -157,7 +179,7 @@ export class NatsParser {
         const n = size(args[args.length - 1])
         if (n < 0) return { message: 'Parser Error: PUB size is not a number', fatal: true }
         if (n > this.#limits.maxPayload) return { message: 'Maximum Payload Violation', fatal: true }
-        this.#pub = { subject: args[1] as string, reply: args.length === 4 ? (args[2] as string) : null, headerSize: -1, buf: Buffer.allocUnsafe(n + 2), filled: 0 }
+        this.#pub = { subject: args[1] as string, reply: args.length === 4 ? (args[2] as string) : null, headerSize: -1, size: n, buf: EMPTY, filled: 0 }
         return PUB_STARTED
       }
       case 'HPUB': {
@@ -167,7 +189,7 @@ export class NatsParser {
         const n = size(args[args.length - 1])
         if (h < 0 || n < 0 || h > n) return { message: 'Parser Error: HPUB sizes are not numbers, or headers are over the total', fatal: true }
         if (n > this.#limits.maxPayload) return { message: 'Maximum Payload Violation', fatal: true }
-        this.#pub = { subject: args[1] as string, reply: args.length === 5 ? (args[2] as string) : null, headerSize: h, buf: Buffer.allocUnsafe(n + 2), filled: 0 }
+        this.#pub = { subject: args[1] as string, reply: args.length === 5 ? (args[2] as string) : null, headerSize: h, size: n, buf: EMPTY, filled: 0 }
         return PUB_STARTED
       }
       case 'SUB':

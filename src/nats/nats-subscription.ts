@@ -14,6 +14,10 @@ export interface NatsSubscription {
   max: number
   delivered: number
   readonly listener: Listener
+  /** The MSG head last written for it, with the subject and size it was for: reused while they repeat. */
+  head: Buffer | null
+  headSubject: string
+  headSize: number
   /** The queue group membership (shared-subscriptions.ts), for queue subscriptions. */
   readonly member: SharedMember | null
 }
