@@ -106,7 +106,9 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
 
   const tcp = config.mqtt.enabled ? createMqttTcpServer(broker) : null
   const mqtts = tlsOptions !== null ? await (await import('./mqtt/tls-server.ts')).createMqttTlsServer(broker, tlsOptions) : null
-  const nats = config.nats.enabled ? new NatsListener(broker, log, { pingInterval: config.nats.pingInterval, host: config.host }) : null
+  const nats = config.nats.enabled
+    ? new NatsListener(broker, log, { pingInterval: config.nats.pingInterval, host: config.host, tls: tlsOptions !== null ? { module: await import('node:tls'), options: tlsOptions } : null })
+    : null
   let mqttPort = 0
   let natsPort = 0
   let httpPort: number
@@ -144,6 +146,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
         try {
           const fresh = await tlsConfig.readTlsOptions(config.tls)
           mqtts?.setSecureContext(fresh)
+          nats?.setTlsOptions(fresh)
           if (config.tls.http) (http.server as HttpsServer).setSecureContext(fresh)
           log.info({ cert: config.tls.cert }, 'TLS certificate reloaded')
         } catch (err) {

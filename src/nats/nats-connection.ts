@@ -85,7 +85,12 @@ export class NatsConnection implements Flushable {
   /** Since when the queue is over limits.maxQueuedBytes (0: it is not). */
   #overSince = 0
 
-  constructor(socket: Socket, ctx: NatsContext, id: number) {
+  /** The user of a verified TLS client certificate (mTLS), else null. */
+  readonly #certUser: string | null
+
+  /** `infoSent`: the listener sent INFO already (before a TLS upgrade). */
+  constructor(socket: Socket, ctx: NatsContext, id: number, opts: { infoSent: boolean; certUser: string | null } = { infoSent: false, certUser: null }) {
+    this.#certUser = opts.certUser
     this.id = id
     this.clientId = `nats-${id}`
     this.#socket = socket
@@ -97,7 +102,7 @@ export class NatsConnection implements Flushable {
     socket.on('data', (chunk: Buffer) => this.#read(chunk))
     socket.on('error', noop)
     socket.on('close', () => this.#closed())
-    this.#write(infoLine(ctx.info(id, socket.remoteAddress ?? '')))
+    if (!opts.infoSent) this.#write(infoLine(ctx.info(id, socket.remoteAddress ?? '')))
     if (this.#broker.security !== null) {
       this.#authTimer = setTimeout(() => this.#fatal('Authentication Timeout'), ctx.authTimeout)
       this.#authTimer.unref()
@@ -192,7 +197,7 @@ export class NatsConnection implements Flushable {
     this.#socket.pause() // what follows CONNECT waits for the answer
     const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null)
     const token = str(c.auth_token)
-    security.identify({ clientId: this.clientId, username: str(c.user), password: str(c.pass), ...(token !== null ? { token } : {}) }, 'nats').then((p) => {
+    security.identify({ clientId: this.clientId, username: str(c.user), password: str(c.pass), certCommonName: this.#certUser, ...(token !== null ? { token } : {}) }, 'nats').then((p) => {
       if (this.#state === 'closed') return
       this.principal = p
       const exp = p.identity.expiresAt

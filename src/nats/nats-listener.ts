@@ -1,9 +1,11 @@
 import { createServer, type Server, type Socket } from 'node:net'
+import type { Server as TlsServer, TLSSocket, TlsOptions } from 'node:tls'
+import { certificateUser } from '../tls/certificate-user.ts'
 import { randomBytes } from 'node:crypto'
 import type { Logger } from '../core/log.ts'
 import type { MqttBroker } from '../mqtt/broker.ts'
 import { VERSION } from '../version.ts'
-import { errLine, type ServerInfo } from './nats-encoder.ts'
+import { errLine, infoLine, type ServerInfo } from './nats-encoder.ts'
 import { NatsConnection, type NatsContext } from './nats-connection.ts'
 
 export interface NatsListenerOptions {
@@ -11,6 +13,15 @@ export interface NatsListenerOptions {
   readonly pingInterval: number
   /** The host INFO reports. */
   readonly host: string
+  /** With TLS configured: every client upgrades after INFO (tls_required), as nats-server does. */
+  readonly tls: { readonly module: typeof import('node:tls'); readonly options: TlsOptions } | null
+}
+
+/** How long a client has to finish the TLS handshake after INFO. */
+const TLS_TIMEOUT = 5000
+
+function peerKey(s: Socket): string {
+  return `${s.remoteAddress}:${s.remotePort}`
 }
 
 /** nats-server's default max_control_line. */
@@ -27,10 +38,21 @@ export class NatsListener {
   readonly #ctx: NatsContext
   #port = 0
   #nextId = 1
+  /** Never listens: takes the sockets that upgrade after INFO. */
+  readonly #tlsServer: TlsServer | null
+  /** The id each socket's INFO named, until its handshake is done (by peer address and port). */
+  readonly #upgrading = new Map<string, number>()
 
   constructor(broker: MqttBroker, log: Logger, opts: NatsListenerOptions) {
     const serverId = randomBytes(11).toString('hex').toUpperCase()
     const security = () => broker.security
+    this.#tlsServer = opts.tls === null ? null : opts.tls.module.createServer({ ...opts.tls.options, handshakeTimeout: TLS_TIMEOUT }, (secure: TLSSocket) => {
+      const key = peerKey(secure)
+      const id = this.#upgrading.get(key) ?? this.#nextId++
+      this.#upgrading.delete(key)
+      new NatsConnection(secure, this.#ctx, id, { infoSent: true, certUser: certificateUser(secure) })
+    })
+    this.#tlsServer?.on('tlsClientError', (err) => log.debug({ err: err.message, protocol: 'nats' }, 'TLS handshake failed'))
     this.#ctx = {
       broker,
       log,
@@ -50,6 +72,7 @@ export class NatsListener {
         max_payload: broker.limits.maxPacketSize,
         client_id: clientId,
         ...(security()?.required === true ? { auth_required: true } : {}),
+        ...(opts.tls !== null ? { tls_required: true } : {}),
         client_ip: clientIp,
       }),
     }
@@ -71,7 +94,30 @@ export class NatsListener {
       return
     }
     socket.once('close', () => broker.gate.release(ip))
-    new NatsConnection(socket, this.#ctx, this.#nextId++)
+    const id = this.#nextId++
+    if (this.#tlsServer === null) {
+      new NatsConnection(socket, this.#ctx, id)
+      return
+    }
+    this.#upgrade(socket, id)
+  }
+
+  /**
+   * INFO in the clear, then the client's TLS handshake on the same socket (Client Protocol, INFO
+   * tls_required): the socket goes to a TLS server of our own, which verifies client certificates.
+   */
+  #upgrade(socket: Socket, id: number): void {
+    socket.on('error', () => {})
+    socket.write(infoLine(this.#ctx.info(id, socket.remoteAddress ?? '')))
+    const key = peerKey(socket)
+    this.#upgrading.set(key, id)
+    socket.once('close', () => this.#upgrading.delete(key))
+    this.#tlsServer?.emit('connection', socket)
+  }
+
+  /** A renewed certificate (SIGHUP) for new connections. */
+  setTlsOptions(options: TlsOptions): void {
+    this.#tlsServer?.setSecureContext(options)
   }
 
   get connectionCount(): number {
