@@ -74,6 +74,13 @@ interface PendingPub {
   filled: number
 }
 
+/** A PUB or HPUB with its payload (HPUB: the header block first). */
+function pubOp(p: PendingPub, body: Buffer): NatsOp {
+  return p.headerSize < 0
+    ? { op: 'PUB', subject: p.subject, reply: p.reply, headers: null, payload: body }
+    : { op: 'PUB', subject: p.subject, reply: p.reply, headers: body.subarray(0, p.headerSize), payload: body.subarray(p.headerSize) }
+}
+
 export class NatsParser {
   readonly #limits: NatsParserLimits
   /** Part of a control line not ended yet. */
@@ -112,11 +119,7 @@ export class NatsParser {
         const b = pub.buf
         if (b[b.length - 2] !== CR || b[b.length - 1] !== LF) return this.#fail('Parser Error: payload not followed by CRLF', true)
         this.#pub = null
-        const body = b.subarray(0, b.length - 2)
-        const op: NatsOp = pub.headerSize < 0
-          ? { op: 'PUB', subject: pub.subject, reply: pub.reply, headers: null, payload: body }
-          : { op: 'PUB', subject: pub.subject, reply: pub.reply, headers: body.subarray(0, pub.headerSize), payload: body.subarray(pub.headerSize) }
-        if (!onOp(op)) return { error: null, rest: pos < data.length ? data.subarray(pos) : null }
+        if (!onOp(pubOp(pub, b.subarray(0, b.length - 2)))) return { error: null, rest: pos < data.length ? data.subarray(pos) : null }
         continue
       }
       const nl = data.indexOf(LF, pos)
@@ -140,10 +143,7 @@ export class NatsParser {
           if (data[pos + total - 2] !== CR || data[pos + total - 1] !== LF) return this.#fail('Parser Error: payload not followed by CRLF', true)
           const body = data.subarray(pos, pos + p.size)
           pos += total
-          const op: NatsOp = p.headerSize < 0
-            ? { op: 'PUB', subject: p.subject, reply: p.reply, headers: null, payload: body }
-            : { op: 'PUB', subject: p.subject, reply: p.reply, headers: body.subarray(0, p.headerSize), payload: body.subarray(p.headerSize) }
-          if (!onOp(op)) return { error: null, rest: pos < data.length ? data.subarray(pos) : null }
+          if (!onOp(pubOp(p, body))) return { error: null, rest: pos < data.length ? data.subarray(pos) : null }
         } else {
           p.buf = Buffer.allocUnsafe(total)
         }

@@ -1,4 +1,5 @@
 import { mkdtempSync } from 'node:fs'
+import { connect as tcpConnect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
@@ -101,5 +102,33 @@ describe('NATS authentication and ACLs', () => {
     await mq.client.publishAsync('devices/d1/secret', 's')
     await mq.client.publishAsync('devices/d1/state', 'on')
     await vi.waitFor(() => expect(got.map((m) => m.subject)).toEqual(['devices.d1.state']))
+  })
+
+  it('operations pipelined behind CONNECT wait for its authentication: served when it passes, never when it fails', async () => {
+    const alice = await as({ user: 'alice', pass: 'wonderland' })
+    const seen: Msg[] = []
+    alice.subscribe('pipe.>', { callback: (_e, m) => { seen.push(m) } })
+    await alice.flush()
+    const rawClient = async (input: string) => {
+      const s = tcpConnect(srv.natsPort, '127.0.0.1')
+      let text = ''
+      let closed = false
+      s.on('data', (d) => { text += d.toString('latin1') })
+      s.on('close', () => { closed = true })
+      s.on('error', () => {})
+      s.once('connect', () => s.write(input))
+      return { get text() { return text }, get closed() { return closed }, s }
+    }
+    const good = await rawClient('CONNECT {"user":"bob","pass":"builder"}\r\nSUB devices.bob.x 1\r\nPUB devices.bob.x 2\r\nhi\r\nPING\r\n')
+    await vi.waitFor(() => expect(good.text).toMatch(/MSG devices\.bob\.x 1 2\r\nhi\r\nPONG\r\n$/))
+    const bad = await rawClient('CONNECT {"user":"bob","pass":"wrong"}\r\nPUB pipe.x 2\r\nhi\r\nPING\r\n')
+    await vi.waitFor(() => expect(bad.closed).toBe(true))
+    expect(bad.text).toMatch(/-ERR 'Authorization Violation'\r\n$/)
+    const none = await rawClient('PUB pipe.y 2\r\nhi\r\n')
+    await vi.waitFor(() => expect(none.closed).toBe(true))
+    expect(none.text).toMatch(/-ERR 'Authorization Violation'/)
+    alice.publish('pipe.z', 'mark')
+    await vi.waitFor(() => expect(seen.map((m) => m.subject)).toEqual(['pipe.z']))
+    good.s.destroy()
   })
 })
