@@ -37,6 +37,8 @@ const ORIGIN = 'natsOrigin'
 const MSG_ID_HEADER = 'Nats-Msg-Id'
 const MSG_ID_PROPERTY = 'msg-id'
 const noop = (): void => {}
+/** The router listeners of NATS subscriptions: they copy a payload as they get it. */
+const NATS_LISTENERS = new WeakSet<Listener>()
 
 interface ConnectOptions {
   verbose: boolean
@@ -345,6 +347,7 @@ export class NatsConnection implements Flushable {
     }
     ;(sub as { listener: Listener }).listener = listener
     if (queue === null) {
+      NATS_LISTENERS.add(listener)
       broker.router.on(filter, listener)
     } else {
       // a queue group is the $share group of the same name: MQTT and NATS members share its messages
@@ -552,8 +555,15 @@ export function routeMessage(broker: MqttBroker, packet: RoutedPacket): {
   const entries = broker.router.match(packet.topic).entries
   let stores: Array<{ stream: string; stored: Promise<unknown> }> | null = null
   let responders = 0
+  let owned = false
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i] as RouteEntry
+    if (!owned && !NATS_LISTENERS.has(entry.fn)) {
+      // streams, MQTT write queues and others may keep the payload: do not pin the read buffer
+      // it may be a view of (NATS subscriptions copy it into their output at once)
+      packet.payload = Buffer.from(packet.payload)
+      owned = true
+    }
     const store: MessageStore | null = entry.store
     if (store !== null) {
       (stores ??= []).push({ stream: store.name, stored: store.store(packet) })
