@@ -101,7 +101,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     res.end(CLIENT_JS)
   })
   http.route('GET', '/healthz', (_req, res) => {
-    sendJson(res, 200, { status: 'ok', version: VERSION, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), connections: broker.connections.size, ...broker.stats, ...(persistence ? { persistence: persistence.stats } : {}) })
+    sendJson(res, 200, { status: 'ok', version: VERSION, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), connections: broker.connections.size, ...(nats !== null ? { natsConnections: nats.connectionCount } : {}), ...broker.stats, ...(persistence ? { persistence: persistence.stats } : {}) })
   })
 
   const tcp = config.mqtt.enabled ? createMqttTcpServer(broker) : null

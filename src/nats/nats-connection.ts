@@ -204,7 +204,10 @@ export class NatsConnection implements Flushable {
       this.principal = p
       const exp = p.identity.expiresAt
       if (exp !== null) {
-        this.#expiryTimer = setTimeout(() => this.#fatal('User Authentication Expired'), Math.max(0, exp - Date.now()))
+        this.#expiryTimer = setTimeout(() => {
+          this.#broker.log.info({ client: this.clientId, user: p.identity.user }, 'access token expired: disconnecting the NATS client')
+          this.#fatal('User Authentication Expired')
+        }, Math.max(0, Math.min(exp - Date.now(), 2 ** 31 - 1))) // a longer delay would fire at once
         this.#expiryTimer.unref()
       }
       this.#open()

@@ -69,6 +69,15 @@ describe('NATS authentication and ACLs', () => {
     await vi.waitFor(() => expect(got).toHaveLength(1))
   })
 
+  it('a connection whose token expires is closed with User Authentication Expired', async () => {
+    const token = signToken({ sub: 'alice', exp: Math.floor(Date.now() / 1000) + 2 }, SECRET)
+    const nc = await as({ token })
+    const errors: string[] = []
+    void (async () => { for await (const s of nc.status()) if (s.type === 'error') errors.push(String(s.error.message)) })()
+    const closed = await nc.closed()
+    expect(String(closed?.message) + errors.join()).toMatch(/User Authentication Expired|Authentication Expired/i)
+  }, 10_000)
+
   it('a publish the ACL denies is answered with Permissions Violation for Publish and goes nowhere', async () => {
     const alice = await as({ user: 'alice', pass: 'wonderland' })
     const seen: Msg[] = []

@@ -109,7 +109,8 @@ describe('the NATS protocol on a raw socket', () => {
     }
     await vi.waitFor(() => expect(srv!.output.some((l) => l.includes('ESLOW_CONSUMER') && l.includes('disconnecting'))).toBe(true), { timeout: 10_000 })
     expect(healthy.closed).toBe(false)
-    const health = await (await fetch(`${srv.httpUrl}/healthz`)).json() as { dropped: number; slowConsumerDisconnects: number }
+    const health = await (await fetch(`${srv.httpUrl}/healthz`)).json() as { dropped: number; slowConsumerDisconnects: number; natsConnections: number }
+    expect(health.natsConnections).toBe(2) // healthy and pub stay
     expect(health.dropped).toBeGreaterThan(0)
     expect(health.slowConsumerDisconnects).toBe(1)
   })
