@@ -115,6 +115,32 @@ describe('the NATS protocol on a raw socket', () => {
     expect(health.slowConsumerDisconnects).toBe(1)
   })
 
+  it('NATS connections count against limits.maxConnections with MQTT ones; a refused one hears why', async () => {
+    srv = await startEdgebus({ args: ['--limits-max-connections', '2'] })
+    const a = await raw(srv.natsPort)
+    const mqtt = tcpConnect(srv.mqttPort, '127.0.0.1')
+    sockets.push(mqtt)
+    await new Promise((r) => mqtt.once('connect', r))
+    const refused = tcpConnect(srv.natsPort, '127.0.0.1')
+    sockets.push(refused)
+    let text = ''
+    refused.on('data', (d) => { text += String(d) })
+    await new Promise((r) => refused.once('close', r))
+    expect(text).toBe("-ERR 'maximum connections exceeded'\r\n")
+    expect(srv.output.some((l) => l.includes('ELIMIT_CONNECTIONS') && l.includes('"protocol":"nats"'))).toBe(true)
+    a.socket.destroy() // its place is free again once the server saw it close
+    await vi.waitFor(async () => expect(((await (await fetch(`${srv!.httpUrl}/healthz`)).json()) as { natsConnections: number }).natsConnections).toBe(0))
+    const again = await raw(srv.natsPort)
+    again.send('CONNECT {}\r\nPING\r\n')
+    await again.until(/PONG/)
+  })
+
+  it('nats.enabled false: no NATS listener, and the ready line has no natsPort', async () => {
+    srv = await startEdgebus({ args: ['--nats-enabled', 'false'] })
+    expect(srv.natsPort).toBe(0)
+    expect(srv.output.find((l) => l.includes('edgebus ready'))).not.toContain('natsPort')
+  })
+
   it('/ws and NATS share the subject space both ways', async () => {
     srv = await startEdgebus()
     const c = await raw(srv.natsPort)
