@@ -150,7 +150,11 @@ export class NatsConnection implements Flushable {
     }
     switch (op.op) {
       case 'CONNECT': return this.#connect(op.json)
-      case 'PUB': this.#publish(op.subject, op.reply, op.headers, op.payload); break
+      case 'PUB':
+        // nats-server acknowledges a PUB as it reads it: +OK comes before the MSG it causes
+        if (this.#opts.verbose && this.#state === 'open') this.#write(OK)
+        this.#publish(op.subject, op.reply, op.headers, op.payload)
+        return (this.#state as State) !== 'closed'
       case 'SUB': this.#subscribe(op.subject, op.queue, op.sid); break
       case 'UNSUB': this.#unsubscribe(op.sid, op.max); break
       case 'PING': this.#write(PONG); return true
@@ -184,8 +188,9 @@ export class NatsConnection implements Flushable {
       return false
     }
     this.#opts = {
-      verbose: c.verbose === true,
-      pedantic: c.pedantic === true,
+      // absent means true, as nats-server reads CONNECT (clients send verbose:false explicitly)
+      verbose: c.verbose !== false,
+      pedantic: c.pedantic !== false,
       echo: c.echo !== false,
       headers: c.headers === true,
       noResponders: c.no_responders === true,
@@ -282,7 +287,7 @@ export class NatsConnection implements Flushable {
     try {
       topic = natsToMqtt(subject, false)
     } catch {
-      this.#write(errLine(`Invalid Publish Subject "${subject.slice(0, 200)}"`))
+      this.#write(errLine('Invalid Publish Subject')) // nats-server's words, which clients match
       return null
     }
     if (!this.#broker.topicWithinLimits(topic)) {
@@ -320,7 +325,7 @@ export class NatsConnection implements Flushable {
     try {
       filter = natsToMqtt(subject, true)
     } catch {
-      this.#write(errLine(`Invalid Subject "${subject.slice(0, 200)}"`))
+      this.#write(errLine('Invalid Subject'))
       return
     }
     const refusal = broker.topicWithinLimits(filter) ? null : 'ELIMIT_TOPIC'

@@ -124,11 +124,11 @@ export class NatsParser {
       }
       const nl = data.indexOf(LF, pos)
       if (nl === -1) {
-        if (data.length - pos > this.#limits.maxControlLine) return this.#fail('Maximum Control Line Exceeded', true)
+        if (data.length - pos > this.#limits.maxControlLine) return this.#fail('maximum control line exceeded', true)
         this.#line = Buffer.from(data.subarray(pos))
         break
       }
-      if (nl - pos > this.#limits.maxControlLine) return this.#fail('Maximum Control Line Exceeded', true)
+      if (nl - pos > this.#limits.maxControlLine) return this.#fail('maximum control line exceeded', true)
       const end = nl > pos && data[nl - 1] === CR ? nl - 1 : nl
       const line = data.toString('utf8', pos, end)
       pos = nl + 1

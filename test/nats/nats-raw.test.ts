@@ -40,7 +40,7 @@ describe('the NATS protocol on a raw socket', () => {
     for (let i = 0; i < input.length; i += 5) { c.send(input.slice(i, i + 5)); await new Promise((r) => setImmediate(r)) }
     await c.until(/PONG\r\n/)
     const after = c.text.slice(c.text.indexOf('\r\n') + 2)
-    expect(after).toBe('+OK\r\n+OK\r\nMSG x.y 7 r.1 3\r\nabc\r\n+OK\r\nHMSG x.z 7 18 20\r\nNATS/1.0\r\nK: v\r\n\r\nhi\r\n+OK\r\nPONG\r\n')
+    expect(after).toBe('+OK\r\n+OK\r\n+OK\r\nMSG x.y 7 r.1 3\r\nabc\r\n+OK\r\nHMSG x.z 7 18 20\r\nNATS/1.0\r\nK: v\r\n\r\nhi\r\nPONG\r\n')
   })
 
   it('bad input gets -ERR and a close, and the server serves the next client', async () => {
@@ -48,7 +48,7 @@ describe('the NATS protocol on a raw socket', () => {
     for (const [bad, err] of [
       ['FOO bar\r\n', 'Unknown Protocol Operation'],
       ['PUB a 2000000\r\n', 'Maximum Payload Violation'],
-      [`SUB ${'a'.repeat(5000)}`, 'Maximum Control Line Exceeded'],
+      [`SUB ${'a'.repeat(5000)}`, 'maximum control line exceeded'],
       ['CONNECT {nope\r\n', 'Parser Error'],
       ['PUB a 3\r\nabcdef\r\n', 'Parser Error'],
       [Buffer.from([0xff, 0xfe, 0x00, 0x0d, 0x0a]), 'Unknown Protocol Operation'],
@@ -69,8 +69,8 @@ describe('the NATS protocol on a raw socket', () => {
     const c = await raw(srv.natsPort)
     c.send('CONNECT {}\r\nSUB a..b 1\r\nPUB a.* 0\r\n\r\nPING\r\n')
     await c.until(/PONG\r\n/)
-    expect(c.text).toMatch(/-ERR 'Invalid Subject "a..b"'/)
-    expect(c.text).toMatch(/-ERR 'Invalid Publish Subject "a.\*"'/)
+    expect(c.text).toMatch(/-ERR 'Invalid Subject'\r\n/)
+    expect(c.text).toMatch(/-ERR 'Invalid Publish Subject'\r\n/)
     expect(c.closed).toBe(false)
   })
 
