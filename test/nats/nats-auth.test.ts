@@ -1,5 +1,4 @@
 import { mkdtempSync } from 'node:fs'
-import { connect as tcpConnect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
@@ -7,6 +6,7 @@ import { connect, type NatsConnection, type Msg } from '@nats-io/transport-node'
 import { signToken } from '../../src/auth/token.ts'
 import { BUNDLE, run, startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
 import { connectClient, endAllClients } from '../support/mqtt.ts'
+import { rawNats } from './raw-nats.ts'
 
 /** Users, tokens and ACLs apply to NATS clients as to MQTT ones: the same password file and rules. */
 const SECRET = 'edgebus-test-token-secret-0123456789'
@@ -66,7 +66,7 @@ describe('NATS authentication and ACLs', () => {
     const got: Msg[] = []
     nc.subscribe('t.x', { callback: (_e, m) => { got.push(m) } })
     nc.publish('t.x', 'hi')
-    await vi.waitFor(() => expect(got).toHaveLength(1))
+    await vi.waitFor(() => expect(got).toHaveLength(1), { timeout: 5000 })
   })
 
   it('a connection whose token expires is closed with User Authentication Expired', async () => {
@@ -89,8 +89,8 @@ describe('NATS authentication and ACLs', () => {
     bob.publish('devices.carol.cmd', 'x')
     bob.publish('devices.bob.state', 'ok')
     await bob.flush()
-    await vi.waitFor(() => expect(errors.join()).toMatch(/Permissions Violation for Publish to "devices.carol.cmd"/))
-    await vi.waitFor(() => expect(seen.map((m) => m.subject)).toEqual(['devices.bob.state']))
+    await vi.waitFor(() => expect(errors.join()).toMatch(/Permissions Violation for Publish to "devices.carol.cmd"/), { timeout: 5000 })
+    await vi.waitFor(() => expect(seen.map((m) => m.subject)).toEqual(['devices.bob.state']), { timeout: 5000 })
     expect(bob.isClosed()).toBe(false)
   })
 
@@ -110,7 +110,7 @@ describe('NATS authentication and ACLs', () => {
     const mq = await connectClient(srv.mqttUrl, { username: 'alice', password: 'wonderland' })
     await mq.client.publishAsync('devices/d1/secret', 's')
     await mq.client.publishAsync('devices/d1/state', 'on')
-    await vi.waitFor(() => expect(got.map((m) => m.subject)).toEqual(['devices.d1.state']))
+    await vi.waitFor(() => expect(got.map((m) => m.subject)).toEqual(['devices.d1.state']), { timeout: 5000 })
   })
 
   it('operations pipelined behind CONNECT wait for its authentication: served when it passes, never when it fails', async () => {
@@ -119,25 +119,20 @@ describe('NATS authentication and ACLs', () => {
     alice.subscribe('pipe.>', { callback: (_e, m) => { seen.push(m) } })
     await alice.flush()
     const rawClient = async (input: string) => {
-      const s = tcpConnect(srv.natsPort, '127.0.0.1')
-      let text = ''
-      let closed = false
-      s.on('data', (d) => { text += d.toString('latin1') })
-      s.on('close', () => { closed = true })
-      s.on('error', () => {})
-      s.once('connect', () => s.write(input))
-      return { get text() { return text }, get closed() { return closed }, s }
+      const c = await rawNats(srv.natsPort)
+      c.send(input)
+      return c
     }
     const good = await rawClient('CONNECT {"user":"bob","pass":"builder"}\r\nSUB devices.bob.x 1\r\nPUB devices.bob.x 2\r\nhi\r\nPING\r\n')
-    await vi.waitFor(() => expect(good.text).toMatch(/MSG devices\.bob\.x 1 2\r\nhi\r\nPONG\r\n$/))
+    await good.until(/MSG devices\.bob\.x 1 2\r\nhi\r\nPONG\r\n$/) // scrypt takes its time on a busy machine
     const bad = await rawClient('CONNECT {"user":"bob","pass":"wrong"}\r\nPUB pipe.x 2\r\nhi\r\nPING\r\n')
-    await vi.waitFor(() => expect(bad.closed).toBe(true))
+    await vi.waitFor(() => expect(bad.closed).toBe(true), { timeout: 5000 })
     expect(bad.text).toMatch(/-ERR 'Authorization Violation'\r\n$/)
     const none = await rawClient('PUB pipe.y 2\r\nhi\r\n')
-    await vi.waitFor(() => expect(none.closed).toBe(true))
+    await vi.waitFor(() => expect(none.closed).toBe(true), { timeout: 5000 })
     expect(none.text).toMatch(/-ERR 'Authorization Violation'/)
     alice.publish('pipe.z', 'mark')
-    await vi.waitFor(() => expect(seen.map((m) => m.subject)).toEqual(['pipe.z']))
-    good.s.destroy()
+    await vi.waitFor(() => expect(seen.map((m) => m.subject)).toEqual(['pipe.z']), { timeout: 5000 })
+    good.socket.destroy()
   })
 })

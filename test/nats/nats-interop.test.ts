@@ -50,7 +50,7 @@ describe('NATS clients on edgebus', () => {
     const mq = await connectClient(srv.mqttUrl)
     await mq.client.subscribeAsync('farm/+/hum')
     await mq.client.publishAsync('farm/barn/temp', '21.5')
-    await vi.waitFor(() => expect(got.map((m) => [m.subject, m.string()])).toEqual([['farm.barn.temp', '21.5']]))
+    await vi.waitFor(() => expect(got.map((m) => [m.subject, m.string()])).toEqual([['farm.barn.temp', '21.5']]), { timeout: 5000 })
     nc.publish('farm.barn.hum', '40%')
     const [m] = await mq.waitFor(1)
     expect([m!.topic, m!.payload]).toEqual(['farm/barn/hum', '40%'])
@@ -65,7 +65,7 @@ describe('NATS clients on edgebus', () => {
     const pub = await nats()
     for (let i = 0; i < 5; i++) pub.publish('a.b', String(i))
     await pub.flush()
-    await vi.waitFor(() => expect(all).toHaveLength(5))
+    await vi.waitFor(() => expect(all).toHaveLength(5), { timeout: 5000 })
     expect(two.map((m) => m.string())).toEqual(['0', '1'])
   })
 
@@ -83,7 +83,7 @@ describe('NATS clients on edgebus', () => {
     const [m] = await mq.waitFor(1)
     expect(m!.properties?.userProperties).toMatchObject({ 'Trace-Id': 'abc', Tag: ['x', 'y'] })
     await mq.client.publishAsync('hdr/from-mqtt', 'q', { properties: { userProperties: { device: 'd7' } } })
-    await vi.waitFor(() => expect(got.some((x) => x.subject === 'hdr.from-mqtt')).toBe(true))
+    await vi.waitFor(() => expect(got.some((x) => x.subject === 'hdr.from-mqtt')).toBe(true), { timeout: 5000 })
     const fromMqtt = got.find((x) => x.subject === 'hdr.from-mqtt')!
     expect(fromMqtt.headers?.get('device')).toBe('d7')
   })
@@ -99,7 +99,7 @@ describe('NATS clients on edgebus', () => {
     const pub = await nats()
     for (let i = 0; i < 30; i++) pub.publish(`jobs.${i}`, String(i))
     await pub.flush()
-    await vi.waitFor(() => expect(qa.length + qb.length + mq.messages.length).toBe(30))
+    await vi.waitFor(() => expect(qa.length + qb.length + mq.messages.length).toBe(30), { timeout: 5000 })
     const seen = [...qa.map((m) => m.string()), ...qb.map((m) => m.string()), ...mq.messages.map((m) => m.payload)]
     expect(new Set(seen).size).toBe(30)
     expect(qa.length).toBeGreaterThan(0)
@@ -163,7 +163,7 @@ describe('NATS clients on edgebus', () => {
     nc.publish('echo.t', 'mine')
     other.publish('echo.t', 'theirs')
     await Promise.all([nc.flush(), other.flush()])
-    await vi.waitFor(() => expect(own.map((m) => m.string())).toEqual(['theirs']))
+    await vi.waitFor(() => expect(own.map((m) => m.string())).toEqual(['theirs']), { timeout: 5000 })
   })
 
   it('a publish over max_payload is refused by the client before it is sent', async () => {

@@ -46,9 +46,9 @@ async function exchange(port: number, input: string, until: RegExp): Promise<str
   s.on('data', (d) => { text += d.toString('latin1') })
   s.on('close', () => { closed = true })
   s.on('error', () => {})
-  await vi.waitFor(() => expect(text).toMatch(/^INFO .*\r\n/))
+  await vi.waitFor(() => expect(text).toMatch(/^INFO .*\r\n/), { timeout: 5000 })
   s.write(input)
-  await vi.waitFor(() => expect(closed || until.test(text)).toBe(true))
+  await vi.waitFor(() => expect(closed || until.test(text)).toBe(true), { timeout: 5000 })
   s.destroy()
   return text.slice(text.indexOf('\r\n') + 2)
 }

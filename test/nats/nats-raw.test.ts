@@ -1,4 +1,5 @@
 import { connect as tcpConnect, type Socket } from 'node:net'
+import { rawNats } from './raw-nats.ts'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { WebSocket } from 'ws'
 import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
@@ -12,23 +13,7 @@ afterEach(async () => {
   srv = null
 })
 
-async function raw(port: number) {
-  const socket = tcpConnect(port, '127.0.0.1')
-  sockets.push(socket)
-  let text = ''
-  let closed = false
-  socket.on('data', (d) => { text += d.toString('latin1') })
-  socket.on('close', () => { closed = true })
-  socket.on('error', () => {})
-  await vi.waitFor(() => expect(text).toMatch(/^INFO \{.*\}\r\n/))
-  return {
-    socket,
-    get text() { return text },
-    get closed() { return closed },
-    send: (s: string | Buffer) => socket.write(s),
-    until: (re: RegExp, timeout = 5000) => vi.waitFor(() => expect(text).toMatch(re), { timeout }),
-  }
-}
+const raw = (port: number) => rawNats(port, sockets)
 
 describe('the NATS protocol on a raw socket', () => {
   it('INFO first; verbose +OK; control lines split anywhere and pipelined commands', async () => {
@@ -56,7 +41,7 @@ describe('the NATS protocol on a raw socket', () => {
       const c = await raw(srv.natsPort)
       c.send(bad)
       await c.until(new RegExp(`-ERR '${err}`))
-      await vi.waitFor(() => expect(c.closed).toBe(true))
+      await vi.waitFor(() => expect(c.closed).toBe(true), { timeout: 5000 })
     }
     const ok = await raw(srv.natsPort)
     ok.send('CONNECT {}\r\nPING\r\n')
@@ -81,7 +66,7 @@ describe('the NATS protocol on a raw socket', () => {
     const silent = await raw(srv.natsPort)
     silent.send('CONNECT {}\r\n')
     await silent.until(/-ERR 'Stale Connection'/, 3000)
-    await vi.waitFor(() => expect(silent.closed).toBe(true))
+    await vi.waitFor(() => expect(silent.closed).toBe(true), { timeout: 5000 })
     expect(answering.closed).toBe(false)
   })
 
@@ -151,11 +136,11 @@ describe('the NATS protocol on a raw socket', () => {
     ws.on('message', (d) => frames.push(JSON.parse(String(d)) as Record<string, unknown>))
     await new Promise((r) => ws.once('open', r))
     ws.send(JSON.stringify({ op: 'sub', id: '1', filter: 'from.nats' }))
-    await vi.waitFor(() => expect(frames.some((f) => f.id === '1' && f.op === 'ok')).toBe(true))
+    await vi.waitFor(() => expect(frames.some((f) => f.id === '1' && f.op === 'ok')).toBe(true), { timeout: 5000 })
     ws.send(JSON.stringify({ op: 'pub', id: '2', subject: 'from.ws', payload: 'hello nats' }))
     await c.until(/MSG from\.ws 1 10\r\nhello nats\r\n/)
     c.send('PUB from.nats 8\r\nhello ws\r\n')
-    await vi.waitFor(() => expect(frames.find((f) => f.op === 'msg')).toMatchObject({ subject: 'from.nats', payload: 'hello ws' }))
+    await vi.waitFor(() => expect(frames.find((f) => f.op === 'msg')).toMatchObject({ subject: 'from.nats', payload: 'hello ws' }), { timeout: 5000 })
     ws.close()
   })
 })

@@ -1,8 +1,8 @@
-import { connect as tcpConnect } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { connect, type NatsConnection, type Msg } from '@nats-io/transport-node'
 import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
 import { makeTestPki, type TestPki } from '../support/tls.ts'
+import { rawNats } from './raw-nats.ts'
 
 /** With tls.cert configured, NATS clients upgrade after INFO (tls_required), as with nats-server; a CA makes certificates credentials. */
 let srv: StartedEdgebus
@@ -32,7 +32,7 @@ describe('NATS over TLS', () => {
     const got: Msg[] = []
     nc.subscribe('dev.>', { callback: (_e, m) => { got.push(m) } })
     nc.publish('dev.a', 'secure')
-    await vi.waitFor(() => expect(got.map((m) => m.string())).toEqual(['secure']))
+    await vi.waitFor(() => expect(got.map((m) => m.string())).toEqual(['secure']), { timeout: 5000 })
   })
 
   it('without a certificate or credentials the client is refused (anonymous access is off)', async () => {
@@ -41,15 +41,10 @@ describe('NATS over TLS', () => {
   })
 
   it('a client that stays plain gets INFO and nothing else: CONNECT in the clear is not read as NATS', async () => {
-    const s = tcpConnect(srv.natsPort, '127.0.0.1')
-    let text = ''
-    let closed = false
-    s.on('data', (d) => { text += d.toString('latin1') })
-    s.on('close', () => { closed = true })
-    s.on('error', () => {})
-    await vi.waitFor(() => expect(text).toMatch(/"tls_required":true/))
-    s.write('CONNECT {}\r\nPING\r\n')
-    await vi.waitFor(() => expect(closed).toBe(true))
-    expect(text).not.toMatch(/PONG/)
+    const c = await rawNats(srv.natsPort)
+    expect(c.text).toMatch(/"tls_required":true/)
+    c.send('CONNECT {}\r\nPING\r\n')
+    await vi.waitFor(() => expect(c.closed).toBe(true), { timeout: 5000 })
+    expect(c.text).not.toMatch(/PONG/)
   })
 })
