@@ -1,10 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
-import { connect as tcpConnect, createServer } from 'node:net'
+import { connect as tcpConnect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
+import { freePort } from '../support/mosquitto.ts'
 
 /**
  * The same bytes to edgebus and to nats-server (Debian's, started here): the same bytes back
@@ -13,14 +14,6 @@ import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
 let srv: StartedEdgebus
 let nats: ChildProcess
 let natsPort = 0
-
-async function freePort(): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-  const port = (s.address() as { port: number }).port
-  await new Promise((r) => s.close(r))
-  return port
-}
 
 beforeAll(async () => {
   srv = await startEdgebus()
