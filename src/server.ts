@@ -32,6 +32,7 @@ import { withOutboxes } from './bridge/bridge-config.ts'
 import { mountBridgesApi } from './http/bridges-api.ts'
 import { RateHistory } from './core/rate-history.ts'
 import { SubjectRates } from './router/subject-rates.ts'
+import { NatsListener } from './nats/nats-listener.ts'
 
 export interface EdgebusServer {
   readonly config: EdgebusConfig
@@ -40,6 +41,8 @@ export interface EdgebusServer {
   readonly bridges: BridgeManager
   readonly mqttPort: number
   readonly httpPort: number
+  /** The NATS client protocol port, or 0 when nats.enabled is false. */
+  readonly natsPort: number
   readonly log: Logger
   /** The MQTT over TLS port, or null without TLS. */
   readonly tlsPort: number | null
@@ -153,21 +156,27 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     const failing = degraded()
     sendJson(res, failing.length > 0 ? 503 : 200, {
       status: failing.length > 0 ? 'degraded' : 'ok', ...(failing.length > 0 ? { degraded: failing } : {}),
-      version: VERSION, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), connections: broker.connections.size, ...broker.stats, ...(persistence ? { persistence: persistence.stats } : {}),
+      version: VERSION, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000), connections: broker.connections.size, ...(nats !== null ? { natsConnections: nats.connectionCount } : {}), ...broker.stats, ...(persistence ? { persistence: persistence.stats } : {}),
     })
   })
 
   const tcp = config.mqtt.enabled ? createMqttTcpServer(broker) : null
   const mqtts = tlsOptions !== null ? await (await import('./mqtt/tls-server.ts')).createMqttTlsServer(broker, tlsOptions) : null
+  const nats = config.nats.enabled
+    ? new NatsListener(broker, log, { pingInterval: config.nats.pingInterval, host: config.host, tls: tlsOptions !== null ? { module: await import('node:tls'), options: tlsOptions } : null })
+    : null
   let mqttPort = 0
+  let natsPort = 0
   let httpPort: number
   let tlsPort: number | null = null
   try {
     if (tcp !== null) mqttPort = await listen(tcp, config.host, config.mqtt.port, 'MQTT', 'mqtt.port')
     if (mqtts !== null) tlsPort = await listen(mqtts, config.host, config.tls.mqttPort, 'MQTT over TLS', 'tls.mqttPort')
     httpPort = await listen(http.server, config.host, config.http.port, config.tls.http ? 'HTTPS' : 'HTTP', 'http.port')
+    if (nats !== null) natsPort = await listen(nats.server, config.host, config.nats.port, 'NATS', 'nats.port')
   } catch (err) {
     tcp?.close()
+    nats?.close()
     mqtts?.close()
     http.server.close()
     await bridges.close()
@@ -179,11 +188,11 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   const limiter = new LogLimiter(log)
   // issue 15: a burst's dead Buffers are given back once the server is quiet
   const idleGc = new IdleCollector()
-  for (const [server, what] of [[tcp, 'MQTT'], [mqtts, 'MQTT over TLS'], [http.server, 'HTTP']] as const) if (server !== null) watchListener(server, what, limiter)
+  for (const [server, what] of [[tcp, 'MQTT'], [mqtts, 'MQTT over TLS'], [http.server, 'HTTP'], [nats?.server ?? null, 'NATS']] as const) if (server !== null) watchListener(server, what, limiter)
   listening = true
   rates.start()
   subjects.start()
-  log.info({ host: config.host, mqttPort, httpPort, ...(tlsPort !== null ? { tlsPort } : {}), version: VERSION }, 'edgebus ready')
+  log.info({ host: config.host, mqttPort, httpPort, ...(nats !== null ? { natsPort } : {}), ...(tlsPort !== null ? { tlsPort } : {}), version: VERSION }, 'edgebus ready')
 
   return {
     config,
@@ -192,6 +201,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     bridges,
     mqttPort,
     httpPort,
+    natsPort,
     tlsPort,
     security,
     rates,
@@ -201,6 +211,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
         try {
           const fresh = await tlsConfig.readTlsOptions(config.tls)
           mqtts?.setSecureContext(fresh)
+          nats?.setTlsOptions(fresh)
           if (config.tls.http) (http.server as HttpsServer).setSecureContext(fresh)
           log.info({ cert: config.tls.cert }, 'TLS certificate reloaded')
         } catch (err) {
@@ -238,6 +249,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
         subjects.stop()
         tcp?.close()
         mqtts?.close()
+        nats?.close()
         http.server.close()
         ws.close()
         json.close()

@@ -52,12 +52,14 @@ export const BROKERS = [
     },
     // Runs in its own temp dir (so no stray ./edgebus.json is picked up) with its data
     // dir there too; logs at warn, like the mosquitto config (errors and warnings).
-    prepare: (ctx, { port, tmpDir, options }) => {
+    // its NATS listener (issue 19) on a free port of its own, for the nats-* rows
+    prepare: async (ctx, { port, tmpDir, options }) => {
+      const natsPort = await freePort();
       const args = [path.join(ctx.root, 'dist/edgebus.mjs'), 'serve', '--host', '127.0.0.1', '--mqtt-port', String(port), '--http-port', String(options.httpPort ?? 0),
-        '--log-level', 'warn', '--data-dir', path.join(tmpDir, 'data')];
+        '--nats-port', String(natsPort), '--log-level', 'warn', '--data-dir', path.join(tmpDir, 'data')];
       if (options.config) args.push('--config', options.config);
       args.push(...ctx.edgebusArgs);
-      return { cmd: process.execPath, args, cwd: tmpDir, mqttPort: port, httpPort: options.httpPort };
+      return { cmd: process.execPath, args, cwd: tmpDir, mqttPort: port, natsPort, httpPort: options.httpPort };
     },
   },
   {

@@ -25,7 +25,8 @@
 // with the row, repetition and broker.
 //
 // Scenarios run in this order; new throughput scenarios go before 'conns'.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -196,6 +197,46 @@ export const SCENARIOS = [
       { id: 'later_p50', label: 'SUBSCRIBE to SUBACK p50 (1,000/s)', unit: 'µs', better: 'lower', value: (r) => num(r.later_us?.p50) },
       { id: 'later_p99', label: 'SUBSCRIBE to SUBACK p99 (1,000/s)', unit: 'µs', better: 'lower', value: (r) => num(r.later_us?.p99) },
     ],
+  },
+  // NATS mode (issue 19): the same loads over the NATS client protocol, edgebus' NATS listener
+  // against nats-server's own, driven by the reference generator's -P nats (mqttload.c).
+  {
+    name: 'nats-fanin',
+    title: 'NATS fan-in: 8 publishers to bench.<i>, 1 subscriber on bench.* (NATS client protocol)',
+    brokers: ['edgebus', 'nats'],
+    reference: 'nats',
+    run: (ctx, broker, o) => runNatsLoad(ctx, broker, ['fanin', '-n', '8', '-s', '1'], o),
+    metrics: [
+      { id: 'rate', label: 'NATS fan-in', unit: 'msg/s received', better: 'higher', value: (r) => num(r.recv_rate) },
+      { id: 'cpu', label: 'NATS fan-in broker CPU', unit: 'CPU-s / M msgs', better: 'lower', group: 'resources', value: (r) => num(r.broker_cpu_s_per_M) },
+    ],
+  },
+  {
+    name: 'nats-fanout',
+    title: 'NATS fan-out: 1 publisher, 16 subscribers on the same subject (NATS client protocol)',
+    brokers: ['edgebus', 'nats'],
+    reference: 'nats',
+    run: (ctx, broker, o) => runNatsLoad(ctx, broker, ['fanout', '-s', '16'], o),
+    metrics: [{ id: 'rate', label: 'NATS fan-out', unit: 'deliveries/s', better: 'higher', value: (r) => num(r.recv_rate) }],
+  },
+  {
+    name: 'nats-latency',
+    title: 'NATS latency: 1 publisher at a fixed rate (10,000 msg/s), 1 subscriber (NATS client protocol)',
+    brokers: ['edgebus', 'nats'],
+    reference: 'nats',
+    run: (ctx, broker, o) => runNatsLoad(ctx, broker, ['latency', '-r', String(ctx.rate)], o),
+    metrics: [
+      { id: 'p50', label: 'NATS latency p50', unit: 'µs', better: 'lower', value: (r) => num(r.lat_us?.p50) },
+      { id: 'p99', label: 'NATS latency p99', unit: 'µs', better: 'lower', value: (r) => num(r.lat_us?.p99) },
+    ],
+  },
+  {
+    name: 'nats-conns',
+    title: 'NATS idle connections: INFO + CONNECT + PING/PONG, held; broker RSS before/after',
+    brokers: ['edgebus', 'nats'],
+    reference: 'nats',
+    run: (ctx, broker, o) => runNatsLoad(ctx, broker, ['conns', '-c', String(ctx.conns)], { ...o, conns: true }),
+    metrics: [{ id: 'rss_per_conn', label: 'NATS RSS per idle connection', unit: 'bytes', better: 'lower', group: 'resources', value: (r) => num(r.rss_per_conn_bytes) }],
   },
   {
     name: 'conns',
@@ -417,4 +458,30 @@ function countNote(runs) {
   if (!ok.length) return '';
   const per = [...new Set(ok.map((r) => r.broker))].map((b) => `${b} ${ok.filter((r) => r.broker === b).map((r) => r.result.stored.toLocaleString('en-US')).join(', ')}`);
   return `; each successful run read exactly the number of messages its stream held (${per.join('; ')})`;
+}
+
+/** The reference generator with its NATS mode; EDGEBUS_MQTTLOAD_SRC overrides where its source is. */
+const MQTTLOAD_SRC = process.env.EDGEBUS_MQTTLOAD_SRC || '/work/shared/bench/mqttload.c';
+let mqttloadBin = null;
+
+/** nats-*: mqttload -P nats against the broker's NATS client port; its JSON line is the result. */
+async function runNatsLoad(ctx, broker, [mode, ...args], { batch, conns = false } = {}) {
+  if (!broker.natsPort) return { ok: false, error: `${broker.name}: NATS client port unknown` };
+  if (mqttloadBin === null) {
+    if (!existsSync(MQTTLOAD_SRC)) return { ok: false, error: `the reference generator ${MQTTLOAD_SRC} is not there (set EDGEBUS_MQTTLOAD_SRC)` };
+    const out = path.join(ctx.benchDir, 'bin', 'mqttload');
+    execFileSync('gcc', ['-O2', '-o', out, MQTTLOAD_SRC], { stdio: ['ignore', 'inherit', 'inherit'] });
+    mqttloadBin = out;
+  }
+  const argv = [mode, '-P', 'nats', '-h', '127.0.0.1', '-p', String(broker.natsPort), '-m', String(ctx.payload), '-b', String(broker.pid), ...args];
+  if (conns) argv.push('-w', ctx.quick ? '1' : '2');
+  else argv.push('-d', String(ctx.duration), '-w', String(ctx.warmup));
+  if (batch) argv.push('-B', String(batch));
+  const [cmd, cmdArgs] = pinnedCommand(ctx.loadgenCpu, mqttloadBin, argv);
+  const res = await runCapture(cmd, cmdArgs, { timeoutMs: (ctx.warmup + ctx.duration + 60) * 1000 + (ctx.conns / 200) * 1000 });
+  let parsed = null;
+  try { parsed = JSON.parse(res.stdout.trim().split('\n').filter(Boolean).pop() || 'null'); } catch { /* below */ }
+  if (!parsed || res.code !== 0) return { ...(parsed || {}), ok: false, error: `mqttload ${mode} -P nats exit ${res.code ?? res.signal}: ${res.stderr.trim().split('\n').slice(-3).join(' | ')}`, argv };
+  // the harness's cross-checks read loadgen.c's names
+  return { ...parsed, ok: true, total_received: parsed.total_recv, argv };
 }

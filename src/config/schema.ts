@@ -56,6 +56,10 @@ export const ConfigFields = {
   'limits.maxTopicLevels': { kind: 'limit', default: 128, doc: 'most levels in a topic or filter' },
   'limits.maxSubscriptions': { kind: 'limit', default: 1000, doc: 'subscriptions at most per client (0 = no limit)' },
   'limits.publishRate': { kind: 'limit', default: 0, doc: 'messages per second at most per client, bursts up to the same number; over it the client is slowed (reading paused), not disconnected (0 = no limit)' },
+  // issue 19: the NATS client protocol (src/nats)
+  'nats.enabled': { kind: 'boolean', default: true, doc: 'serve the NATS client protocol on nats.port (nats.js, nats.go and the NATS tools connect directly)' },
+  'nats.port': { kind: 'port', default: 4222, doc: 'NATS client protocol port (0 = any free port)' },
+  'nats.pingInterval': { kind: 'duration', default: '2m', doc: 'how often the server PINGs NATS clients; two unanswered PINGs close the connection (Stale Connection)' },
   'sys.interval': { kind: 'duration', default: '10s', doc: 'how often the $SYS/broker/... topics are published (0 = never)' },
   // issue 20: pages on other origins
   'http.cors': { kind: 'origins', default: '', doc: "origins whose pages may call the HTTP API from a browser (CORS): '*' for any, or a comma-separated list like 'https://app.example.com,http://localhost:5173' ('' = none)" },
@@ -67,6 +71,7 @@ export interface EdgebusConfig {
   host: string
   mqtt: { port: number; enabled: boolean; maxKeepAlive: number }
   http: { port: number; cors: string }
+  nats: { port: number; enabled: boolean; pingInterval: number }
   tls: { cert: string; key: string; ca: string; requireClientCert: boolean; mqttPort: number; http: boolean }
   sys: { interval: number }
   log: { level: LogLevel }

@@ -17,6 +17,7 @@ export const ErrorCodes = {
   EPACKET_TOO_LARGE: 'a client sent a packet over the maximum packet size',
   ERECEIVE_MAXIMUM: 'a client had more QoS 1/2 messages unacknowledged than the Receive Maximum allows',
   ESLOW_CONSUMER: 'a client stopped reading and its queue passed the hard bound',
+  ENATS_PROTOCOL: 'a NATS client sent input the NATS client protocol does not allow (answered with -ERR)',
   EJOURNAL_CORRUPT: 'a stream journal record or file failed its integrity check',
   EJOURNAL_IO: 'a stream journal file could not be read, written or synced',
   EJOURNAL_FULL: 'the disk holding a stream journal is full',

@@ -11,6 +11,8 @@ export interface StartedEdgebus {
   proc: ChildProcess
   mqttPort: number
   httpPort: number
+  /** NATS client protocol port (0 when nats.enabled is false). */
+  natsPort: number
   /** MQTT over TLS port (tls.cert configured), else null. */
   tlsPort: number | null
   mqttUrl: string
@@ -45,19 +47,19 @@ export async function startEdgebus(opts: StartOptions = {}): Promise<StartedEdge
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'edgebus-test-'))
   if (opts.config) writeFileSync(join(dir, 'edgebus.json'), JSON.stringify(opts.config))
   const [cmd, ...cmdArgs] = opts.command ?? [process.execPath, BUNDLE]
-  const proc = spawn(cmd as string, [...cmdArgs, 'serve', '--host', '127.0.0.1', '--mqtt-port', '0', '--http-port', '0', ...(opts.args ?? [])], {
+  const proc = spawn(cmd as string, [...cmdArgs, 'serve', '--host', '127.0.0.1', '--mqtt-port', '0', '--http-port', '0', '--nats-port', '0', ...(opts.args ?? [])], {
     cwd: dir,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   const output: string[] = []
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
-  const ready = new Promise<{ mqttPort: number; httpPort: number; tlsPort?: number }>((resolve, reject) => {
+  const ready = new Promise<{ mqttPort: number; httpPort: number; natsPort?: number; tlsPort?: number }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`edgebus did not start in 10 s:\n${output.join('\n')}`)), 10_000)
     const onLine = (line: string): void => {
       output.push(line)
       if (line.includes('"edgebus ready"')) {
-        const msg = JSON.parse(line) as { mqttPort: number; httpPort: number; tlsPort?: number }
+        const msg = JSON.parse(line) as { mqttPort: number; httpPort: number; natsPort?: number; tlsPort?: number }
         clearTimeout(timer)
         resolve(msg)
       }
@@ -66,7 +68,7 @@ export async function startEdgebus(opts: StartOptions = {}): Promise<StartedEdge
     lines(proc.stderr!, onLine)
     exited.then((code) => { clearTimeout(timer); reject(new Error(`edgebus exited with ${code} before it was ready:\n${output.join('\n')}`)) })
   })
-  let started: { mqttPort: number; httpPort: number; tlsPort?: number }
+  let started: { mqttPort: number; httpPort: number; natsPort?: number; tlsPort?: number }
   try {
     started = await ready
   } catch (err) {
@@ -74,11 +76,12 @@ export async function startEdgebus(opts: StartOptions = {}): Promise<StartedEdge
     if (proc.exitCode === null) proc.kill('SIGKILL')
     throw err
   }
-  const { mqttPort, httpPort, tlsPort } = started
+  const { mqttPort, httpPort, natsPort, tlsPort } = started
   return {
     proc,
     mqttPort,
     httpPort,
+    natsPort: natsPort ?? 0,
     tlsPort: tlsPort ?? null,
     mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
     wsUrl: `ws://127.0.0.1:${httpPort}/mqtt`,
