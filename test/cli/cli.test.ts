@@ -1,6 +1,6 @@
 import { createServer } from 'node:net'
 import { describe, expect, it } from 'vitest'
-import { BUNDLE, run, spawnLines, startEdgebus } from '../support/edgebus.ts'
+import { BUNDLE, run, spawnLines, startEdgebus, waitForSubscription } from '../support/edgebus.ts'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -66,7 +66,7 @@ describe('edgebus CLI', () => {
     const srv = await startEdgebus()
     try {
       const sub = spawnLines(process.execPath, [BUNDLE, 'sub', 'cli.>', '--url', srv.mqttUrl, '--count', '3', '--json'])
-      await new Promise((r) => setTimeout(r, 500))
+      await waitForSubscription(srv, 'cli/#')
       expect((await edgebus(['pub', 'cli.a', 'one', '--url', srv.mqttUrl])).code).toBe(0)
       expect((await edgebus(['pub', 'cli/b', '--qos', '1', '--url', srv.mqttUrl], { input: 'from stdin' })).code).toBe(0)
       expect((await edgebus(['pub', 'cli.c', 'three', '--qos', '2', '--url', srv.wsUrl])).code).toBe(0)

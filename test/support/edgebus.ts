@@ -152,3 +152,15 @@ export function spawnLines(cmd: string, args: string[], env: Record<string, stri
     },
   }
 }
+
+/** Resolves once a client of `srv` holds a subscription to `filter` (MQTT syntax): a CLI started as a child has subscribed. */
+export async function waitForSubscription(srv: StartedEdgebus, filter: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const res = await fetch(`${srv.httpUrl}/api/connections`).catch(() => null)
+    const body = res?.ok ? (await res.json()) as { connections: Array<{ subscriptions: string[] }> } : { connections: [] }
+    if (body.connections.some((c) => c.subscriptions.includes(filter))) return
+    if (Date.now() > deadline) throw new Error(`no client subscribed to ${filter} within ${timeoutMs} ms`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
