@@ -23,6 +23,7 @@ import { mountConnectionsApi } from './http/connections-api.ts'
 import { mountAuthApi, reapply } from './http/auth-api.ts'
 import { HttpAuth } from './http/http-auth.ts'
 import { mountMetrics } from './http/metrics-api.ts'
+import { mountClusterApi } from './http/cluster-api.ts'
 import { SysTopics } from './mqtt/sys-topics.ts'
 
 export interface EdgebusServer {
@@ -71,10 +72,20 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     await persistence?.close()
     throw err
   })
+  // issue 17: one of several nodes over NATS; the NATS client loads only when cluster.urls is set.
+  // Joined before the streams open and clients connect, so every subscription is interest in the cluster
+  const cluster = config.cluster.urls !== ''
+    ? await (await import('./cluster/cluster.ts')).Cluster.start(broker, config, log).catch(async (err: unknown) => {
+      await broker.close()
+      await persistence?.close()
+      throw err
+    })
+    : null
   // dead-letter notices of consumers are published by the server, as any MQTT message
   const serverPublish = (topic: string, payload: Buffer) => broker.publish(topic, payload, { qos: 1, retain: false })
   const streams = await StreamManager.open(broker.router, config.dataDir, config.streams, log, serverPublish).catch(async (err: unknown) => {
     await broker.close()
+    await cluster?.close()
     await persistence?.close()
     throw err
   })
@@ -88,7 +99,8 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   mountPublishApi(http, broker, httpAuth)
   mountDashboard(http, broker, startedAt, httpAuth)
   mountConnectionsApi(http, broker, httpAuth)
-  mountMetrics(http, broker, streams, broker.security, startedAt)
+  mountMetrics(http, broker, streams, broker.security, startedAt, cluster)
+  mountClusterApi(http, cluster, httpAuth)
   const sys = new SysTopics(broker, startedAt, config.sys.interval)
   let closing: Promise<void> | null = null
   // issue 15: a store that cannot write (a full disk) refuses messages until it can again; the probes say so
@@ -138,6 +150,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     mqtts?.close()
     http.server.close()
     await broker.close()
+    await cluster?.close()
     await streams.close()
     await persistence?.close() // issue 5
     throw err
@@ -198,6 +211,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
         ws.close()
         json.close()
         await broker.close()
+        await cluster?.close() // after the clients: a goodbye, so the others publish no wills of ours
         await streams.close() // every acknowledged message is on disk once this returns
         await persistence?.close() // issue 5: after aedes, which records the sessions' disconnects
         broker.refusals.flush()

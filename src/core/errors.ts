@@ -73,6 +73,10 @@ export const ErrorCodes = {
   ELIMIT_CONNECT_RATE: 'one source address opened connections faster than limits.connectRate allows',
   ELIMIT_SUBSCRIPTIONS: 'a client reached limits.maxSubscriptions',
   ELIMIT_TOPIC: 'a topic is longer or has more levels than limits.maxTopicLength / limits.maxTopicLevels allow',
+  // issue 17: several nodes as one broker over NATS (src/cluster)
+  ECLUSTER_LINK: 'the connection to the NATS cluster failed or is down (messages to other nodes are not sent until it is back)',
+  ECLUSTER_NOT_FOUND: 'GET /api/cluster on a node that is not in a cluster (cluster.urls is empty)',
+  ECLUSTER_RETAINED: 'a retained message could not be stored in the cluster\'s replicated bucket (JetStream refused it or did not answer)',
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

@@ -1,3 +1,4 @@
+import type { ClusterView } from './cluster-api.ts'
 import type { Security } from '../auth/security.ts'
 import type { MqttBroker } from '../mqtt/broker.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
@@ -5,6 +6,21 @@ import { VERSION } from '../version.ts'
 import type { HttpFront } from './server.ts'
 
 /** One metric family in the Prometheus text format (version 0.0.4). */
+/** issue 17: the cluster's rows (src/cluster), only on a node in a cluster. */
+function clusterFamilies(cluster: ClusterView, f: (name: string, type: 'counter' | 'gauge', help: string) => Family): Family[] {
+  const c = cluster.status()
+  return [
+    f('cluster_link_up', 'gauge', '1 while the NATS link of the cluster is connected.').add(c.link.state === 'connected' ? 1 : 0, { node: c.node }),
+    f('cluster_link_reconnects_total', 'counter', 'Times the NATS link came back after it was lost.').add(c.link.reconnects),
+    f('cluster_nodes', 'gauge', 'Nodes of the cluster this node hears (itself included).').add(c.nodes.length),
+    f('cluster_messages_total', 'counter', 'Messages sent to and received from the other nodes, and dropped on the way.')
+      .add(c.messages.sent, { direction: 'sent' }).add(c.messages.received, { direction: 'received' }).add(c.messages.dropped, { direction: 'dropped' }),
+    f('cluster_takeovers_total', 'counter', 'Clients here closed because they connected to another node.').add(c.takeovers),
+    f('cluster_wills_published_total', 'counter', 'Wills of dead nodes\' clients this node published.').add(c.willsPublished),
+    f('cluster_retained_failures_total', 'counter', 'Retained messages the replicated bucket did not store.').add(c.retained?.failed ?? 0),
+  ]
+}
+
 class Family {
   readonly lines: string[] = []
   constructor(readonly name: string, readonly type: 'counter' | 'gauge', readonly help: string) {}
@@ -31,7 +47,7 @@ function escapeLabel(v: string): string {
  * connections, messages and bytes in and out, drops, refusals and denials, and a gauge set per
  * stream and per consumer. The names are listed in docs/observability.md.
  */
-export function mountMetrics(http: HttpFront, broker: MqttBroker, streams: StreamManager, security: Security | null, startedAt: number): void {
+export function mountMetrics(http: HttpFront, broker: MqttBroker, streams: StreamManager, security: Security | null, startedAt: number, cluster: ClusterView | null = null): void {
   http.route('GET', '/metrics', (_req, res) => {
     const s = broker.stats
     const f = (name: string, type: 'counter' | 'gauge', help: string): Family => new Family(`edgebus_${name}`, type, help)
@@ -58,6 +74,7 @@ export function mountMetrics(http: HttpFront, broker: MqttBroker, streams: Strea
         .add(security?.counters.deniedPublish ?? 0, { action: 'publish' })
         .add(security?.counters.deniedSubscribe ?? 0, { action: 'subscribe' })
         .add(security?.counters.deniedDelivery ?? 0, { action: 'deliver' }),
+      ...(cluster === null ? [] : clusterFamilies(cluster, f)),
     ]
     const sm = f('stream_messages', 'gauge', 'Messages a stream holds.')
     const sb = f('stream_bytes', 'gauge', 'Bytes of the messages a stream holds.')
