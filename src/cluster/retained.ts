@@ -29,7 +29,15 @@ export class RetainedReplica {
       name: this.stream, subjects: [this.#filter], retention: 'limits', storage: 'file', num_replicas: replicas,
       max_msgs_per_subject: 1, discard: 'old', allow_direct: true,
     }
-    const r = await this.#api(`$JS.API.STREAM.CREATE.${this.stream}`, { ...config })
+    // a NATS cluster that just started has no JetStream meta leader for a few seconds (10008): wait for one
+    const until = Date.now() + 20_000
+    let r: Record<string, unknown>
+    for (;;) {
+      r = await this.#api(`$JS.API.STREAM.CREATE.${this.stream}`, { ...config }).catch((err: Error) => ({ error: { description: err.message, err_code: -1 } }))
+      const c = (r.error as { err_code?: number } | undefined)?.err_code
+      if ((c !== 10008 && c !== -1) || Date.now() > until) break
+      await new Promise((resolve) => setTimeout(resolve, 250))
+    }
     const code = (r.error as { err_code?: number } | undefined)?.err_code
     // 10058: the stream exists (made by another node, maybe with other replicas): use it
     if (r.error !== undefined && code !== 10058) throw new EdgebusError('ECLUSTER_RETAINED', `the cluster's retained stream ${this.stream} cannot be made: ${(r.error as { description?: string }).description ?? JSON.stringify(r.error)}`, { stream: this.stream })
