@@ -101,6 +101,12 @@ export class Cluster {
       if (added) this.interest.add(filter)
       else this.interest.remove(filter)
     }
+    // persistent sessions' filters stay interest while their clients are away (queued here by aedes)
+    b.onPersistentFilter = (filter, added) => {
+      if (!Interest.wanted(filter)) return
+      if (added) this.interest.add(filter)
+      else this.interest.remove(filter)
+    }
     b.shared.source = this.groups
     b.onClientAdmitted = (id) => this.registry.connected(id)
     if (this.retained !== null) {
@@ -209,6 +215,7 @@ export class Cluster {
     this.liveness.close()
     this.broker.router.onListener = null
     this.broker.onClientAdmitted = null
+    this.broker.onPersistentFilter = null
     this.#drops.flush()
     await this.link.close()
   }

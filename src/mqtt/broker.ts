@@ -401,15 +401,17 @@ export class MqttBroker {
     const byClient = new Map<string, Set<string>>()
     const forget = (id: string, filter: string): void => {
       this.#persistentSubs.remove(filter, id)
-      byClient.get(id)?.delete(filter)
+      if (byClient.get(id)?.delete(filter) === true) this.onPersistentFilter?.(filter, false)
     }
     p.addSubscriptions = (client, subs) => {
       for (const sub of subs) {
         if (sub.qos > 0) {
-          this.#persistentSubs.insert(sub.topic, client.id)
           let set = byClient.get(client.id)
           if (!set) byClient.set(client.id, (set = new Set()))
+          if (set.has(sub.topic)) continue
+          this.#persistentSubs.insert(sub.topic, client.id)
           set.add(sub.topic)
+          this.onPersistentFilter?.(sub.topic, true)
         } else {
           forget(client.id, sub.topic)
         }
@@ -423,7 +425,10 @@ export class MqttBroker {
       return remove(client, topics)
     }
     p.cleanSubscriptions = (client) => {
-      for (const t of byClient.get(client.id) ?? []) this.#persistentSubs.remove(t, client.id)
+      for (const t of byClient.get(client.id) ?? []) {
+        this.#persistentSubs.remove(t, client.id)
+        this.onPersistentFilter?.(t, false)
+      }
       byClient.delete(client.id)
       this.#persistentCache.clear()
       return clean(client)
@@ -644,6 +649,12 @@ export class MqttBroker {
     this.onClientAdmitted?.(id)
     return 0
   }
+
+  /**
+   * Told of each QoS 1/2 filter a persistent session gains or loses (per session): the cluster keeps
+   * interest in it while the client is away, so messages published on other nodes are queued here.
+   */
+  onPersistentFilter: ((filter: string, added: boolean) => void) | null = null
 
   /** Told of every client identifier admitted here (the cluster's client registry takes it over from other nodes). */
   onClientAdmitted: ((id: string) => void) | null = null

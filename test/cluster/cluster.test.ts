@@ -181,6 +181,21 @@ describe('retained messages', () => {
   })
 })
 
+describe('persistent sessions', () => {
+  it('a session away from its node still gets what is published on another node, queued there until it is back', async () => {
+    const away = await connectClient(nodes.c!.mqttUrl, { clientId: 'keeper', clean: false })
+    await away.client.subscribeAsync('queued/#', { qos: 1 })
+    const pub = await connectClient(nodes.a!.mqttUrl)
+    await interestReady(pub, away, 'queued/probe')
+    await away.end()
+    await pub.client.publishAsync('queued/x', 'while away', { qos: 1 })
+    // the message crosses to c while nobody is connected there: c queues it for the session
+    await vi.waitFor(async () => expect((await cluster(nodes.c!)).messages.received).toBeGreaterThan(0))
+    const back = await connectClient(nodes.c!.mqttUrl, { clientId: 'keeper', clean: false })
+    await vi.waitFor(() => expect(back.messages.map((m) => m.payload)).toContain('while away'))
+  })
+})
+
 describe('client identifiers', () => {
   it('a client that connects to node B with the id it holds on node A takes over: A closes the old connection', async () => {
     const old = await connectClient(nodes.a!.mqttUrl, { clientId: 'dev-17', protocolVersion: 5 })
