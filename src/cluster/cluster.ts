@@ -117,6 +117,13 @@ export class Cluster {
   /** A message published here: to the cluster, unless it came from there. */
   #send(packet: RoutedPacket): Promise<unknown> {
     if (this.#closed || packet.clientId?.startsWith(CLUSTER_MARKER) === true) return DONE
+    if (this.link.state !== 'connected') {
+      // nats.js would hold every message in memory until it reconnects: a link that is down drops them, counted and logged
+      this.#dropped('send', new Error(`the NATS link is ${this.link.state}`))
+      return packet.retain && this.retained !== null
+        ? Promise.reject(new EdgebusError('ECLUSTER_RETAINED', `retained message not stored in the cluster: the NATS link is ${this.link.state}`, { topic: packet.topic }))
+        : DONE
+    }
     const { subject, exact } = messageSubject(this.settings.prefix, packet.topic)
     const h = fillHeaders(headers(), packet, this.settings.nodeId, `${this.settings.nodeId}.${++this.#seq}`, exact ? null : packet.topic)
     try {

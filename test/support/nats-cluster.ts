@@ -34,7 +34,8 @@ export interface NatsCluster {
 
 /**
  * Starts a nats-server cluster on loopback (Debian nats-server 2.9): `size` servers with JetStream,
- * each with its own store dir, routed to each other; resolves once every server says it is ready.
+ * each with its own store dir, routed to each other (size 1: one plain server); resolves once every
+ * server says it is ready.
  */
 export async function startNatsCluster(size = 3, clusterName = 'ebtest'): Promise<NatsCluster> {
   const dir = mkdtempSync(join(tmpdir(), 'edgebus-nats-'))
@@ -53,8 +54,9 @@ export async function startNatsCluster(size = 3, clusterName = 'ebtest'): Promis
 }
 
 function startNode(name: string, port: number, routePort: number, routes: string, clusterName: string, storeDir: string): Promise<NatsNode> {
-  const proc = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port), '-n', name, '-js', '-sd', storeDir,
-    '--cluster', `nats://127.0.0.1:${routePort}`, '--routes', routes, '--cluster_name', clusterName], { stdio: ['ignore', 'pipe', 'pipe'] })
+  // one server is no cluster (JetStream would wait for a quorum of peers that never come)
+  const clustered = routes.includes(',') ? ['--cluster', `nats://127.0.0.1:${routePort}`, '--routes', routes, '--cluster_name', clusterName] : []
+  const proc = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port), '-n', name, '-js', '-sd', storeDir, ...clustered], { stdio: ['ignore', 'pipe', 'pipe'] })
   const output: string[] = []
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()))
   const node: NatsNode = {
