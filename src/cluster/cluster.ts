@@ -13,7 +13,7 @@ import { Interest } from './interest.ts'
 import { Liveness, type NodeView } from './liveness.ts'
 import { RetainedReplica } from './retained.ts'
 import { QueueGroups } from './shared.ts'
-import { messageSubject, retainedSubject, retainedTopic, subjectTopic } from './subject-map.ts'
+import { messageSubject, retainedSubject, retainedTopic, subjectFits, subjectTopic } from './subject-map.ts'
 
 /** Marks the copy of a retained message sent for shared groups only (the others have it from the retained subject). */
 const H_GROUPS_ONLY = 'Eb-Groups-Only'
@@ -125,11 +125,17 @@ export class Cluster {
         : DONE
     }
     const { subject, exact } = messageSubject(this.settings.prefix, packet.topic)
+    const retainedAt = packet.retain && this.retained !== null ? retainedSubject(this.settings.prefix, packet.topic) : null
+    if (!subjectFits(subject) || (retainedAt !== null && !subjectFits(retainedAt))) {
+      this.#drops.warn('ECLUSTER_LINK:long', { code: 'ECLUSTER_LINK', length: packet.topic.length }, 'topic too long for a NATS subject: delivered on this node only')
+      this.dropped++
+      return DONE
+    }
     const h = fillHeaders(headers(), packet, this.settings.nodeId, `${this.settings.nodeId}.${++this.#seq}`, exact ? null : packet.topic)
     try {
-      if (packet.retain && this.retained !== null) {
+      if (retainedAt !== null && this.retained !== null) {
         // the others store and deliver it from the retained subject; shared groups get a copy
-        const put = this.retained.put(retainedSubject(this.settings.prefix, packet.topic), packet.payload, fillHeaders(headers(), packet, this.settings.nodeId, `${this.settings.nodeId}.${this.#seq}`, packet.topic))
+        const put = this.retained.put(retainedAt, packet.payload, fillHeaders(headers(), packet, this.settings.nodeId, `${this.settings.nodeId}.${this.#seq}`, packet.topic))
         h.set(H_GROUPS_ONLY, '1')
         this.link.main.publish(subject, packet.payload, { headers: h })
         this.sent++

@@ -1,6 +1,6 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { SubjectTrie } from '../subjects/trie.ts'
-import { filterSubject } from './subject-map.ts'
+import { filterSubject, subjectFits } from './subject-map.ts'
 
 /**
  * Which messages this node wants from the others: one NATS subscription per filter its local
@@ -27,10 +27,15 @@ export class Interest {
     return filter.length > 0 && filter.charCodeAt(0) !== 0x24
   }
 
+  /** Filters too long for a NATS subject (subjectFits): served on this node only. */
+  tooLong = 0
+
   add(filter: string): void {
     const had = this.#counts.get(filter)
     if (had !== undefined) { had.n++; return }
-    const sub = this.nc.subscribe(filterSubject(this.prefix, filter), {
+    const subject = filterSubject(this.prefix, filter)
+    if (!subjectFits(subject)) { this.tooLong++; return }
+    const sub = this.nc.subscribe(subject, {
       callback: (err, msg) => { if (err === null) this.onMessage(filter, msg) },
     })
     this.#counts.set(filter, { n: 1, sub })

@@ -100,6 +100,13 @@ export class Liveness {
     }
     if (typeof b.node !== 'string' || b.node === this.nodeId) return
     let view = this.nodes.get(b.node)
+    if (view !== undefined && view.startedAt !== b.startedAt) {
+      // the node restarted faster than it could be found dead: its clients of before are gone all the same
+      this.nodes.delete(b.node)
+      this.log.warn({ node: b.node, wills: view.wills.length }, 'cluster node restarted: its clients of before are gone')
+      this.onDead(view, [this.nodeId, ...this.nodes.keys()].sort()[0] === this.nodeId)
+      view = undefined
+    }
     if (view === undefined) {
       view = { id: b.node, clients: 0, lastSeen: 0, startedAt: b.startedAt, wills: [] }
       this.nodes.set(b.node, view)

@@ -1,6 +1,6 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import type { SharedGroupSource } from '../mqtt/shared-subscriptions.ts'
-import { filterSubject } from './subject-map.ts'
+import { filterSubject, subjectFits } from './subject-map.ts'
 
 /**
  * Shared subscriptions across nodes: a group `$share/g/f` with members here is a NATS queue
@@ -20,8 +20,10 @@ export class QueueGroups implements SharedGroupSource {
   added(group: string, filter: string): void {
     const key = `${group}\u0000${filter}`
     if (this.#subs.has(key)) return
+    const subject = filterSubject(this.prefix, filter)
+    if (!subjectFits(subject)) return // too long for NATS: the group gets nothing from the cluster
     // a queue name is a token: the ShareName percent-encoded (it may hold '.', '*' or spaces)
-    this.#subs.set(key, this.nc.subscribe(filterSubject(this.prefix, filter), {
+    this.#subs.set(key, this.nc.subscribe(subject, {
       queue: encodeURIComponent(group).replace(/[.*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`),
       callback: (err, msg) => { if (err === null) this.onMessage(group, filter, msg) },
     }))

@@ -9,6 +9,16 @@ import { mqttToNats, natsToMqtt } from '../subjects/mqtt-map.ts'
 
 const WHITESPACE = /\s/g
 
+/**
+ * nats-server closes a connection whose protocol line passes max_control_line (4 KiB by default), and
+ * a subject is most of a PUB/SUB line: longer ones stay on their node (a topic may be 64 KiB in MQTT).
+ */
+export const MAX_SUBJECT_BYTES = 3_072
+
+export function subjectFits(subject: string): boolean {
+  return subject.length * 3 <= MAX_SUBJECT_BYTES || Buffer.byteLength(subject) <= MAX_SUBJECT_BYTES
+}
+
 export function messageSubject(prefix: string, topic: string): { subject: string; exact: boolean } {
   const nats = mqttToNats(topic)
   WHITESPACE.lastIndex = 0

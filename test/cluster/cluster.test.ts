@@ -127,6 +127,25 @@ describe('a message published on one node', () => {
   })
 })
 
+describe('topics too long for a NATS subject', () => {
+  it('stay on their node: delivered there, and the link to NATS stays up for everyone else', async () => {
+    const long = `long/${'x'.repeat(5000)}`
+    const here = await connectClient(nodes.a!.mqttUrl)
+    const there = await connectClient(nodes.b!.mqttUrl)
+    await here.client.subscribeAsync('long/#')
+    await there.client.subscribeAsync(long) // a SUB line over nats-server's max_control_line would close the link
+    await there.client.subscribeAsync('long/short')
+    const pub = await connectClient(nodes.a!.mqttUrl)
+    await interestReady(pub, there, 'long/short')
+    await pub.client.publishAsync(long, 'big topic', { qos: 1 })
+    await vi.waitFor(() => expect(here.messages.some((m) => m.topic === long)).toBe(true))
+    await pub.client.publishAsync('long/short', 'after', { qos: 1 })
+    await vi.waitFor(() => expect(there.messages.filter((m) => m.payload === 'after')).toHaveLength(1))
+    expect(there.messages.some((m) => m.topic === long)).toBe(false)
+    for (const n of [nodes.a!, nodes.b!]) expect((await cluster(n)).link).toMatchObject({ state: 'connected', reconnects: 0 })
+  })
+})
+
 describe('shared subscriptions', () => {
   it('give each message to one member of a group spread over three nodes', async () => {
     const members = await Promise.all(['a', 'b', 'c'].map((id) => connectClient(nodes[id]!.mqttUrl, { protocolVersion: 5 })))

@@ -24,7 +24,7 @@ describe('with the NATS link down', () => {
     await sub.client.subscribeAsync('local/#', { qos: 1 })
     const pub = await connectClient(node.mqttUrl, { protocolVersion: 5 })
     await nats.nodes[0]!.kill()
-    await vi.waitFor(async () => expect((await (await fetch(`${node.httpUrl}/api/cluster`)).json()).link.state).toBe('reconnecting'))
+    await vi.waitFor(async () => expect(((await (await fetch(`${node.httpUrl}/api/cluster`)).json()) as { link: { state: string } }).link.state).toBe('reconnecting'))
     await pub.client.publishAsync('local/x', 'still here', { qos: 1 })
     await vi.waitFor(() => expect(sub.messages.map((m) => m.payload)).toContain('still here'))
     // the retained message cannot be replicated: the publisher is told (PUBACK 0x80), not left to believe it is kept
