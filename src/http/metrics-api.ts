@@ -6,21 +6,6 @@ import { VERSION } from '../version.ts'
 import type { HttpFront } from './server.ts'
 
 /** One metric family in the Prometheus text format (version 0.0.4). */
-/** issue 17: the cluster's rows (src/cluster), only on a node in a cluster. */
-function clusterFamilies(cluster: ClusterView, f: (name: string, type: 'counter' | 'gauge', help: string) => Family): Family[] {
-  const c = cluster.status()
-  return [
-    f('cluster_link_up', 'gauge', '1 while the NATS link of the cluster is connected.').add(c.link.state === 'connected' ? 1 : 0, { node: c.node }),
-    f('cluster_link_reconnects_total', 'counter', 'Times the NATS link came back after it was lost.').add(c.link.reconnects),
-    f('cluster_nodes', 'gauge', 'Nodes of the cluster this node hears (itself included).').add(c.nodes.length),
-    f('cluster_messages_total', 'counter', 'Messages sent to and received from the other nodes, and dropped on the way.')
-      .add(c.messages.sent, { direction: 'sent' }).add(c.messages.received, { direction: 'received' }).add(c.messages.dropped, { direction: 'dropped' }),
-    f('cluster_takeovers_total', 'counter', 'Clients here closed because they connected to another node.').add(c.takeovers),
-    f('cluster_wills_published_total', 'counter', 'Wills of dead nodes\' clients this node published.').add(c.willsPublished),
-    f('cluster_retained_failures_total', 'counter', 'Retained messages the replicated bucket did not store.').add(c.retained?.failed ?? 0),
-  ]
-}
-
 class Family {
   readonly lines: string[] = []
   constructor(readonly name: string, readonly type: 'counter' | 'gauge', readonly help: string) {}
@@ -35,6 +20,21 @@ class Family {
   text(): string {
     return `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} ${this.type}\n${this.lines.join('\n')}\n`
   }
+}
+
+/** issue 17: the cluster's rows (src/cluster), only on a node in a cluster. */
+function clusterFamilies(cluster: ClusterView, f: (name: string, type: 'counter' | 'gauge', help: string) => Family): Family[] {
+  const c = cluster.status()
+  return [
+    f('cluster_link_up', 'gauge', '1 while the NATS link of the cluster is connected.').add(c.link.state === 'connected' ? 1 : 0, { node: c.node }),
+    f('cluster_link_reconnects_total', 'counter', 'Times the NATS link came back after it was lost.').add(c.link.reconnects),
+    f('cluster_nodes', 'gauge', 'Nodes of the cluster this node hears (itself included).').add(c.nodes.length),
+    f('cluster_messages_total', 'counter', 'Messages sent to and received from the other nodes, and dropped on the way.')
+      .add(c.messages.sent, { direction: 'sent' }).add(c.messages.received, { direction: 'received' }).add(c.messages.dropped, { direction: 'dropped' }),
+    f('cluster_takeovers_total', 'counter', 'Clients here closed because they connected to another node.').add(c.takeovers),
+    f('cluster_wills_published_total', 'counter', 'Wills of dead nodes\' clients this node published.').add(c.willsPublished),
+    f('cluster_retained_failures_total', 'counter', 'Retained messages the replicated bucket did not store.').add(c.retained?.failed ?? 0),
+  ]
 }
 
 // label values: backslash, double quote and line feed are escaped

@@ -161,13 +161,13 @@ interface AedesSessionState {
   persistence: { hasSession?(id: string): boolean }
 }
 
+/** The client id marker of messages another node of the cluster sent (see publish()). */
+export const CLUSTER_MARKER = '$cluster/'
+
 /**
  * The MQTT engine: aedes for the protocol's long tail (CONNECT, sessions, QoS 1/2, retained,
  * wills), our Router as its `mq`, and our ClientConnection in front of every transport.
  */
-/** The client id marker of messages another node of the cluster sent (see publish()). */
-export const CLUSTER_MARKER = '$cluster/'
-
 export class MqttBroker {
   readonly aedes: Aedes & { id: string; counter: number }
   readonly router: Router
