@@ -24,7 +24,7 @@ export interface ClusterStatus {
   name: string
   link: { state: string; server: string; reconnects: number; disconnects: number }
   nodes: Array<{ id: string; self: boolean; clients: number; lastSeenMsAgo: number; wills: number }>
-  interest: { filters: number; queueGroups: number }
+  interest: { filters: number; queueGroups: number; tooLongForNats: number }
   retained: { stream: string; stored: number; failed: number } | null
   messages: { sent: number; received: number; dropped: number }
   takeovers: number
@@ -213,7 +213,7 @@ export class Cluster {
         { id: this.settings.nodeId, self: true, clients: this.broker.connections.size, lastSeenMsAgo: 0, wills: this.broker.wills().length },
         ...[...this.liveness.nodes.values()].map((n) => ({ id: n.id, self: false, clients: n.clients, lastSeenMsAgo: now - n.lastSeen, wills: n.wills.length })),
       ].sort((a, b) => (a.id < b.id ? -1 : 1)),
-      interest: { filters: this.interest.size, queueGroups: this.groups.size },
+      interest: { filters: this.interest.size, queueGroups: this.groups.size, tooLongForNats: this.interest.tooLong },
       retained: this.retained === null ? null : { stream: this.retained.stream, stored: this.retained.stored, failed: this.retained.failed },
       messages: { sent: this.sent, received: this.received, dropped: this.dropped },
       takeovers: this.registry.takeoversHere,

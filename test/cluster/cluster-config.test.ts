@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { clusterSettings } from '../../src/cluster/cluster-config.ts'
-import { loadConfig } from '../../src/config/load.ts'
+import { loadConfig, printableConfig } from '../../src/config/load.ts'
 
 const dirs: string[] = []
 const temp = (): string => { const d = mkdtempSync(join(tmpdir(), 'edgebus-cluster-cfg-')); dirs.push(d); return d }
@@ -23,6 +23,14 @@ describe('cluster settings', () => {
     writeFileSync(join(dir, 'edgebus.json'), JSON.stringify({ cluster: { urls: 'nats://10.0.0.1:4222', name: 'site', replicas: 3 } }))
     const { config } = loadConfig({ env: { EDGEBUS_CLUSTER_NODE_ID: 'east-1' }, cwd: dir })
     expect(config.cluster).toMatchObject({ urls: 'nats://10.0.0.1:4222', name: 'site', replicas: 3, nodeId: 'east-1' })
+  })
+
+  it('never print the NATS password or token (--print-config)', () => {
+    const { config } = loadConfig({ env: { EDGEBUS_CLUSTER_URLS: 'nats://n1:4222', EDGEBUS_CLUSTER_PASSWORD: 's3cret', EDGEBUS_CLUSTER_TOKEN: 't0ken', EDGEBUS_CLUSTER_USER: 'edge' }, cwd: temp() })
+    const printed = JSON.stringify(printableConfig(config))
+    expect(printed).not.toContain('s3cret')
+    expect(printed).not.toContain('t0ken')
+    expect(printableConfig(config).cluster).toMatchObject({ user: 'edge', password: '(set)', token: '(set)' })
   })
 
   it('keep a made-up node id in <dataDir>/cluster/node-id, the same on the next start', async () => {
