@@ -14,7 +14,8 @@ const nodes: Record<string, StartedEdgebus> = {}
 const extra: StartedEdgebus[] = []
 
 function nodeConfig(id: string, urls: string): Record<string, unknown> {
-  return { cluster: { urls, name: 't17', nodeId: id, replicas: 3 }, sys: { interval: 0 } }
+  // node c keeps a stream: it captures what is published anywhere in the cluster
+  return { cluster: { urls, name: 't17', nodeId: id, replicas: 3 }, sys: { interval: 0 }, ...(id === 'c' ? { streams: [{ name: 'captured', subjects: ['cap.>'] }] } : {}) }
 }
 
 beforeAll(async () => {
@@ -124,6 +125,22 @@ describe('a message published on one node', () => {
       expect(frames.some((f) => f.op === 'msg' && f.subject === 'web.http' && f.payload === 'from http')).toBe(true)
     })
     ws.close()
+  })
+})
+
+describe('streams', () => {
+  it('a stream on one node captures what is published on the others, in order, once', async () => {
+    const pub = await connectClient(nodes.a!.mqttUrl)
+    const probe = await connectClient(nodes.c!.mqttUrl)
+    await probe.client.subscribeAsync('cap/#')
+    await interestReady(pub, probe, 'cap/probe') // the stream's own interest was there from the start
+    await probe.end()
+    for (let i = 0; i < 5; i++) await pub.client.publishAsync('cap/x', `m${i}`, { qos: 1 })
+    await vi.waitFor(async () => {
+      const text = await (await fetch(`${nodes.c!.httpUrl}/api/streams/captured/messages?filter=cap.x&limit=0`)).text()
+      const rows = text.trim().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { payload: string }).payload)
+      expect(rows).toEqual(['m0', 'm1', 'm2', 'm3', 'm4'])
+    })
   })
 })
 
