@@ -139,6 +139,7 @@ export class Cluster {
         h.set(H_GROUPS_ONLY, '1')
         this.link.main.publish(subject, packet.payload, { headers: h })
         this.sent++
+        put.catch((err: Error) => this.#drops.warn('ECLUSTER_RETAINED', { code: 'ECLUSTER_RETAINED', topic: packet.topic.slice(0, 200), err: err.message }, 'retained message not stored in the cluster: the publisher is refused (QoS 1/2) or it stays on this node only (QoS 0)'))
         return put
       }
       this.link.main.publish(subject, packet.payload, { headers: h })
