@@ -45,7 +45,8 @@ const HELP = `usage: node bench/run.mjs [options]       (npm run bench -- [optio
                        a plan estimated longer than that: its estimate + 20 %)
   --out DIR            results directory (default bench/results)
   --bridge-count N     backlog of the bridge rows (default 1,000,000, quick 20,000); --only bridge runs only them
-  --dry-run            print the plan and the time estimate, run nothing`;
+  --dry-run            print the plan and the time estimate, run nothing
+  --cluster            the cluster rows instead (bench/cluster.mjs: --messages N, --publishers N, --subscribers N)`;
 
 function parseArgs(argv) {
   const o = {};
@@ -64,6 +65,12 @@ function parseArgs(argv) {
     o[a] = flag ? true : v;
   }
   return o;
+}
+
+// issue 17: the cluster rows have their own harness (three nats-server and three edgebus nodes)
+if (process.argv.includes('--cluster')) {
+  await (await import('./cluster.mjs')).main(process.argv.slice(2).filter((a) => a !== '--cluster'));
+  process.exit(0);
 }
 
 let opts;

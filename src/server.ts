@@ -26,6 +26,7 @@ import { mountConnectionsApi } from './http/connections-api.ts'
 import { mountAuthApi, reapply } from './http/auth-api.ts'
 import { HttpAuth } from './http/http-auth.ts'
 import { mountMetrics } from './http/metrics-api.ts'
+import { mountClusterApi } from './http/cluster-api.ts'
 import { SysTopics } from './mqtt/sys-topics.ts'
 import { BridgeManager } from './bridge/bridge-manager.ts'
 import { withOutboxes } from './bridge/bridge-config.ts'
@@ -90,11 +91,21 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   })
   // issue 15: connections capped below `ulimit -n`, warned at start
   capByOpenFiles(config.limits.maxConnections, broker.gate, log)
+  // issue 17: one of several nodes over NATS; the NATS client loads only when cluster.urls is set.
+  // Joined before the streams open and clients connect, so every subscription is interest in the cluster
+  const cluster = config.cluster.urls !== ''
+    ? await (await import('./cluster/cluster.ts')).Cluster.start(broker, config, log).catch(async (err: unknown) => {
+      await broker.close()
+      await persistence?.close()
+      throw err
+    })
+    : null
   // dead-letter notices of consumers are published by the server, as any MQTT message
   const serverPublish = (topic: string, payload: Buffer) => broker.publish(topic, payload, { qos: 1, retain: false })
   // issue 14: each bridge's outbox is a stream (made for it, or a declared one with its consumer added)
   const streams = await StreamManager.open(broker.router, config.dataDir, withOutboxes(config.streams, config.bridges), log, serverPublish).catch(async (err: unknown) => {
     await broker.close()
+    await cluster?.close()
     await persistence?.close()
     throw err
   })
@@ -103,6 +114,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   const bridges = await BridgeManager.start(config.bridges, streams, (topic, payload, qos, userProperties) => broker.publish(topic, payload, { qos, retain: false, properties: { userProperties } }), log)
     .catch(async (err: unknown) => {
       await broker.close()
+      await cluster?.close()
       await streams.close()
       await persistence?.close()
       throw err
@@ -124,7 +136,8 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   const subjects = new SubjectRates(broker.router)
   mountDashboard(http, broker, startedAt, httpAuth, rates, subjects)
   mountConnectionsApi(http, broker, httpAuth)
-  mountMetrics(http, broker, streams, broker.security, startedAt, bridges)
+  mountMetrics(http, broker, streams, broker.security, startedAt, bridges, cluster)
+  mountClusterApi(http, cluster, httpAuth)
   const sys = new SysTopics(broker, startedAt, config.sys.interval, bridges)
   let closing: Promise<void> | null = null
   // issue 15: a store that cannot write (a full disk) refuses messages until it can again; the probes say so
@@ -181,6 +194,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     http.server.close()
     await bridges.close()
     await broker.close()
+    await cluster?.close()
     await streams.close()
     await persistence?.close() // issue 5
     throw err
@@ -255,6 +269,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
         json.close()
         await bridges.close() // before the streams: their outboxes are streams
         await broker.close()
+        await cluster?.close() // after the clients: a goodbye, so the others publish no wills of ours
         await streams.close() // every acknowledged message is on disk once this returns
         await persistence?.close() // issue 5: after aedes, which records the sessions' disconnects
         broker.refusals.flush()

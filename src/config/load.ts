@@ -197,7 +197,9 @@ export function printableConfig(config: EdgebusConfig): Record<string, unknown> 
   for (const key of Object.keys(ConfigFields) as ConfigKey[]) {
     let value: unknown = config
     for (const part of key.split('.')) value = (value as Record<string, unknown>)[part]
-    setPath(out, key, formatField(key, value as ConfigValue))
+    // never print a secret (issue 17: the NATS password and token)
+    const secret = (key === 'cluster.password' || key === 'cluster.token') && value !== ''
+    setPath(out, key, secret ? '(set)' : formatField(key, value as ConfigValue))
   }
   out.streams = config.streams.map(describeStreamDefinition)
   if (config.bridges.length > 0) out.bridges = config.bridges.map(describeBridge)

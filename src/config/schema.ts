@@ -12,7 +12,7 @@ import { formatDuration, formatSize, parseDuration, parseSize } from './units.ts
  * --limits-max-packet-size. `edgebus serve --help` lists them from it.
  */
 
-type Kind = 'string' | 'path' | 'port' | 'size' | 'duration' | 'level' | 'count' | 'limit' | 'boolean' | 'origins'
+type Kind = 'string' | 'text' | 'path' | 'port' | 'size' | 'duration' | 'level' | 'count' | 'limit' | 'boolean' | 'origins'
 
 /** A key's value once read: booleans for 'boolean' keys. */
 export type ConfigValue = string | number | boolean
@@ -63,6 +63,17 @@ export const ConfigFields = {
   'sys.interval': { kind: 'duration', default: '10s', doc: 'how often the $SYS/broker/... topics are published (0 = never)' },
   // issue 20: pages on other origins
   'http.cors': { kind: 'origins', default: '', doc: "origins whose pages may call the HTTP API from a browser (CORS): '*' for any, or a comma-separated list like 'https://app.example.com,http://localhost:5173' ('' = none)" },
+  // issue 17: several nodes as one broker over a NATS cluster (src/cluster, docs/cluster.md)
+  'cluster.urls': { kind: 'text', default: '', doc: "NATS servers of the cluster, comma-separated like 'nats://10.0.0.1:4222,nats://10.0.0.2:4222' ('' = no cluster: this node is on its own)" },
+  'cluster.name': { kind: 'string', default: 'edgebus', doc: 'name of the edgebus cluster: nodes with the same name on the same NATS act as one broker (NATS subjects under eb.<name>.)' },
+  'cluster.nodeId': { kind: 'text', default: '', doc: "this node's id in the cluster ('' = one made up once and kept in <dataDir>/cluster/node-id)" },
+  'cluster.user': { kind: 'text', default: '', doc: 'NATS user name (with cluster.password)' },
+  'cluster.password': { kind: 'text', default: '', doc: 'NATS password of cluster.user' },
+  'cluster.token': { kind: 'text', default: '', doc: 'NATS authentication token' },
+  'cluster.tlsCa': { kind: 'path', default: '', doc: 'PEM CA file the NATS servers\' certificates are checked against (enables TLS to NATS)' },
+  'cluster.tlsCert': { kind: 'path', default: '', doc: 'PEM client certificate for NATS (mTLS, with cluster.tlsKey)' },
+  'cluster.tlsKey': { kind: 'path', default: '', doc: 'PEM private key of cluster.tlsCert' },
+  'cluster.replicas': { kind: 'count', default: 1, doc: 'JetStream replicas of the cluster\'s retained messages: 1, 3 or 5 (at most the NATS servers with JetStream)' },
 } as const satisfies Record<string, Field>
 
 export type ConfigKey = keyof typeof ConfigFields
@@ -82,6 +93,7 @@ export interface EdgebusConfig {
     maxSubscriptions: number; publishRate: number
   }
   persistence: { enabled: boolean }
+  cluster: { urls: string; name: string; nodeId: string; user: string; password: string; token: string; tlsCa: string; tlsCert: string; tlsKey: string; replicas: number }
   sessions: { maxQueuedMessages: number; expiry: number }
   /** Streams declared in the config file (the file's `streams` list; not settable by env or flags). */
   streams: StreamDefinition[]
@@ -121,6 +133,9 @@ export function coerceField(key: ConfigKey, raw: unknown, source: Source, file?:
   switch (field.kind) {
     case 'string':
       if (typeof raw !== 'string' || raw.length === 0) bad('use a non-empty string')
+      return raw as string
+    case 'text':
+      if (typeof raw !== 'string') bad('use a string (or an empty string for none)')
       return raw as string
     case 'path':
       if (typeof raw !== 'string') bad('use a file path (or an empty string for none)')

@@ -78,6 +78,10 @@ export const ErrorCodes = {
   // issue 14: store-and-forward bridges (src/bridge)
   EBRIDGE_INVALID: 'a bridge definition in the config file is malformed',
   EBRIDGE_NOT_FOUND: 'no bridge has that name',
+  // issue 17: several nodes as one broker over NATS (src/cluster)
+  ECLUSTER_LINK: 'the connection to the NATS cluster failed or is down (messages to other nodes are not sent until it is back)',
+  ECLUSTER_NOT_FOUND: 'GET /api/cluster on a node that is not in a cluster (cluster.urls is empty)',
+  ECLUSTER_RETAINED: 'a retained message could not be stored in the cluster\'s replicated bucket (JetStream refused it or did not answer)',
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

@@ -1,3 +1,4 @@
+import type { ClusterView } from './cluster-api.ts'
 import type { Security } from '../auth/security.ts'
 import type { BridgeManager } from '../bridge/bridge-manager.ts'
 import type { MqttBroker } from '../mqtt/broker.ts'
@@ -22,6 +23,21 @@ class Family {
   }
 }
 
+/** issue 17: the cluster's rows (src/cluster), only on a node in a cluster. */
+function clusterFamilies(cluster: ClusterView, f: (name: string, type: 'counter' | 'gauge', help: string) => Family): Family[] {
+  const c = cluster.status()
+  return [
+    f('cluster_link_up', 'gauge', '1 while the NATS link of the cluster is connected.').add(c.link.state === 'connected' ? 1 : 0, { node: c.node }),
+    f('cluster_link_reconnects_total', 'counter', 'Times the NATS link came back after it was lost.').add(c.link.reconnects),
+    f('cluster_nodes', 'gauge', 'Nodes of the cluster this node hears (itself included).').add(c.nodes.length),
+    f('cluster_messages_total', 'counter', 'Messages sent to and received from the other nodes, and dropped on the way.')
+      .add(c.messages.sent, { direction: 'sent' }).add(c.messages.received, { direction: 'received' }).add(c.messages.dropped, { direction: 'dropped' }),
+    f('cluster_takeovers_total', 'counter', 'Clients here closed because they connected to another node.').add(c.takeovers),
+    f('cluster_wills_published_total', 'counter', 'Wills of dead nodes\' clients this node published.').add(c.willsPublished),
+    f('cluster_retained_failures_total', 'counter', 'Retained messages the replicated bucket did not store.').add(c.retained?.failed ?? 0),
+  ]
+}
+
 // label values: backslash, double quote and line feed are escaped
 function escapeLabel(v: string): string {
   return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')
@@ -32,7 +48,7 @@ function escapeLabel(v: string): string {
  * connections, messages and bytes in and out, drops, refusals and denials, and a gauge set per
  * stream, per consumer and per bridge. The names are listed in docs/security.md (Observability).
  */
-export function mountMetrics(http: HttpFront, broker: MqttBroker, streams: StreamManager, security: Security | null, startedAt: number, bridges: BridgeManager | null = null): void {
+export function mountMetrics(http: HttpFront, broker: MqttBroker, streams: StreamManager, security: Security | null, startedAt: number, bridges: BridgeManager | null = null, cluster: ClusterView | null = null): void {
   http.route('GET', '/metrics', (_req, res) => {
     const s = broker.stats
     const f = (name: string, type: 'counter' | 'gauge', help: string): Family => new Family(`edgebus_${name}`, type, help)
@@ -60,6 +76,7 @@ export function mountMetrics(http: HttpFront, broker: MqttBroker, streams: Strea
         .add(security?.counters.deniedPublish ?? 0, { action: 'publish' })
         .add(security?.counters.deniedSubscribe ?? 0, { action: 'subscribe' })
         .add(security?.counters.deniedDelivery ?? 0, { action: 'deliver' }),
+      ...(cluster === null ? [] : clusterFamilies(cluster, f)),
     ]
     const sm = f('stream_messages', 'gauge', 'Messages a stream holds.')
     const sb = f('stream_bytes', 'gauge', 'Bytes of the messages a stream holds.')

@@ -152,7 +152,7 @@ export function statusOf(code: ErrorCode): number {
   if (code === 'EACL_DENIED') return 403
   if (code === 'ESTREAM_EXISTS' || code === 'ESTREAM_CONFIGURED' || code === 'ESTREAM_OVERLAP' || code === 'ECONSUMER_IN_USE' || code === 'ECONSUMER_CONFIGURED') return 409
   if (code === 'EUSER_EXISTS' || code === 'EUSER_CONFIGURED' || code === 'EUSER_AUTH_OFF') return 409 // issue 20
-  if (code.startsWith('EJOURNAL') || code === 'ECONSUMER_IO') return 503
+  if (code.startsWith('EJOURNAL') || code === 'ECONSUMER_IO' || code === 'ECLUSTER_RETAINED' || code === 'ECLUSTER_LINK') return 503
   if (code === 'EPACKET_TOO_LARGE') return 413
   if (code === 'EHTTP_METHOD') return 405
   return 400

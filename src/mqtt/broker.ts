@@ -161,6 +161,9 @@ interface AedesSessionState {
   persistence: { hasSession?(id: string): boolean }
 }
 
+/** The client id marker of messages another node of the cluster sent (see publish()). */
+export const CLUSTER_MARKER = '$cluster/'
+
 /**
  * The MQTT engine: aedes for the protocol's long tail (CONNECT, sessions, QoS 1/2, retained,
  * wills), our Router as its `mq`, and our ClientConnection in front of every transport.
@@ -398,15 +401,17 @@ export class MqttBroker {
     const byClient = new Map<string, Set<string>>()
     const forget = (id: string, filter: string): void => {
       this.#persistentSubs.remove(filter, id)
-      byClient.get(id)?.delete(filter)
+      if (byClient.get(id)?.delete(filter) === true) this.onPersistentFilter?.(filter, false)
     }
     p.addSubscriptions = (client, subs) => {
       for (const sub of subs) {
         if (sub.qos > 0) {
-          this.#persistentSubs.insert(sub.topic, client.id)
           let set = byClient.get(client.id)
           if (!set) byClient.set(client.id, (set = new Set()))
+          if (set.has(sub.topic)) continue
+          this.#persistentSubs.insert(sub.topic, client.id)
           set.add(sub.topic)
+          this.onPersistentFilter?.(sub.topic, true)
         } else {
           forget(client.id, sub.topic)
         }
@@ -420,7 +425,10 @@ export class MqttBroker {
       return remove(client, topics)
     }
     p.cleanSubscriptions = (client) => {
-      for (const t of byClient.get(client.id) ?? []) this.#persistentSubs.remove(t, client.id)
+      for (const t of byClient.get(client.id) ?? []) {
+        this.#persistentSubs.remove(t, client.id)
+        this.onPersistentFilter?.(t, false)
+      }
       byClient.delete(client.id)
       this.#persistentCache.clear()
       return clean(client)
@@ -556,9 +564,10 @@ export class MqttBroker {
    * sessions are served as for any publisher. Resolves once every stream that captures it holds it,
    * with each stream's answer (its Appended, or the error).
    */
-  async publish(topic: string, payload: Buffer, opts: { qos: 0 | 1 | 2; retain: boolean; properties?: Record<string, unknown> }): Promise<Array<{ stream: string; result: PromiseSettledResult<unknown> }>> {
-    // aedes copies clientId into the routed packet: a marker no MQTT client can have ('$' + counter)
-    const marker = `$server/${++this.#publishCount}`
+  async publish(topic: string, payload: Buffer, opts: { qos: 0 | 1 | 2; retain: boolean; properties?: Record<string, unknown>; fromCluster?: boolean }): Promise<Array<{ stream: string; result: PromiseSettledResult<unknown> }>> {
+    // aedes copies clientId into the routed packet: a marker no MQTT client can have ('$' + counter);
+    // a message from another node of the cluster is marked so that it is not sent back out (src/cluster)
+    const marker = `${opts.fromCluster === true ? CLUSTER_MARKER : '$server/'}${++this.#publishCount}`
     const stores: Array<{ stream: string; stored: Promise<unknown> }> = []
     this.#publishWaits.set(marker, stores)
     try {
@@ -569,7 +578,11 @@ export class MqttBroker {
       this.#publishWaits.delete(marker)
     }
     const results = await Promise.allSettled(stores.map((s) => s.stored))
-    return stores.map((s, i) => ({ stream: s.stream, result: results[i] as PromiseSettledResult<unknown> }))
+    const out = stores.map((s, i) => ({ stream: s.stream, result: results[i] as PromiseSettledResult<unknown> }))
+    // the cluster's capture ('$cluster', src/cluster) is waited for but is no stream: a failure there refuses the publish
+    const cluster = out.find((s) => s.stream.startsWith('$'))
+    if (cluster?.result.status === 'rejected') throw cluster.result.reason
+    return cluster === undefined ? out : out.filter((s) => !s.stream.startsWith('$'))
   }
 
   /**
@@ -613,7 +626,7 @@ export class MqttBroker {
     // aedes 2.0.0-beta.1 keys clients by id in a plain object: refuse ids that are
     // Object.prototype member names (the GHSA-52qw-whmv-87c5 fix of aedes 1.2 is not in 2.0 beta)
     // ($server/… is the marker of the server's own publishes, see publish())
-    if (id in Object.prototype || id.startsWith('$server/')) return 2
+    if (id in Object.prototype || id.startsWith('$server/') || id.startsWith(CLUSTER_MARKER)) return 2
     const security = this.security
     if (security !== null) {
       let p
@@ -633,7 +646,41 @@ export class MqttBroker {
     }
     const holder = this.#plainClients.get(id)
     if (holder !== undefined && holder !== conn) holder.takenOver() // [MQTT-3.1.4-2]
+    this.onClientAdmitted?.(id)
     return 0
+  }
+
+  /**
+   * Told of each QoS 1/2 filter a persistent session gains or loses (per session): the cluster keeps
+   * interest in it while the client is away, so messages published on other nodes are queued here.
+   */
+  onPersistentFilter: ((filter: string, added: boolean) => void) | null = null
+
+  /** Told of every client identifier admitted here (the cluster's client registry takes it over from other nodes). */
+  onClientAdmitted: ((id: string) => void) | null = null
+
+  /**
+   * The client with this identifier connected to another node of the cluster: the connection here
+   * closes as taken over [MQTT-3.1.4-2]. Returns whether there was one.
+   */
+  closeTakenOver(id: string): boolean {
+    let found = false
+    for (const conn of this.connections) {
+      if (conn.clientId !== id) continue
+      conn.takenOver()
+      found = true
+    }
+    return found
+  }
+
+  /** The wills of the clients connected now, by client identifier (survivors publish them when this node dies). */
+  wills(): Array<{ clientId: string; topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }> {
+    const out: Array<{ clientId: string; topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean }> = []
+    for (const conn of this.connections) {
+      const w = (conn.client as unknown as { _will?: { topic: string; payload: Buffer; qos?: number; retain?: boolean } | null } | null)?._will
+      if (w) out.push({ clientId: conn.clientId, topic: w.topic, payload: Buffer.from(w.payload ?? ''), qos: (w.qos ?? 0) as 0 | 1 | 2, retain: w.retain === true })
+    }
+    return out
   }
 
   /**

@@ -32,12 +32,12 @@ class SharedGroup {
 
   constructor(readonly key: string, readonly filter: string) {
     this.listener = (packet, cb) => {
-      this.#deliver(packet)
+      this.deliver(packet)
       cb()
     }
   }
 
-  #deliver(packet: RoutedPacket): void {
+  deliver(packet: RoutedPacket): void {
     const n = this.members.length
     for (let tries = 0; tries < n; tries++) {
       const m = this.members[this.#next % n] as Membership
@@ -68,9 +68,21 @@ export function parseSharedFilter(filter: string): { group: string; filter: stri
   return { group, filter: inner }
 }
 
+/** Who hands a group its messages instead of the router: the cluster's queue groups (src/cluster/shared.ts). */
+export interface SharedGroupSource {
+  added(group: string, filter: string): void
+  removed(group: string, filter: string): void
+}
+
 export class SharedSubscriptions {
   readonly #router: Router
   readonly #groups = new Map<string, SharedGroup>()
+  /**
+   * Set in cluster mode: a group's messages come from the cluster (one node of the group gets each,
+   * the message published here included), so groups take none from the router, or a message would
+   * reach a member here and one on another node.
+   */
+  source: SharedGroupSource | null = null
 
   constructor(router: Router) {
     this.#router = router
@@ -83,7 +95,8 @@ export class SharedSubscriptions {
     if (!g) {
       g = new SharedGroup(key, filter)
       this.#groups.set(key, g)
-      this.#router.on(filter, g.listener)
+      if (this.source !== null) this.source.added(group, filter)
+      else this.#router.on(filter, g.listener)
     }
     const existing = g.members.find((m) => m.member === member)
     if (existing) existing.qos = qos
@@ -113,12 +126,22 @@ export class SharedSubscriptions {
     }
   }
 
+  /** A message for one member of a group (from the cluster); false when the group has no member here now. */
+  deliverTo(group: string, filter: string, packet: RoutedPacket): boolean {
+    const g = this.#groups.get(`${group}\u0000${filter}`)
+    if (g === undefined) return false
+    g.deliver(packet)
+    return true
+  }
+
   get groupCount(): number {
     return this.#groups.size
   }
 
   #drop(g: SharedGroup): void {
     this.#groups.delete(g.key)
-    this.#router.removeListener(g.filter, g.listener)
+    const sep = g.key.indexOf('\u0000')
+    if (this.source !== null) this.source.removed(g.key.slice(0, sep), g.filter)
+    else this.#router.removeListener(g.filter, g.listener)
   }
 }

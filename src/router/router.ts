@@ -137,6 +137,8 @@ export class Router {
   #closed = false
   /** Called with the store promises of messages aedes emits, so their acks can wait for them. */
   onStored: StoredHook | null = null
+  /** Told of every subscription routed from now on and every one removed (the cluster's interest, src/cluster). */
+  onListener: ((filter: string, fn: Listener, added: boolean) => void) | null = null
   /** mqemitter compatibility: messages being delivered right now (we never queue). */
   readonly current = 0
 
@@ -157,6 +159,7 @@ export class Router {
       byFn.set(fn, entry)
       this.#trie.insert(filter, entry)
       this.#cache.clear()
+      this.onListener?.(filter, fn, true)
     }
     if (done) process.nextTick(done)
     return this
@@ -180,6 +183,7 @@ export class Router {
     if (set === undefined) this.#reserved.set(entry.filter, (set = new Set()))
     set.add(entry)
     this.#cache.clear()
+    this.onListener?.(entry.filter, entry.fn, true)
   }
 
   /** A reservation that was not adopted goes (its subscription was refused, or the client left). */
@@ -214,6 +218,7 @@ export class Router {
       if (byFn.size === 0) this.#entries.delete(filter)
       this.#trie.remove(filter, entry)
       this.#cache.clear()
+      this.onListener?.(filter, fn, false)
     }
     if (done) process.nextTick(done)
     return this
