@@ -23,8 +23,8 @@ afterEach(async () => {
   await Promise.all(remotes.splice(0).map((r) => r.destroy()))
 })
 
-async function nats(): Promise<NatsServer> {
-  const n = await startNats()
+async function nats(o: Parameters<typeof startNats>[0] = {}): Promise<NatsServer> {
+  const n = await startNats(o)
   remotes.push(n)
   return n
 }
@@ -161,6 +161,43 @@ describe('a JetStream bridge: crashes, refusals, commands and loops', () => {
       expect(JSON.parse(notice?.payload ?? '')).toMatchObject({ subject: 'dev/big', reason: 'term' })
       await vi.waitFor(async () => expect(await bridgeInfo(srv, 'js')).toMatchObject({ refused: 2, deadLettered: 1, acked: 50, backlog: { messages: 0 } }))
       expect((await jsm.streams.info('CLOUD')).state.messages).toBe(50)
+    } finally {
+      await endAllClients()
+    }
+  })
+
+  it('dead-letters a message no remote stream captures (503 no responders) after maxDeliver refusals, with the reason logged, while the rest flows', async () => {
+    const n = await nats()
+    const { jsm } = await n.client()
+    await cloudStream(jsm)
+    const srv = await edgebus({ urls: [n.url], maxDeliver: 2, backoff: { min: '50ms', max: '100ms' }, out: [{ from: 'dev/#', to: 'cloud.{#}' }, { from: 'lost/#', to: 'nowhere.{#}' }] })
+    try {
+      await vi.waitFor(async () => expect((await bridgeInfo(srv, 'js')).state).toBe('connected'), { timeout: 10_000 })
+      const dev = await connectClient(srv.mqttUrl)
+      await dev.client.publishAsync('lost/x', 'no stream', { qos: 1 })
+      await publishMany(srv.mqttUrl, 20, () => 'dev/ok')
+      await vi.waitFor(async () => expect(await bridgeInfo(srv, 'js')).toMatchObject({ refused: 2, deadLettered: 1, acked: 20, backlog: { messages: 0 } }), { timeout: 10_000 })
+      expect((await jsm.streams.info('CLOUD')).state.messages).toBe(20)
+      expect(srv.output.some((l) => l.includes('dead-lettered') && l.includes('no JetStream stream on the remote captures \\"nowhere.x\\"'))).toBe(true)
+    } finally {
+      await endAllClients()
+    }
+  })
+
+  it('dead-letters a publish the NATS user may not make (permissions violation) while the subjects it may publish flow', async () => {
+    const allowed = { publish: { allow: ['cloud.>', '$JS.API.>'], deny: ['cloud.secret.>'] }, subscribe: { allow: ['_INBOX.>'] } }
+    const n = await nats({ users: [{ user: 'admin', password: 'a' }, { user: 'edge', password: 'e', permissions: allowed }] })
+    const { jsm } = await n.client()
+    await cloudStream(jsm)
+    const srv = await edgebus({ urls: [n.url], username: 'edge', password: 'e', maxDeliver: 2, backoff: { min: '50ms', max: '100ms' }, out: [{ from: 'dev/#', to: 'cloud.{#}' }] })
+    try {
+      await vi.waitFor(async () => expect((await bridgeInfo(srv, 'js')).state).toBe('connected'), { timeout: 10_000 })
+      const dev = await connectClient(srv.mqttUrl)
+      await dev.client.publishAsync('dev/secret/key', 'not for the cloud', { qos: 1 })
+      await publishMany(srv.mqttUrl, 20, () => 'dev/ok')
+      await vi.waitFor(async () => expect(await bridgeInfo(srv, 'js')).toMatchObject({ refused: 2, deadLettered: 1, acked: 20, backlog: { messages: 0 } }), { timeout: 10_000 })
+      expect((await jsm.streams.info('CLOUD')).state.messages).toBe(20)
+      expect(srv.output.some((l) => l.includes('dead-lettered') && /permissions? violation/i.test(l) && l.includes('cloud.secret.key'))).toBe(true)
     } finally {
       await endAllClients()
     }
