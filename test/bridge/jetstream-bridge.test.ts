@@ -203,6 +203,35 @@ describe('a JetStream bridge: crashes, refusals, commands and loops', () => {
     }
   })
 
+  it('an in rule naming a remote stream reads it with a durable pull consumer: commands stored while edgebus was away arrive, acked on the remote once published locally (at least once)', async () => {
+    const n = await nats()
+    const { jsm, js } = await n.client()
+    await jsm.streams.add({ name: 'CMDS', subjects: ['cmds.>'] })
+    for (let i = 0; i < 300; i++) await js.publish(`cmds.d${i % 3}`, String(i), { msgID: `c${i}` })
+    const config = { bridges: [{ name: 'js', urls: [n.url], in: [{ from: 'cmds.>', to: 'devices/{#}/cmd', stream: 'CMDS' }] }], streams: [{ name: 'commands', subjects: ['devices/#'] }] }
+    const srv = await startEdgebus({ config })
+    servers.push(srv)
+    // every command is in the local stream, in the remote stream's order, with its Nats-Msg-Id as msg-id
+    await vi.waitFor(async () => expect((await bridgeInfo(srv, 'js')).received).toBe(300), { timeout: 15_000 })
+    const res = await fetch(`${srv.httpUrl}/api/streams/commands/messages?limit=1000`)
+    const local = (await res.text()).trim().split('\n').map((l) => JSON.parse(l) as { subject: string; payload: string; userProperties?: Array<[string, string]> })
+    expect(local.map((x) => Number(x.payload))).toEqual(Array.from({ length: 300 }, (_, i) => i))
+    expect(local[0]?.subject).toBe('devices/d0/cmd')
+    expect(local[0]?.userProperties).toContainEqual(['msg-id', 'c0'])
+    // acked on the remote: nothing pending, the ack floor at the last message
+    await vi.waitFor(async () => {
+      const ci = await jsm.consumers.info('CMDS', 'edgebus-js-in0')
+      expect({ pending: ci.num_pending, ackPending: ci.num_ack_pending, floor: ci.ack_floor.stream_seq }).toEqual({ pending: 0, ackPending: 0, floor: 300 })
+    }, { timeout: 10_000 })
+    // a restart resumes from the durable consumer: only new commands come
+    await srv.stop()
+    servers = []
+    await js.publish('cmds.d9', 'after')
+    const again = await startEdgebus({ config })
+    servers.push(again)
+    await vi.waitFor(async () => expect((await bridgeInfo(again, 'js')).received).toBe(1), { timeout: 15_000 })
+  })
+
   it('in rules deliver a command published on NATS to a device on edgebus; overlapping out and in rules do not loop', async () => {
     const n = await nats()
     const { jsm, nc } = await n.client()
