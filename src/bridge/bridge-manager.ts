@@ -81,6 +81,7 @@ async function remoteOptions(def: BridgeDefinition): Promise<RemoteOptions> {
     clientId: def.clientId,
     mqttVersion: def.mqttVersion,
     connectTimeout: def.connectTimeout,
+    ackTimeout: def.ackTimeout,
     keepalive: def.keepalive,
     persistentSession: def.in.length > 0,
   }

@@ -27,7 +27,7 @@ export const connectJetStream: RemoteConnector = async (url, opts) => {
     ...(opts.token !== null ? { token: opts.token } : {}),
     ...(tlsWanted ? { tls: { ...(opts.ca !== null ? { ca: opts.ca.toString() } : {}), ...(opts.cert !== null && opts.key !== null ? { cert: opts.cert.toString(), key: opts.key.toString() } : {}) } } : {}),
   })
-  return new JetStreamLink(url, nc, opts.name)
+  return new JetStreamLink(url, nc, opts.name, opts.ackTimeout)
 }
 
 interface PendingAck {
@@ -46,10 +46,12 @@ class JetStreamLink implements RemoteLink {
   #token = 0
 
   readonly #bridge: string
+  readonly #ackWaitNs: number
 
-  constructor(readonly url: string, nc: NatsConnection, bridge: string) {
+  constructor(readonly url: string, nc: NatsConnection, bridge: string, ackTimeout: number) {
     this.#nc = nc
     this.#bridge = bridge
+    this.#ackWaitNs = ackTimeout * 1_000_000
     nc.subscribe(`${this.#inbox}*`, { callback: (err, m) => { if (err === null) this.#ack(m) } })
     nc.closed().then((err) => this.#lost(err ? err.message : 'connection closed by the remote'), () => this.#lost('connection closed by the remote'))
     void this.#watchPermissions()
@@ -136,11 +138,12 @@ class JetStreamLink implements RemoteLink {
   /**
    * Reads a remote stream through a durable pull consumer (made, or found as it is, on the
    * remote): each message is acked once published locally, so one the bridge did not take (a link
-   * lost, edgebus killed) is redelivered after the consumer's ack wait: at least once. Pulls
+   * lost, edgebus killed) is redelivered after the consumer's ack wait (the bridge's ackTimeout):
+   * at least once. Pulls
    * PULL_BATCH at a time, again when a batch is through or its request expired.
    */
   async #pull(stream: string, durable: string, filter: string, onMessage: (m: IncomingMessage) => Promise<unknown>): Promise<void> {
-    const config = { durable_name: durable, ack_policy: 'explicit', deliver_policy: 'all', filter_subject: filter, ack_wait: 30_000_000_000, max_ack_pending: PULL_BATCH * 4 }
+    const config = { durable_name: durable, ack_policy: 'explicit', deliver_policy: 'all', filter_subject: filter, ack_wait: this.#ackWaitNs, max_ack_pending: PULL_BATCH * 4 }
     const r = await this.#nc.request(`$JS.API.CONSUMER.DURABLE.CREATE.${stream}.${durable}`, JSON.stringify({ stream_name: stream, config }), { timeout: 10_000 })
     const answer = r.json<{ error?: { code?: number; description?: string } }>()
     if (answer.error !== undefined) throw new Error(`JetStream consumer ${durable} on stream ${stream}: ${answer.error.description ?? answer.error.code}`)

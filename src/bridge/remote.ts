@@ -65,6 +65,8 @@ export interface RemoteOptions {
   clientId: string
   mqttVersion: 4 | 5
   connectTimeout: number
+  /** ms: the watchdog's limit; also how long a JetStream `in` consumer waits for our ack before it redelivers. */
+  ackTimeout: number
   keepalive: number
   /** Keep the remote session (MQTT clean start off) so `in` messages wait for us while offline. */
   persistentSession: boolean

@@ -232,6 +232,33 @@ describe('a JetStream bridge: crashes, refusals, commands and loops', () => {
     await vi.waitFor(async () => expect((await bridgeInfo(again, 'js')).received).toBe(1), { timeout: 15_000 })
   })
 
+  it('an in rule naming a remote stream loses no command when edgebus is SIGKILLed while taking them: what was not acked comes again after ackTimeout', async () => {
+    const n = await nats()
+    const { jsm, js } = await n.client()
+    await jsm.streams.add({ name: 'CMDS', subjects: ['cmds.>'] })
+    const count = 3000
+    await Promise.all(Array.from({ length: count }, (_, i) => js.publish(`cmds.d${i % 5}`, String(i))))
+    const dir = mkdtempSync(join(tmpdir(), 'edgebus-js-in-kill-'))
+    const config = { bridges: [{ name: 'js', urls: [n.url], ackTimeout: '1s', in: [{ from: 'cmds.>', to: 'devices/{#}/cmd', stream: 'CMDS' }] }], streams: [{ name: 'commands', subjects: ['devices/#'] }] }
+    try {
+      const first = await startEdgebus({ config, dir })
+      servers.push(first)
+      await vi.waitFor(async () => expect((await bridgeInfo(first, 'js')).received).toBeGreaterThan(0), { timeout: 15_000, interval: 20 })
+      await first.kill()
+      servers = []
+      const second = await startEdgebus({ config, dir })
+      servers.push(second)
+      const payloads = async (): Promise<string[]> => (await (await fetch(`${second.httpUrl}/api/streams/commands/messages?limit=100000`)).text()).trim().split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { payload: string }).payload)
+      await vi.waitFor(async () => expect(new Set(await payloads()).size).toBe(count), { timeout: 20_000, interval: 200 })
+      await vi.waitFor(async () => expect((await jsm.consumers.info('CMDS', 'edgebus-js-in0')).num_ack_pending).toBe(0), { timeout: 10_000 })
+      // what the killed edgebus had taken and not acked came again: deliveries (the consumer sequence) beyond the stream's messages
+      expect((await jsm.consumers.info('CMDS', 'edgebus-js-in0')).delivered.consumer_seq).toBeGreaterThan(count)
+    } finally {
+      await Promise.all(servers.splice(0).map((s) => s.stop()))
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it('in rules deliver a command published on NATS to a device on edgebus; overlapping out and in rules do not loop', async () => {
     const n = await nats()
     const { jsm, nc } = await n.client()
