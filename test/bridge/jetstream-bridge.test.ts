@@ -213,8 +213,11 @@ describe('a JetStream bridge: crashes, refusals, commands and loops', () => {
     servers.push(srv)
     // every command is in the local stream, in the remote stream's order, with its Nats-Msg-Id as msg-id
     await vi.waitFor(async () => expect((await bridgeInfo(srv, 'js')).received).toBe(300), { timeout: 15_000 })
-    const res = await fetch(`${srv.httpUrl}/api/streams/commands/messages?limit=1000`)
-    const local = (await res.text()).trim().split('\n').map((l) => JSON.parse(l) as { subject: string; payload: string; userProperties?: Array<[string, string]> })
+    const read = async (): Promise<Array<{ subject: string; payload: string; userProperties?: Array<[string, string]> }>> =>
+      (await (await fetch(`${srv.httpUrl}/api/streams/commands/messages?limit=1000`)).text()).trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { subject: string; payload: string; userProperties?: Array<[string, string]> })
+    // received counts on arrival; the local store follows
+    await vi.waitFor(async () => expect((await read()).length).toBe(300), { timeout: 10_000 })
+    const local = await read()
     expect(local.map((x) => Number(x.payload))).toEqual(Array.from({ length: 300 }, (_, i) => i))
     expect(local[0]?.subject).toBe('devices/d0/cmd')
     expect(local[0]?.userProperties).toContainEqual(['msg-id', 'c0'])
