@@ -9,8 +9,8 @@ import { LinkEnd, MSG_ID_PROPERTY, type IncomingMessage, type InSource, type Out
  * (a resend after a lost ack is answered `duplicate: true`). The publishes are asynchronous: each
  * carries a reply subject under one inbox of the link, and the acks come back there, without a
  * request (promise chain, timer) per message; a remote that stops acking is the watchdog's to
- * notice. `in` rules are core NATS subscriptions. The client's own reconnect is off: the bridge
- * reconnects and resends.
+ * notice. `in` rules are core NATS subscriptions, or durable pull consumers of a remote stream
+ * the rule names. The client's own reconnect is off: the bridge reconnects and resends.
  */
 export const connectJetStream: RemoteConnector = async (url, opts) => {
   const u = new URL(url)
@@ -139,8 +139,8 @@ class JetStreamLink implements RemoteLink {
    * Reads a remote stream through a durable pull consumer (made, or found as it is, on the
    * remote): each message is acked once published locally, so one the bridge did not take (a link
    * lost, edgebus killed) is redelivered after the consumer's ack wait (the bridge's ackTimeout):
-   * at least once. Pulls
-   * PULL_BATCH at a time, again when a batch is through or its request expired.
+   * at least once. Pulls PULL_BATCH at a time, again when a batch is through or its request
+   * expired. The durable is named by the rule's place in `in`: reordering the rules makes new ones.
    */
   async #pull(stream: string, durable: string, filter: string, onMessage: (m: IncomingMessage) => Promise<unknown>): Promise<void> {
     const config = { durable_name: durable, ack_policy: 'explicit', deliver_policy: 'all', filter_subject: filter, ack_wait: this.#ackWaitNs, max_ack_pending: PULL_BATCH * 4 }
