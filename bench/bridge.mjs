@@ -5,9 +5,11 @@
 //
 //   node bench/bridge.mjs [--count 1000000] [--payload 64] [--window 1000] [--out DIR]
 //   node bench/bridge.mjs --count 2000          # smoke run
+//   node bench/bridge.mjs --count 50000 --only ingest-mosquitto,drain-mosquitto   # a probe of some rows
 //
 // Every process is started here on free loopback ports and ended by its PID. Rows:
 //   ingest-mosquitto   1 MQTT.js client, QoS 1, `window` in flight, straight to Mosquitto
+//   ingest-mosquitto-5 the same with MQTT 5 and a `msg-id` user property per message: the packets the bridge sends
 //   drain-mosquitto    edgebus' bridge draining `count` messages (64 B) queued while Mosquitto was down
 //   mosquitto-bridge   Mosquitto's own bridge (edge Mosquitto to the same remote) draining the same backlog
 //   ingest-jetstream   1 nats.js client, asynchronous JetStream publishes with `window` acks pending (as the bridge sends), straight to nats-server
@@ -27,11 +29,11 @@ const benchDir = path.dirname(fileURLToPath(import.meta.url));
 const root = path.dirname(benchDir);
 
 function parse(argv) {
-  const o = { count: 1_000_000, payload: 64, window: 1000, publishers: 4, out: path.join(benchDir, 'results') };
+  const o = { count: 1_000_000, payload: 64, window: 1000, publishers: 4, only: '', out: path.join(benchDir, 'results') };
   for (let i = 0; i < argv.length; i += 2) {
     const k = argv[i].replace(/^--/, '');
     if (!(k in o)) throw new Error(`unknown option --${k} (known: ${Object.keys(o).join(', ')})`);
-    o[k] = k === 'out' ? path.resolve(argv[i + 1]) : Number(argv[i + 1]);
+    o[k] = k === 'out' ? path.resolve(argv[i + 1]) : k === 'only' ? argv[i + 1] : Number(argv[i + 1]);
   }
   return o;
 }
@@ -88,13 +90,16 @@ async function edgebus(config) {
   });
 }
 
-/** `n` QoS 1 messages of `payload` bytes from `clients` MQTT.js clients with `window` in flight each; resolves with the seconds taken. */
-async function publish(url, n, { payload, window, clients = 1, topic = (c) => `dev/p${c}` }) {
+/**
+ * `n` QoS 1 messages of `payload` bytes from `clients` MQTT.js clients with `window` in flight each; resolves with the seconds taken.
+ * `msgIds`: MQTT 5 with a `msg-id` user property on every message, the packets the bridge sends.
+ */
+async function publish(url, n, { payload, window, clients = 1, topic = (c) => `dev/p${c}`, msgIds = false }) {
   const body = Buffer.alloc(payload, 0x61);
   const t0 = process.hrtime.bigint();
   await Promise.all(Array.from({ length: clients }, async (_, c) => {
     const share = Math.floor(n / clients) + (c < n % clients ? 1 : 0);
-    const client = mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 0, clean: true });
+    const client = mqtt.connect(url, { protocolVersion: msgIds ? 5 : 4, reconnectPeriod: 0, clean: true });
     await new Promise((resolve, reject) => { client.once('connect', resolve); client.once('error', reject); });
     await new Promise((resolve, reject) => {
       let sent = 0;
@@ -103,7 +108,7 @@ async function publish(url, n, { payload, window, clients = 1, topic = (c) => `d
       const pump = () => {
         while (sent < share && sent - acked < window) {
           sent++;
-          client.publish(t, body, { qos: 1 }, (err) => {
+          client.publish(t, body, msgIds ? { qos: 1, properties: { userProperties: { 'msg-id': `bench:${sent}` } } } : { qos: 1 }, (err) => {
             if (err) return reject(err);
             if (++acked === share) resolve();
             else pump();
@@ -150,14 +155,14 @@ async function until(check, timeoutMs, what) {
 
 const rate = (n, s) => Math.round(n / s);
 
-async function ingestMosquitto(o) {
+async function ingestMosquitto(o, msgIds = false) {
   const remote = await mosquitto();
   const url = `mqtt://127.0.0.1:${remote.port}`;
   // the same subscriber counts as in the drain rows (Mosquitto delivers every message to it there too)
   const count = await counter(url, 'bench/#');
   try {
     const t0 = process.hrtime.bigint();
-    await publish(url, o.count, { ...o, topic: () => 'bench/p0' });
+    await publish(url, o.count, { ...o, topic: () => 'bench/p0', msgIds });
     const t1 = await count.until(o.count, 600_000);
     return { rate: rate(o.count, Number(t1 - t0) / 1e9) };
   } finally { await count.end(); await remote.stop(); }
@@ -300,7 +305,9 @@ async function cpuPerMillion(o, on) {
 export async function runBridgeBench(o) {
   const rows = [];
   const notes = [];
+  const only = o.only ? new Set(o.only.split(',')) : null;
   const step = async (id, label, fn) => {
+    if (only !== null && !only.has(id)) return;
     log(`${id}: ${label}`);
     try {
       const r = await fn();
@@ -312,6 +319,7 @@ export async function runBridgeBench(o) {
     }
   };
   await step('ingest-mosquitto', 'Mosquitto ingest, 1 client (MQTT.js QoS 1)', () => ingestMosquitto(o));
+  await step('ingest-mosquitto-5', 'Mosquitto ingest, 1 client (MQTT.js QoS 1, MQTT 5 with a msg-id user property: the packets the bridge sends)', () => ingestMosquitto(o, true));
   await step('drain-mosquitto', 'edgebus bridge drain to Mosquitto', () => drainMosquittoByEdgebus(o));
   await step('mosquitto-bridge', "Mosquitto's own bridge drain to Mosquitto", () => drainMosquittoByMosquitto(o));
   await step('ingest-jetstream', 'JetStream ingest, 1 client (nats.js, async publish acks)', () => ingestJetStream(o));
@@ -327,7 +335,8 @@ export async function runBridgeBench(o) {
     '| row | msg/s | vs the remote\'s own ingest | CPU-s per M msgs | |',
     '|---|---|---|---|---|',
     `| ${by['ingest-mosquitto']?.label} | ${n(by['ingest-mosquitto']?.rate)} | 1.00× | | |`,
-    `| ${by['drain-mosquitto']?.label} | ${n(by['drain-mosquitto']?.rate)} | ${ratio('drain-mosquitto', 'ingest-mosquitto')} | ${n(by['drain-mosquitto']?.cpuPerM, 2)} | resent ${n(by['drain-mosquitto']?.resent)} |`,
+    `| ${by['ingest-mosquitto-5']?.label} | ${n(by['ingest-mosquitto-5']?.rate)} | ${ratio('ingest-mosquitto-5', 'ingest-mosquitto')} | | |`,
+    `| ${by['drain-mosquitto']?.label} | ${n(by['drain-mosquitto']?.rate)} | ${ratio('drain-mosquitto', 'ingest-mosquitto')} (${ratio('drain-mosquitto', 'ingest-mosquitto-5')} of MQTT 5 with msg-id) | ${n(by['drain-mosquitto']?.cpuPerM, 2)} | resent ${n(by['drain-mosquitto']?.resent)} |`,
     `| ${by['mosquitto-bridge']?.label} | ${n(by['mosquitto-bridge']?.rate)} | ${ratio('mosquitto-bridge', 'ingest-mosquitto')} | ${n(by['mosquitto-bridge']?.cpuPerM, 2)} | edge Mosquitto's CPU |`,
     `| ${by['ingest-jetstream']?.label} | ${n(by['ingest-jetstream']?.rate)} | 1.00× | | |`,
     `| ${by['drain-jetstream']?.label} | ${n(by['drain-jetstream']?.rate)} | ${ratio('drain-jetstream', 'ingest-jetstream')} | ${n(by['drain-jetstream']?.cpuPerM, 2)} | resent ${n(by['drain-jetstream']?.resent)} |`,

@@ -37,6 +37,8 @@ export interface InRule {
   to: string | null
   rewrite: SubjectRewrite
   qos: 0 | 1
+  /** NATS remotes: the JetStream stream the rule reads with a durable pull consumer (at least once); null: a core NATS subscription (at most once). */
+  stream: string | null
 }
 
 export interface BridgeDefinition {
@@ -145,7 +147,7 @@ export function parseBridgeDefinition(raw: unknown, where = 'bridge'): BridgeDef
   const mqttVersion = d.mqttVersion === undefined ? 5 : d.mqttVersion === 5 || d.mqttVersion === '5' || d.mqttVersion === '5.0' ? 5
     : d.mqttVersion === 4 || d.mqttVersion === '3.1.1' || d.mqttVersion === '4' ? 4 : fail('mqttVersion', 'use 5 or "3.1.1"', d.mqttVersion)
 
-  const rules = (key: 'out' | 'in'): OutRule[] => {
+  const rules = (key: 'out' | 'in'): InRule[] => {
     const v = d[key]
     if (v === undefined) return []
     if (!Array.isArray(v)) fail(key, `use a list of rules like [{"from": "sensors/#", "to": "site1/{#}"}]`, v)
@@ -153,14 +155,18 @@ export function parseBridgeDefinition(raw: unknown, where = 'bridge'): BridgeDef
       const k = `${key}[${i}]`
       if (r === null || typeof r !== 'object' || Array.isArray(r)) return fail(k, 'use an object like {"from": "sensors/#", "to": "site1/{#}", "qos": 1}', r)
       const rule = r as Record<string, unknown>
-      for (const rk of Object.keys(rule)) if (!['from', 'to', 'qos'].includes(rk)) fail(`${k}.${rk}`, 'a rule has only from, to and qos')
+      for (const rk of Object.keys(rule)) if (!['from', 'to', 'qos', ...(key === 'in' ? ['stream'] : [])].includes(rk)) fail(`${k}.${rk}`, `a rule has only from, to${key === 'in' ? ', qos and stream' : ' and qos'}`)
+      const stream = rule.stream ?? null
+      if (stream !== null && (kind !== 'nats' || typeof stream !== 'string' || !/^[A-Za-z0-9_-]{1,200}$/.test(stream))) {
+        fail(`${k}.stream`, kind !== 'nats' ? 'only a NATS bridge reads a remote JetStream stream: remove "stream"' : 'name the remote JetStream stream (letters, digits, _ and -)', stream)
+      }
       if (typeof rule.from !== 'string') fail(`${k}.from`, 'use a subject filter in either syntax, like "sensors/+/temp" or "sensors.*.temp"', rule.from)
       if (rule.to !== undefined && typeof rule.to !== 'string') fail(`${k}.to`, 'use a subject, which may use the captures {1}, {2}, ... and {#}', rule.to)
       const qos = rule.qos ?? 1
       if (qos !== 0 && qos !== 1) fail(`${k}.qos`, 'use 1 (acknowledged, the default) or 0 (at most once)', qos)
       try {
         const to = (rule.to as string | undefined) ?? null
-        return { from: rule.from as string, to, rewrite: new SubjectRewrite(rule.from as string, to), qos: qos as 0 | 1 }
+        return { from: rule.from as string, to, rewrite: new SubjectRewrite(rule.from as string, to), qos: qos as 0 | 1, stream: stream as string | null }
       } catch (err) {
         return fail(k, (err as Error).message)
       }

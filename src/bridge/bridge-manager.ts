@@ -1,9 +1,12 @@
-import { readFile } from 'node:fs/promises'
+import { readdir, readFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
 import type { Logger } from '../core/log.ts'
+import { Consumer } from '../stream/consumer.ts'
+import { consumerStatePath } from '../stream/consumer-state.ts'
 import type { StreamManager } from '../stream/stream-manager.ts'
 import { Bridge, type BridgeInfo, type LocalPublish } from './bridge.ts'
-import type { BridgeDefinition } from './bridge-config.ts'
+import { outboxName, type BridgeDefinition } from './bridge-config.ts'
 import type { RemoteConnector, RemoteOptions } from './remote.ts'
 
 /**
@@ -18,6 +21,7 @@ export class BridgeManager {
 
   static async start(defs: readonly BridgeDefinition[], streams: StreamManager, publish: LocalPublish, log: Logger): Promise<BridgeManager> {
     const m = new BridgeManager()
+    await removeStrayOutboxConsumers(streams, log)
     // every certificate file is read before any bridge starts: one that fails starts none
     const remotes = await Promise.all(defs.map(remoteOptions))
     for (const [i, def] of defs.entries()) {
@@ -77,7 +81,39 @@ async function remoteOptions(def: BridgeDefinition): Promise<RemoteOptions> {
     clientId: def.clientId,
     mqttVersion: def.mqttVersion,
     connectTimeout: def.connectTimeout,
+    ackTimeout: def.ackTimeout,
     keepalive: def.keepalive,
     persistentSession: def.in.length > 0,
+  }
+}
+
+/**
+ * A renamed (or removed) bridge leaves the state of its outbox consumer, `bridge-<old name>`, on
+ * disk: no bridge opens it any more, and a bridge given that name again later would resume from a
+ * stale cursor. Removed at the start, with a log line: a consumer state file named like an outbox
+ * consumer that no stream has open (an API consumer of that name is open, so it stays).
+ */
+async function removeStrayOutboxConsumers(streams: StreamManager, log: Logger): Promise<void> {
+  const prefix = outboxName('')
+  for (const s of streams.list()) {
+    const stream = streams.get(s.name)
+    let files: string[]
+    try {
+      files = await readdir(dirname(consumerStatePath(stream.journal.dir, 'x')))
+    } catch {
+      continue
+    }
+    const open = new Set(streams.consumers(s.name).list().map((c) => c.name))
+    for (const f of files) {
+      if (!f.startsWith(prefix) || !f.endsWith('.state')) continue
+      const name = f.slice(0, -'.state'.length)
+      if (open.has(name)) continue
+      try {
+        await Consumer.remove(stream.journal.dir, name)
+        log.info({ stream: s.name, consumer: name }, 'removed the outbox consumer of a bridge that is no longer configured (renamed or removed)')
+      } catch (err) {
+        log.warn({ stream: s.name, consumer: name, err: (err as Error).message }, 'could not remove the outbox consumer of a bridge that is no longer configured')
+      }
+    }
   }
 }

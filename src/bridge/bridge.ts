@@ -208,7 +208,7 @@ export class Bridge {
       })
       if (this.#def.in.length > 0) {
         const qos = this.#def.in.some((r) => r.qos === 1) ? 1 : 0
-        link.subscribe(this.#def.in.map((r) => r.rewrite.filter), qos, (m) => this.#incoming(m)).then(() => {
+        link.subscribe(this.#def.in.map((r) => ({ filter: r.rewrite.filter, stream: r.stream })), qos, (m) => this.#incoming(m)).then(() => {
           if (this.#link === link) this.#inSubscribed = true
         }, (err: unknown) => {
           this.#lastError = `subscribe: ${(err as Error).message}`

@@ -1,7 +1,7 @@
 import { connect, createInbox, headers as natsHeaders, type Msg, type NatsConnection, type MsgHdrs } from '@nats-io/transport-node'
 import { mqttToNats, natsToMqtt } from '../subjects/mqtt-map.ts'
 import type { RecordHeaders } from '../stream/record.ts'
-import { LinkEnd, MSG_ID_PROPERTY, type IncomingMessage, type OutgoingMessage, type RemoteConnector, type RemoteLink, type RemoteOptions, type SendResult } from './remote.ts'
+import { LinkEnd, MSG_ID_PROPERTY, type IncomingMessage, type InSource, type OutgoingMessage, type RemoteConnector, type RemoteLink, type RemoteOptions, type SendResult } from './remote.ts'
 
 /**
  * A NATS remote: out messages are JetStream publishes, done on the stream's publish ack, with
@@ -9,8 +9,8 @@ import { LinkEnd, MSG_ID_PROPERTY, type IncomingMessage, type OutgoingMessage, t
  * (a resend after a lost ack is answered `duplicate: true`). The publishes are asynchronous: each
  * carries a reply subject under one inbox of the link, and the acks come back there, without a
  * request (promise chain, timer) per message; a remote that stops acking is the watchdog's to
- * notice. `in` rules are core NATS subscriptions. The client's own reconnect is off: the bridge
- * reconnects and resends.
+ * notice. `in` rules are core NATS subscriptions, or durable pull consumers of a remote stream
+ * the rule names. The client's own reconnect is off: the bridge reconnects and resends.
  */
 export const connectJetStream: RemoteConnector = async (url, opts) => {
   const u = new URL(url)
@@ -27,7 +27,7 @@ export const connectJetStream: RemoteConnector = async (url, opts) => {
     ...(opts.token !== null ? { token: opts.token } : {}),
     ...(tlsWanted ? { tls: { ...(opts.ca !== null ? { ca: opts.ca.toString() } : {}), ...(opts.cert !== null && opts.key !== null ? { cert: opts.cert.toString(), key: opts.key.toString() } : {}) } } : {}),
   })
-  return new JetStreamLink(url, nc)
+  return new JetStreamLink(url, nc, opts.name, opts.ackTimeout)
 }
 
 interface PendingAck {
@@ -45,8 +45,13 @@ class JetStreamLink implements RemoteLink {
   readonly #pending = new Map<string, PendingAck>()
   #token = 0
 
-  constructor(readonly url: string, nc: NatsConnection) {
+  readonly #bridge: string
+  readonly #ackWaitNs: number
+
+  constructor(readonly url: string, nc: NatsConnection, bridge: string, ackTimeout: number) {
     this.#nc = nc
+    this.#bridge = bridge
+    this.#ackWaitNs = ackTimeout * 1_000_000
     nc.subscribe(`${this.#inbox}*`, { callback: (err, m) => { if (err === null) this.#ack(m) } })
     nc.closed().then((err) => this.#lost(err ? err.message : 'connection closed by the remote'), () => this.#lost('connection closed by the remote'))
     void this.#watchPermissions()
@@ -112,23 +117,60 @@ class JetStreamLink implements RemoteLink {
     this.#pending.clear()
   }
 
-  async subscribe(filters: readonly string[], _qos: 0 | 1, onMessage: (m: IncomingMessage) => Promise<unknown>): Promise<void> {
-    for (const f of filters) {
-      this.#nc.subscribe(mqttToNats(f), {
+  async subscribe(sources: readonly InSource[], _qos: 0 | 1, onMessage: (m: IncomingMessage) => Promise<unknown>): Promise<void> {
+    for (const [i, src] of sources.entries()) {
+      if (src.stream !== null) {
+        await this.#pull(src.stream, `edgebus-${this.#bridge}-in${i}`, mqttToNats(src.filter), onMessage)
+        continue
+      }
+      this.#nc.subscribe(mqttToNats(src.filter), {
         callback: (err, m) => {
           if (err) return
-          let topic: string
-          try {
-            topic = natsToMqtt(m.subject, false)
-          } catch {
-            return
-          }
+          const im = incoming(m)
           // core NATS has no acknowledgement to hold back: at most once from the remote's side
-          onMessage({ topic, payload: Buffer.from(m.data), msgId: m.headers?.get('Nats-Msg-Id') || null }).catch(() => {})
+          if (im !== null) onMessage(im).catch(() => {})
         },
       })
     }
     await this.#nc.flush()
+  }
+
+  /**
+   * Reads a remote stream through a durable pull consumer (made, or found as it is, on the
+   * remote): each message is acked once published locally, so one the bridge did not take (a link
+   * lost, edgebus killed) is redelivered after the consumer's ack wait (the bridge's ackTimeout):
+   * at least once. Pulls PULL_BATCH at a time, again when a batch is through or its request
+   * expired. The durable is named by the rule's place in `in`: reordering the rules makes new ones.
+   */
+  async #pull(stream: string, durable: string, filter: string, onMessage: (m: IncomingMessage) => Promise<unknown>): Promise<void> {
+    const config = { durable_name: durable, ack_policy: 'explicit', deliver_policy: 'all', filter_subject: filter, ack_wait: this.#ackWaitNs, max_ack_pending: PULL_BATCH * 4 }
+    const r = await this.#nc.request(`$JS.API.CONSUMER.DURABLE.CREATE.${stream}.${durable}`, JSON.stringify({ stream_name: stream, config }), { timeout: 10_000 })
+    const answer = r.json<{ error?: { code?: number; description?: string } }>()
+    if (answer.error !== undefined) throw new Error(`JetStream consumer ${durable} on stream ${stream}: ${answer.error.description ?? answer.error.code}`)
+    const inbox = createInbox()
+    let left = 0
+    const pull = (): void => {
+      if (this.#end.ended) return
+      left = PULL_BATCH
+      this.#nc.publish(`$JS.API.CONSUMER.MSG.NEXT.${stream}.${durable}`, JSON.stringify({ batch: PULL_BATCH, expires: PULL_EXPIRES_NS }), { reply: inbox })
+    }
+    this.#nc.subscribe(inbox, {
+      callback: (err, m) => {
+        if (err) return
+        if (m.reply === undefined || m.reply === '') {
+          // a status: 404 no messages, 408 the request expired, 409 a limit: the pull is over
+          const code = m.headers?.code ?? 0
+          if (code === 404 || code === 408 || code === 409) setTimeout(pull, code === 409 ? 1000 : 0)
+          return
+        }
+        const im = incoming(m)
+        const done = (): void => { if (!this.#end.ended) m.respond() } // an empty reply is the ack
+        if (im === null) done()
+        else onMessage(im).then(done, done)
+        if (--left === 0) pull()
+      },
+    })
+    pull()
   }
 
   onClose(fn: (reason: string) => void): void {
@@ -139,6 +181,21 @@ class JetStreamLink implements RemoteLink {
     this.#lost('closed by the bridge') // first: the closed() promise would say "by the remote"
     await this.#nc.close().catch(() => {})
   }
+}
+
+/** Messages one pull asks for, and how long a pull waits for them (ns). */
+const PULL_BATCH = 256
+const PULL_EXPIRES_NS = 5_000_000_000
+
+/** A NATS message for an `in` rule, or null when its subject has no MQTT spelling. */
+function incoming(m: Msg): IncomingMessage | null {
+  let topic: string
+  try {
+    topic = natsToMqtt(m.subject, false)
+  } catch {
+    return null
+  }
+  return { topic, payload: Buffer.from(m.data), msgId: m.headers?.get('Nats-Msg-Id') || null }
 }
 
 /** The stored headers as NATS headers (user properties by name; the id goes as Nats-Msg-Id). */

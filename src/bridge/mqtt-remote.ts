@@ -1,6 +1,6 @@
 import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt'
 import type { RecordHeaders } from '../stream/record.ts'
-import { LinkEnd, MSG_ID_PROPERTY, type IncomingMessage, type OutgoingMessage, type RemoteConnector, type RemoteLink, type RemoteOptions, type SendResult } from './remote.ts'
+import { LinkEnd, MSG_ID_PROPERTY, type IncomingMessage, type InSource, type OutgoingMessage, type RemoteConnector, type RemoteLink, type RemoteOptions, type SendResult } from './remote.ts'
 
 /**
  * An MQTT remote through MQTT.js, one client per connection (its own reconnect is off: the
@@ -85,7 +85,7 @@ class MqttLink implements RemoteLink {
     })
   }
 
-  subscribe(filters: readonly string[], qos: 0 | 1, onMessage: (m: IncomingMessage) => Promise<unknown>): Promise<void> {
+  subscribe(sources: readonly InSource[], qos: 0 | 1, onMessage: (m: IncomingMessage) => Promise<unknown>): Promise<void> {
     // MQTT.js sends the PUBACK when handleMessage calls back: only once edgebus has the message
     // (stored by a stream capturing it, handed to subscribers), so a crash before that gets it resent
     this.#client.handleMessage = (packet, done) => {
@@ -96,7 +96,7 @@ class MqttLink implements RemoteLink {
     }
     return new Promise((resolve, reject) => {
       // MQTT 5 No Local: what the bridge sends is not sent back to it [MQTT-3.8.3-3]
-      this.#client.subscribe(filters as string[], { qos, ...(this.#v5 ? { nl: true } : {}) }, (err, granted) => {
+      this.#client.subscribe(sources.map((s) => s.filter), { qos, ...(this.#v5 ? { nl: true } : {}) }, (err, granted) => {
         if (err) { reject(err); return }
         const refused = (granted ?? []).filter((g) => g.qos >= 0x80)
         if (refused.length > 0) reject(new Error(`the remote refused the subscription${refused.length > 1 ? 's' : ''} ${refused.map((g) => `${g.topic} (0x${g.qos.toString(16)})`).join(', ')}`))

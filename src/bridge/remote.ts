@@ -20,6 +20,12 @@ export interface IncomingMessage {
   msgId: string | null
 }
 
+/** What an `in` rule reads: a remote filter (canonical MQTT), from a JetStream stream when named. */
+export interface InSource {
+  filter: string
+  stream: string | null
+}
+
 /** What the remote answered to one message. */
 export type SendResult =
   /** `duplicate`: the remote had it already (a JetStream ack of a Nats-Msg-Id in its duplicate window). */
@@ -37,10 +43,11 @@ export interface RemoteLink {
   readonly maxInFlight: number
   send(msg: OutgoingMessage): Promise<SendResult>
   /**
-   * Subscribes the `in` filters (canonical MQTT) and hands what arrives to `onMessage`; an MQTT
-   * remote gets its PUBACK once the promise settles (the message is published locally).
+   * Subscribes the `in` filters (canonical MQTT) and hands what arrives to `onMessage`; the remote
+   * gets its acknowledgement (MQTT PUBACK, JetStream ack) once the promise settles (the message is
+   * published locally). A source with a `stream` (NATS) is read from that JetStream stream.
    */
-  subscribe(filters: readonly string[], qos: 0 | 1, onMessage: (m: IncomingMessage) => Promise<unknown>): Promise<void>
+  subscribe(sources: readonly InSource[], qos: 0 | 1, onMessage: (m: IncomingMessage) => Promise<unknown>): Promise<void>
   /** Called once, when the link is lost or closed, with why. */
   onClose(fn: (reason: string) => void): void
   close(): Promise<void>
@@ -58,6 +65,8 @@ export interface RemoteOptions {
   clientId: string
   mqttVersion: 4 | 5
   connectTimeout: number
+  /** ms: the watchdog's limit; also how long a JetStream `in` consumer waits for our ack before it redelivers. */
+  ackTimeout: number
   keepalive: number
   /** Keep the remote session (MQTT clean start off) so `in` messages wait for us while offline. */
   persistentSession: boolean

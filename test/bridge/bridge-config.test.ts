@@ -21,11 +21,15 @@ describe('bridge definitions', () => {
     expect(d.out[0]?.qos).toBe(1)
     expect(parseBridgeDefinition({ ...minimal, urls: ['nats://a:4222', 'tls://b:4222'] }).kind).toBe('nats')
     expect(parseBridgeDefinition({ ...minimal, mqttVersion: '3.1.1' }).mqttVersion).toBe(4)
+    expect(parseBridgeDefinition({ ...minimal, urls: ['nats://a:4222'], in: [{ from: 'cmd.>', stream: 'CMDS' }, { from: 'live.>' }] }).in.map((r) => r.stream)).toEqual(['CMDS', null])
   })
 
   it.each([
     [{ ...minimal, urls: [] }, /urls.*list of remote URLs/],
     [{ ...minimal, urls: ['http://x:1'] }, /schemes mqtt:\/\//],
+    [{ ...minimal, in: [{ from: 'cmd/#', stream: 'CMDS' }] }, /in\[0\]\.stream.*only a NATS bridge/],
+    [{ ...minimal, urls: ['nats://a:4222'], in: [{ from: 'cmd.>', stream: 'CM.DS' }] }, /in\[0\]\.stream.*name the remote JetStream stream/],
+    [{ ...minimal, out: [{ from: 'a/#', stream: 'X' }] }, /out\[0\]\.stream.*only from, to and qos/],
     [{ ...minimal, urls: ['mqtt://a:1', 'nats://b:2'] }, /one kind of remote/],
     [{ ...minimal, out: [{ from: 'a/#', to: 'b/{1}' }] }, /out\[0\].*\{1\}/],
     [{ ...minimal, out: [{ from: 'a/#', qos: 2 }] }, /out\[0\]\.qos.*use 1/],

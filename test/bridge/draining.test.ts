@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { BUNDLE, run, startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
+import { connectClient, endAllClients } from '../support/mqtt.ts'
 import { startMosquitto, startNats, type Mosquitto, type NatsServer } from '../support/remotes.ts'
 import { bridgeInfo, deliveryReport, publishMany, remoteSubscriber } from './helpers.ts'
 
@@ -14,6 +15,7 @@ const subs: Array<{ end(): Promise<void> }> = []
 const dirs: string[] = []
 
 afterEach(async () => {
+  await endAllClients()
   await Promise.all(subs.splice(0).map((s) => s.end().catch(() => {})))
   await Promise.all(servers.splice(0).map((s) => s.stop()))
   await Promise.all(remotes.splice(0).map((r) => r.destroy()))
@@ -21,6 +23,42 @@ afterEach(async () => {
 })
 
 describe('draining a backlog', () => {
+  it('sends live messages in stream order behind the backlog: a b/x message published during the drain of 20,000 a/ messages arrives after every a/ message stored before it, its latency the rest of the drain', async () => {
+    const m = await startMosquitto()
+    remotes.push(m)
+    const srv = await startEdgebus({ config: { bridges: [{ name: 'cloud', urls: [m.url], out: [{ from: 'a/#' }, { from: 'b/#' }], backoff: { min: '50ms', max: '100ms' } }] } })
+    servers.push(srv)
+    await vi.waitFor(async () => expect((await bridgeInfo(srv, 'cloud')).state).toBe('connected'), { timeout: 10_000 })
+    await m.stop()
+    await publishMany(srv.mqttUrl, 20_000, (i) => `a/${i % 8}`)
+    await m.start()
+    const sub = await remoteSubscriber(m.url, '#')
+    subs.push(sub)
+    // live messages every 20 ms while the backlog drains
+    const live: Array<{ i: number; at: number }> = []
+    const arrivedAt = new Map<number, number>()
+    sub.client.on('message', (topic, payload) => { if (topic === 'b/x') arrivedAt.set(Number(payload.toString()), Date.now()) })
+    const pub = await connectClient(srv.mqttUrl)
+    for (let i = 0; (await bridgeInfo(srv, 'cloud')).acked < 20_000 && i < 500; i++) {
+      live.push({ i, at: Date.now() })
+      await pub.client.publishAsync('b/x', String(i), { qos: 1 })
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    await vi.waitFor(() => expect(arrivedAt.size).toBe(live.length), { timeout: 30_000 })
+    const got = sub.got
+    const lastBacklog = got.findLastIndex((g) => g.topic.startsWith('a/'))
+    const firstLive = got.findIndex((g) => g.topic === 'b/x')
+    // stream order: every live message went out after the whole backlog stored before it
+    expect(lastBacklog).toBeGreaterThan(10_000)
+    expect(firstLive).toBeGreaterThan(lastBacklog)
+    expect(deliveryReport(got).outOfOrder).toBe(0)
+    const latencies = live.map((l) => (arrivedAt.get(l.i) as number) - l.at)
+    // the first live message waited for most of the drain; the last ones, published once the backlog was through, did not
+    expect(live.length).toBeGreaterThan(1)
+    expect(latencies[0]).toBeGreaterThan(latencies[latencies.length - 1] as number)
+    console.log(`live b/x during a 20,000 backlog drain: ${live.length} messages, latency first ${latencies[0]} ms, last ${latencies[latencies.length - 1]} ms`)
+  })
+
   it('keeps to rate.msgs: a backlog of 900 at 300 msg/s takes at least 2.5 s', async () => {
     const m = await startMosquitto()
     remotes.push(m)

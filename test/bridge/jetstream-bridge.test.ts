@@ -23,8 +23,8 @@ afterEach(async () => {
   await Promise.all(remotes.splice(0).map((r) => r.destroy()))
 })
 
-async function nats(): Promise<NatsServer> {
-  const n = await startNats()
+async function nats(o: Parameters<typeof startNats>[0] = {}): Promise<NatsServer> {
+  const n = await startNats(o)
   remotes.push(n)
   return n
 }
@@ -163,6 +163,102 @@ describe('a JetStream bridge: crashes, refusals, commands and loops', () => {
       expect((await jsm.streams.info('CLOUD')).state.messages).toBe(50)
     } finally {
       await endAllClients()
+    }
+  })
+
+  it('dead-letters a message no remote stream captures (503 no responders) after maxDeliver refusals, with the reason logged, while the rest flows', async () => {
+    const n = await nats()
+    const { jsm } = await n.client()
+    await cloudStream(jsm)
+    const srv = await edgebus({ urls: [n.url], maxDeliver: 2, backoff: { min: '50ms', max: '100ms' }, out: [{ from: 'dev/#', to: 'cloud.{#}' }, { from: 'lost/#', to: 'nowhere.{#}' }] })
+    try {
+      await vi.waitFor(async () => expect((await bridgeInfo(srv, 'js')).state).toBe('connected'), { timeout: 10_000 })
+      const dev = await connectClient(srv.mqttUrl)
+      await dev.client.publishAsync('lost/x', 'no stream', { qos: 1 })
+      await publishMany(srv.mqttUrl, 20, () => 'dev/ok')
+      await vi.waitFor(async () => expect(await bridgeInfo(srv, 'js')).toMatchObject({ refused: 2, deadLettered: 1, acked: 20, backlog: { messages: 0 } }), { timeout: 10_000 })
+      expect((await jsm.streams.info('CLOUD')).state.messages).toBe(20)
+      expect(srv.output.some((l) => l.includes('dead-lettered') && l.includes('no JetStream stream on the remote captures \\"nowhere.x\\"'))).toBe(true)
+    } finally {
+      await endAllClients()
+    }
+  })
+
+  it('dead-letters a publish the NATS user may not make (permissions violation) while the subjects it may publish flow', async () => {
+    const allowed = { publish: { allow: ['cloud.>', '$JS.API.>'], deny: ['cloud.secret.>'] }, subscribe: { allow: ['_INBOX.>'] } }
+    const n = await nats({ users: [{ user: 'admin', password: 'a' }, { user: 'edge', password: 'e', permissions: allowed }] })
+    const { jsm } = await n.client()
+    await cloudStream(jsm)
+    const srv = await edgebus({ urls: [n.url], username: 'edge', password: 'e', maxDeliver: 2, backoff: { min: '50ms', max: '100ms' }, out: [{ from: 'dev/#', to: 'cloud.{#}' }] })
+    try {
+      await vi.waitFor(async () => expect((await bridgeInfo(srv, 'js')).state).toBe('connected'), { timeout: 10_000 })
+      const dev = await connectClient(srv.mqttUrl)
+      await dev.client.publishAsync('dev/secret/key', 'not for the cloud', { qos: 1 })
+      await publishMany(srv.mqttUrl, 20, () => 'dev/ok')
+      await vi.waitFor(async () => expect(await bridgeInfo(srv, 'js')).toMatchObject({ refused: 2, deadLettered: 1, acked: 20, backlog: { messages: 0 } }), { timeout: 10_000 })
+      expect((await jsm.streams.info('CLOUD')).state.messages).toBe(20)
+      expect(srv.output.some((l) => l.includes('dead-lettered') && /permissions? violation/i.test(l) && l.includes('cloud.secret.key'))).toBe(true)
+    } finally {
+      await endAllClients()
+    }
+  })
+
+  it('an in rule naming a remote stream reads it with a durable pull consumer: commands stored while edgebus was away arrive, acked on the remote once published locally (at least once)', async () => {
+    const n = await nats()
+    const { jsm, js } = await n.client()
+    await jsm.streams.add({ name: 'CMDS', subjects: ['cmds.>'] })
+    for (let i = 0; i < 300; i++) await js.publish(`cmds.d${i % 3}`, String(i), { msgID: `c${i}` })
+    const config = { bridges: [{ name: 'js', urls: [n.url], in: [{ from: 'cmds.>', to: 'devices/{#}/cmd', stream: 'CMDS' }] }], streams: [{ name: 'commands', subjects: ['devices/#'] }] }
+    const srv = await startEdgebus({ config })
+    servers.push(srv)
+    // every command is in the local stream, in the remote stream's order, with its Nats-Msg-Id as msg-id
+    await vi.waitFor(async () => expect((await bridgeInfo(srv, 'js')).received).toBe(300), { timeout: 15_000 })
+    const read = async (): Promise<Array<{ subject: string; payload: string; userProperties?: Array<[string, string]> }>> =>
+      (await (await fetch(`${srv.httpUrl}/api/streams/commands/messages?limit=1000`)).text()).trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { subject: string; payload: string; userProperties?: Array<[string, string]> })
+    // received counts on arrival; the local store follows
+    await vi.waitFor(async () => expect((await read()).length).toBe(300), { timeout: 10_000 })
+    const local = await read()
+    expect(local.map((x) => Number(x.payload))).toEqual(Array.from({ length: 300 }, (_, i) => i))
+    expect(local[0]?.subject).toBe('devices/d0/cmd')
+    expect(local[0]?.userProperties).toContainEqual(['msg-id', 'c0'])
+    // acked on the remote: nothing pending, the ack floor at the last message
+    await vi.waitFor(async () => {
+      const ci = await jsm.consumers.info('CMDS', 'edgebus-js-in0')
+      expect({ pending: ci.num_pending, ackPending: ci.num_ack_pending, floor: ci.ack_floor.stream_seq }).toEqual({ pending: 0, ackPending: 0, floor: 300 })
+    }, { timeout: 10_000 })
+    // a restart resumes from the durable consumer: only new commands come
+    await srv.stop()
+    servers = []
+    await js.publish('cmds.d9', 'after')
+    const again = await startEdgebus({ config })
+    servers.push(again)
+    await vi.waitFor(async () => expect((await bridgeInfo(again, 'js')).received).toBe(1), { timeout: 15_000 })
+  })
+
+  it('an in rule naming a remote stream loses no command when edgebus is SIGKILLed while taking them: what was not acked comes again after ackTimeout', async () => {
+    const n = await nats()
+    const { jsm, js } = await n.client()
+    await jsm.streams.add({ name: 'CMDS', subjects: ['cmds.>'] })
+    const count = 3000
+    await Promise.all(Array.from({ length: count }, (_, i) => js.publish(`cmds.d${i % 5}`, String(i))))
+    const dir = mkdtempSync(join(tmpdir(), 'edgebus-js-in-kill-'))
+    const config = { bridges: [{ name: 'js', urls: [n.url], ackTimeout: '1s', in: [{ from: 'cmds.>', to: 'devices/{#}/cmd', stream: 'CMDS' }] }], streams: [{ name: 'commands', subjects: ['devices/#'] }] }
+    try {
+      const first = await startEdgebus({ config, dir })
+      servers.push(first)
+      await vi.waitFor(async () => expect((await bridgeInfo(first, 'js')).received).toBeGreaterThan(0), { timeout: 15_000, interval: 20 })
+      await first.kill()
+      servers = []
+      const second = await startEdgebus({ config, dir })
+      servers.push(second)
+      const payloads = async (): Promise<string[]> => (await (await fetch(`${second.httpUrl}/api/streams/commands/messages?limit=100000`)).text()).trim().split('\n').filter((l) => l !== '').map((l) => (JSON.parse(l) as { payload: string }).payload)
+      await vi.waitFor(async () => expect(new Set(await payloads()).size).toBe(count), { timeout: 20_000, interval: 200 })
+      await vi.waitFor(async () => expect((await jsm.consumers.info('CMDS', 'edgebus-js-in0')).num_ack_pending).toBe(0), { timeout: 10_000 })
+      // what the killed edgebus had taken and not acked came again: deliveries (the consumer sequence) beyond the stream's messages
+      expect((await jsm.consumers.info('CMDS', 'edgebus-js-in0')).delivered.consumer_seq).toBeGreaterThan(count)
+    } finally {
+      await Promise.all(servers.splice(0).map((s) => s.stop()))
+      rmSync(dir, { recursive: true, force: true })
     }
   })
 

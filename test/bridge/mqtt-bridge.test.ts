@@ -226,4 +226,21 @@ describe('an MQTT bridge: failover, refusals, commands and loops', () => {
     await vi.waitFor(() => expect(device.messages.map((x) => x.payload).sort()).toEqual(['from-cloud', 'from-edge']))
     expect(remoteSub.got.map((g) => g.payload).sort()).toEqual(['from-cloud', 'from-edge'])
   })
+
+  it('with MQTT 3.1.1 (no No Local) and overlapping in and out rules: a local message comes back down once to local subscribers and is not sent up again', async () => {
+    const m = await mosquitto()
+    const remoteSub = await remoteSubscriber(m.url, 'shared/#')
+    subs.push(remoteSub)
+    const srv = await edgebus({ urls: [m.url], mqttVersion: '3.1.1', out: [{ from: 'shared/#' }], in: [{ from: 'shared/#' }] })
+    const device = await connectClient(srv.mqttUrl, { protocolVersion: 5 })
+    await device.client.subscribeAsync('shared/#', { qos: 1 })
+    await vi.waitFor(async () => expect((await bridgeInfo(srv, 'cloud')).inSubscribed).toBe(true), { timeout: 10_000 })
+    await device.client.publishAsync('shared/up', 'from-edge', { qos: 1 })
+    // the remote echoes it to the bridge's own subscription: published locally (marked), captured by the outbox, not resent
+    await vi.waitFor(async () => expect(await bridgeInfo(srv, 'cloud')).toMatchObject({ sent: 1, acked: 1, received: 1, loopsPrevented: 1, backlog: { messages: 0 } }), { timeout: 10_000 })
+    await vi.waitFor(() => expect(device.messages.map((x) => x.payload)).toEqual(['from-edge', 'from-edge']))
+    // the second copy is the echo, marked with the bridge it came through
+    expect(device.messages[1]?.properties?.userProperties).toMatchObject({ 'edgebus-bridge': 'cloud' })
+    expect(remoteSub.got.map((g) => g.payload)).toEqual(['from-edge'])
+  })
 })

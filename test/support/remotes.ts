@@ -163,6 +163,8 @@ export interface NatsOptions {
   token?: string
   /** TLS required, with these PEM files. */
   tls?: { cert: string; key: string; ca: string }
+  /** Users (a config file's authorization block; permissions as nats-server takes them); the test's client() logs in as the first. */
+  users?: Array<{ user: string; password: string; permissions?: Record<string, unknown> }>
 }
 
 /** Debian's nats-server with JetStream on a free loopback port; its store survives a restart. */
@@ -173,7 +175,9 @@ export function startNats(o: NatsOptions = {}): Promise<NatsServer> {
 async function startNatsOnce(o: NatsOptions): Promise<NatsServer> {
   const dir = mkdtempSync(join(tmpdir(), 'edgebus-nats-'))
   const port = await freePort()
-  const extra = [...(o.token !== undefined ? ['--auth', o.token] : []), ...(o.tls ? ['--tls', '--tlscert', o.tls.cert, '--tlskey', o.tls.key] : [])]
+  if (o.users) writeFileSync(join(dir, 'nats.conf'), `authorization ${JSON.stringify({ users: o.users })}\n`)
+  const extra = [...(o.token !== undefined ? ['--auth', o.token] : []), ...(o.tls ? ['--tls', '--tlscert', o.tls.cert, '--tlskey', o.tls.key] : []), ...(o.users ? ['-c', join(dir, 'nats.conf')] : [])]
+  const login = o.users?.[0]
   const r = remoteProcess('nats-server', (d) => ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', d, ...extra], port, dir)
   await r.start().catch(async (err: unknown) => { await r.destroy(); throw err })
   const conns: NatsConnection[] = []
@@ -181,7 +185,7 @@ async function startNatsOnce(o: NatsOptions): Promise<NatsServer> {
   return Object.assign(r, {
     url: o.tls ? `tls://localhost:${port}` : `nats://127.0.0.1:${port}`,
     async client() {
-      const nc = await natsConnect({ servers: `127.0.0.1:${port}`, ...(o.token !== undefined ? { token: o.token } : {}), ...(o.tls ? { tls: { caFile: o.tls.ca } } : {}) })
+      const nc = await natsConnect({ servers: `127.0.0.1:${port}`, ...(login ? { user: login.user, pass: login.password } : {}), ...(o.token !== undefined ? { token: o.token } : {}), ...(o.tls ? { tls: { caFile: o.tls.ca } } : {}) })
       conns.push(nc)
       return { nc, jsm: await jetstreamManager(nc), js: jetstream(nc) }
     },
