@@ -3,7 +3,7 @@ import { writeToStream } from 'mqtt-packet'
 import type { IncomingMessage } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { Logger } from '../core/log.ts'
-import { Router, SUBSCRIPTION_IDS, type Listener } from '../router/router.ts'
+import { Router, SUBSCRIPTION_IDS, type Listener, type RoutedPacket } from '../router/router.ts'
 import { SubjectTrie } from '../subjects/trie.ts'
 import { isWildcardFilter, topicMatchesFilter } from '../subjects/topic.ts'
 import { ClientConnection, refusalCode } from './connection.ts'
@@ -320,16 +320,9 @@ export class MqttBroker {
         if (b === null) return cb(null, sub)
         const c = client as unknown as AedesClient
         const conn = c.conn.owner
-        const refusal = b.subscriptionRefusal(conn, sub.topic, sub.topic in c.subscriptions ? -1 : Object.keys(c.subscriptions).length)
-        if (refusal === 'ELIMIT_TOPIC') {
-          b.stats.topicLimitRefusals++
-          b.warnings.warn('ELIMIT_TOPIC', { client: c.id, filter: sub.topic.slice(0, 200), code: 'ELIMIT_TOPIC' }, 'subscription refused: filter over limits.maxTopicLength or limits.maxTopicLevels')
-        } else if (refusal === 'EACL_DENIED' && b.security !== null && conn !== undefined) {
-          b.security.denied(conn.principal, 'sub', sub.topic, 'mqtt')
-        } else if (refusal === 'ELIMIT_SUBSCRIPTIONS') {
-          b.stats.subscriptionLimitRefusals++
-          b.warnings.warn('ELIMIT_SUBSCRIPTIONS', { client: c.id, code: 'ELIMIT_SUBSCRIPTIONS', max: b.limits.maxSubscriptions }, 'subscription refused: the client has limits.maxSubscriptions subscriptions')
-        }
+        const held = Object.keys(c.subscriptions).length + (conn?.plainSubscriptionCount ?? 0)
+        const refusal = b.subscriptionRefusal(conn, sub.topic, sub.topic in c.subscriptions ? -1 : held)
+        if (refusal !== null) b.noteSubscriptionRefusal(conn, c.id, sub.topic, refusal)
         cb(null, refusal === null ? sub : null as never)
       },
       ...extra,
@@ -584,6 +577,36 @@ export class MqttBroker {
     const max = this.limits.maxSubscriptions
     if (max > 0 && subscribed >= max) return 'ELIMIT_SUBSCRIPTIONS'
     return null
+  }
+
+  /** Counts and logs a refused subscription (rate-limited), as aedes' path and the plain one refuse alike. */
+  noteSubscriptionRefusal(conn: ClientConnection | undefined, clientId: string, filter: string, refusal: 'ELIMIT_TOPIC' | 'EACL_DENIED' | 'ELIMIT_SUBSCRIPTIONS'): void {
+    if (refusal === 'ELIMIT_TOPIC') {
+      this.stats.topicLimitRefusals++
+      this.warnings.warn('ELIMIT_TOPIC', { client: clientId, filter: filter.slice(0, 200), code: 'ELIMIT_TOPIC' }, 'subscription refused: filter over limits.maxTopicLength or limits.maxTopicLevels')
+    } else if (refusal === 'EACL_DENIED') {
+      if (this.security !== null && conn !== undefined) this.security.denied(conn.principal, 'sub', filter, 'mqtt')
+    } else {
+      this.stats.subscriptionLimitRefusals++
+      this.warnings.warn('ELIMIT_SUBSCRIPTIONS', { client: clientId, code: 'ELIMIT_SUBSCRIPTIONS', max: this.limits.maxSubscriptions }, 'subscription refused: the client has limits.maxSubscriptions subscriptions')
+    }
+  }
+
+  /**
+   * The retained messages matching `filters`, from the store aedes uses (its persistence: the file
+   * store, or memory when persistence is off). One whose Message Expiry has passed is dropped from
+   * the store and not given, as aedes does on SUBSCRIBE.
+   */
+  async *retainedMessages(filters: string[]): AsyncGenerator<RoutedPacket> {
+    type Retained = RoutedPacket & { messageExpiry?: number }
+    const p = (this.aedes as unknown as { persistence: { createRetainedStreamCombi(f: string[]): AsyncIterable<Retained>; storeRetained(p: { topic: string; payload: Buffer }): Promise<void> } }).persistence
+    for await (const packet of p.createRetainedStreamCombi(filters)) {
+      if (packet.messageExpiry !== undefined && packet.messageExpiry <= Date.now()) {
+        await p.storeRetained({ topic: packet.topic, payload: Buffer.alloc(0) }).catch(() => {})
+        continue
+      }
+      yield packet
+    }
   }
 
   /** limits.maxTopicLength (bytes) and limits.maxTopicLevels, for a topic or a filter. */
