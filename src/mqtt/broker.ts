@@ -328,6 +328,7 @@ export class MqttBroker {
       ...extra,
     } as AedesOptions)
     self = new MqttBroker(aedes, router, log, limits)
+    if (extra.persistence === undefined) self.#keyPubrels()
     return self
   }
 
@@ -475,6 +476,29 @@ export class MqttBroker {
         if (qos === 2) void p.incomingDelPacket?.(client, packet)?.catch(() => {})
         answer(packet, conn, err, done)
       })
+    }
+  }
+
+  /**
+   * aedes' in-memory persistence (persistence.enabled false) finds the queue entry a PUBREL takes
+   * over by brokerId and brokerCounter first, and a PUBREL has neither: a PUBREL waiting in the
+   * queue matched the next one, which overwrote its packet identifier instead of taking its own
+   * PUBLISH's place. Two QoS 2 deliveries acknowledged together (a resumed session's queue) both
+   * got the second identifier's PUBREL, and the first message never completed (paho never hands it
+   * over). Each PUBREL gets a key of its own: a brokerId no PUBLISH has, its packet identifier as
+   * counter, so it replaces its PUBLISH (matched by packet identifier) and matches only itself.
+   */
+  #keyPubrels(): void {
+    type Update = (client: unknown, packet: { cmd?: string; messageId?: number; brokerId?: string; brokerCounter?: number }) => Promise<void>
+    const p = (this.aedes as unknown as { persistence: { outgoingUpdate: Update } }).persistence
+    const update = p.outgoingUpdate.bind(p)
+    const key = `${this.aedes.id}/pubrel`
+    p.outgoingUpdate = (client, packet) => {
+      if (packet.cmd === 'pubrel' && packet.brokerId === undefined && packet.messageId !== undefined) {
+        packet.brokerId = key
+        packet.brokerCounter = -packet.messageId
+      }
+      return update(client, packet)
     }
   }
 
