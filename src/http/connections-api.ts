@@ -61,7 +61,7 @@ function summary(c: ClientConnection): Record<string, unknown> {
     version: c.connected ? c.version : null,
     remote: c.transport.remoteAddress,
     user: c.principal.identity.user,
-    subscriptions: c.client ? Object.keys(c.client.subscriptions) : [],
+    subscriptions: [...(c.client ? Object.keys(c.client.subscriptions) : []), ...c.plainSubscriptionList().map((s) => s.filter)],
     queuedBytes: c.queuedBytes,
     messagesIn: c.messagesIn,
     messagesOut: c.messagesOut,
@@ -78,6 +78,6 @@ function detail(c: ClientConnection): Record<string, unknown> {
     connected: c.connected,
     cleanSession: client?.clean ?? null,
     sessionExpiryInterval: client?.sessionExpiryInterval ?? null,
-    subscriptions: client ? Object.entries(client.subscriptions).map(([filter, s]) => ({ filter, qos: s._granted ?? s.qos })) : [],
+    subscriptions: [...(client ? Object.entries(client.subscriptions).map(([filter, s]) => ({ filter, qos: s._granted ?? s.qos })) : []), ...c.plainSubscriptionList()],
   }
 }

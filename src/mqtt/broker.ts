@@ -3,7 +3,7 @@ import { writeToStream } from 'mqtt-packet'
 import type { IncomingMessage } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { Logger } from '../core/log.ts'
-import { Router, SUBSCRIPTION_IDS, type Listener } from '../router/router.ts'
+import { Router, SUBSCRIPTION_IDS, type Listener, type RoutedPacket } from '../router/router.ts'
 import { SubjectTrie } from '../subjects/trie.ts'
 import { isWildcardFilter, topicMatchesFilter } from '../subjects/topic.ts'
 import { ClientConnection, refusalCode } from './connection.ts'
@@ -323,21 +323,15 @@ export class MqttBroker {
         if (b === null) return cb(null, sub)
         const c = client as unknown as AedesClient
         const conn = c.conn.owner
-        const refusal = b.subscriptionRefusal(conn, sub.topic, sub.topic in c.subscriptions ? -1 : Object.keys(c.subscriptions).length)
-        if (refusal === 'ELIMIT_TOPIC') {
-          b.stats.topicLimitRefusals++
-          b.warnings.warn('ELIMIT_TOPIC', { client: c.id, filter: sub.topic.slice(0, 200), code: 'ELIMIT_TOPIC' }, 'subscription refused: filter over limits.maxTopicLength or limits.maxTopicLevels')
-        } else if (refusal === 'EACL_DENIED' && b.security !== null && conn !== undefined) {
-          b.security.denied(conn.principal, 'sub', sub.topic, 'mqtt')
-        } else if (refusal === 'ELIMIT_SUBSCRIPTIONS') {
-          b.stats.subscriptionLimitRefusals++
-          b.warnings.warn('ELIMIT_SUBSCRIPTIONS', { client: c.id, code: 'ELIMIT_SUBSCRIPTIONS', max: b.limits.maxSubscriptions }, 'subscription refused: the client has limits.maxSubscriptions subscriptions')
-        }
+        const held = Object.keys(c.subscriptions).length + (conn?.plainSubscriptionCount ?? 0)
+        const refusal = b.subscriptionRefusal(conn, sub.topic, sub.topic in c.subscriptions ? -1 : held)
+        if (refusal !== null) b.noteSubscriptionRefusal(conn, c.id, sub.topic, refusal)
         cb(null, refusal === null ? sub : null as never)
       },
       ...extra,
     } as AedesOptions)
     self = new MqttBroker(aedes, router, log, limits)
+    if (extra.persistence === undefined) self.#keyPubrels()
     return self
   }
 
@@ -493,6 +487,29 @@ export class MqttBroker {
     }
   }
 
+  /**
+   * aedes' in-memory persistence (persistence.enabled false) finds the queue entry a PUBREL takes
+   * over by brokerId and brokerCounter first, and a PUBREL has neither: a PUBREL waiting in the
+   * queue matched the next one, which overwrote its packet identifier instead of taking its own
+   * PUBLISH's place. Two QoS 2 deliveries acknowledged together (a resumed session's queue) both
+   * got the second identifier's PUBREL, and the first message never completed (paho never hands it
+   * over). Each PUBREL gets a key of its own: a brokerId no PUBLISH has, its packet identifier as
+   * counter, so it replaces its PUBLISH (matched by packet identifier) and matches only itself.
+   */
+  #keyPubrels(): void {
+    type Update = (client: unknown, packet: { cmd?: string; messageId?: number; brokerId?: string; brokerCounter?: number }) => Promise<void>
+    const p = (this.aedes as unknown as { persistence: { outgoingUpdate: Update } }).persistence
+    const update = p.outgoingUpdate.bind(p)
+    const key = `${this.aedes.id}/pubrel`
+    p.outgoingUpdate = (client, packet) => {
+      if (packet.cmd === 'pubrel' && packet.brokerId === undefined && packet.messageId !== undefined) {
+        packet.brokerId = key
+        packet.brokerCounter = -packet.messageId
+      }
+      return update(client, packet)
+    }
+  }
+
   /** Whether a persistent session subscribes to this topic with QoS > 0 (cached per topic). */
   persistentSubscriptionMatches(topic: string): boolean {
     if (this.#persistentSubs.size === 0) return false
@@ -597,6 +614,36 @@ export class MqttBroker {
     const max = this.limits.maxSubscriptions
     if (max > 0 && subscribed >= max) return 'ELIMIT_SUBSCRIPTIONS'
     return null
+  }
+
+  /** Counts and logs a refused subscription (rate-limited), as aedes' path and the plain one refuse alike. */
+  noteSubscriptionRefusal(conn: ClientConnection | undefined, clientId: string, filter: string, refusal: 'ELIMIT_TOPIC' | 'EACL_DENIED' | 'ELIMIT_SUBSCRIPTIONS'): void {
+    if (refusal === 'ELIMIT_TOPIC') {
+      this.stats.topicLimitRefusals++
+      this.warnings.warn('ELIMIT_TOPIC', { client: clientId, filter: filter.slice(0, 200), code: 'ELIMIT_TOPIC' }, 'subscription refused: filter over limits.maxTopicLength or limits.maxTopicLevels')
+    } else if (refusal === 'EACL_DENIED') {
+      if (this.security !== null && conn !== undefined) this.security.denied(conn.principal, 'sub', filter, 'mqtt')
+    } else {
+      this.stats.subscriptionLimitRefusals++
+      this.warnings.warn('ELIMIT_SUBSCRIPTIONS', { client: clientId, code: 'ELIMIT_SUBSCRIPTIONS', max: this.limits.maxSubscriptions }, 'subscription refused: the client has limits.maxSubscriptions subscriptions')
+    }
+  }
+
+  /**
+   * The retained messages matching `filters`, from the store aedes uses (its persistence: the file
+   * store, or memory when persistence is off). One whose Message Expiry has passed is dropped from
+   * the store and not given, as aedes does on SUBSCRIBE.
+   */
+  async *retainedMessages(filters: string[]): AsyncGenerator<RoutedPacket> {
+    type Retained = RoutedPacket & { messageExpiry?: number }
+    const p = (this.aedes as unknown as { persistence: { createRetainedStreamCombi(f: string[]): AsyncIterable<Retained>; storeRetained(p: { topic: string; payload: Buffer }): Promise<void> } }).persistence
+    for await (const packet of p.createRetainedStreamCombi(filters)) {
+      if (packet.messageExpiry !== undefined && packet.messageExpiry <= Date.now()) {
+        await p.storeRetained({ topic: packet.topic, payload: Buffer.alloc(0) }).catch(() => {})
+        continue
+      }
+      yield packet
+    }
   }
 
   /** limits.maxTopicLength (bytes) and limits.maxTopicLevels, for a topic or a filter. */

@@ -1,7 +1,8 @@
 import { isUtf8 } from 'node:buffer'
 import type { IncomingMessage } from 'node:http'
 import { packetForEntry, type Listener, type RoutedPacket, type RouteEntry } from '../router/router.ts'
-import { EarlySubscriptions } from './early-subscriptions.ts'
+import { EarlySubscriptions, readSubscribe } from './early-subscriptions.ts'
+import { encodeDelivery, PlainSubscriptions, servablePlainSubscribe, subscriptionIds } from './plain-subscriptions.ts'
 import { AedesLink, type LinkOwner } from './aedes-link.ts'
 import { EdgebusError } from '../core/errors.ts'
 import { decodePublishProperties, encodePublishQos0, findProperty, findPropertyOffset, PacketType, Prop, readVarint, subscriptionIdentifierProp, VarintResult, writeVarint, type PublishProperties } from './codec.ts'
@@ -181,6 +182,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   #streamSubs: ConnectionStreams | null = null
   /** Router entries of SUBSCRIBEs read and not yet answered by aedes (early-subscriptions.ts). */
   #early: EarlySubscriptions | null = null
+  /** QoS 0 subscriptions answered here, without aedes (plain-subscriptions.ts); they stay after a promotion. */
+  #plainSubs: PlainSubscriptions | null = null
   /** SUBSCRIBE/UNSUBSCRIBE ids whose reserved entries we answered: our reason codes, null where aedes answers. */
   #ackMerges: Map<number, Array<number | null>> | null = null
 
@@ -351,8 +354,116 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
   /** A SUBSCRIBE was read: its filters are routed to this connection from now on (early-subscriptions.ts). */
   #reserve(subscribe: Buffer): void {
     const broker = this.#broker
-    this.#early ??= new EarlySubscriptions(this, broker.router, (filter, subscribed) => broker.subscriptionRefusal(this, filter, subscribed) === null)
+    this.#early ??= new EarlySubscriptions(this, broker.router, (filter, subscribed) => broker.subscriptionRefusal(this, filter, subscribed + this.plainSubscriptionCount) === null)
     this.#early.reserve(subscribe, this.version === 5)
+    // aedes takes over a filter we served (after a promotion): its early entry routes it from now on
+    const plain = this.#plainSubs
+    if (plain !== null) for (const sub of readSubscribe(subscribe, this.version === 5)?.subs ?? []) plain.unsubscribe(sub.filter)
+  }
+
+  /** How many subscriptions this connection serves without aedes. */
+  get plainSubscriptionCount(): number {
+    return this.#plainSubs?.size ?? 0
+  }
+
+  /** The subscriptions served without aedes, for the clients API. */
+  plainSubscriptionList(): Array<{ filter: string; qos: number }> {
+    return this.#plainSubs?.list() ?? []
+  }
+
+  /**
+   * A plain client's SUBSCRIBE, answered here in the turn it is read (plain-subscriptions.ts):
+   * the checks of aedes' authorizeSubscribe, its SUBACK to the byte, then the retained messages
+   * [MQTT-3.3.1-9..11]. False: not one this layer serves, aedes takes the client over.
+   */
+  #subscribePlain(packet: Buffer): boolean {
+    const v5 = this.version === 5
+    const read = servablePlainSubscribe(packet, v5)
+    if (read === null) return false
+    const broker = this.#broker
+    const subs = this.#plainSubs ??= new PlainSubscriptions(this, broker.router)
+    const codes: number[] = []
+    const retained: string[] = []
+    for (const sub of read.subs) {
+      const refusal = broker.subscriptionRefusal(this, sub.filter, subs.has(sub.filter) ? -1 : subs.size)
+      if (refusal !== null) {
+        broker.noteSubscriptionRefusal(this, this.clientId, sub.filter, refusal)
+        codes.push(v5 ? 0x87 : 0x80) // what aedes answers for any refusal of authorizeSubscribe
+        continue
+      }
+      const isNew = subs.subscribe(sub, read.si)
+      codes.push(sub.qos)
+      if (sub.rh === 0 || (sub.rh === 1 && isNew)) retained.push(sub.filter)
+    }
+    this.#enqueue(ackPacket(0x90, read.id, v5, codes))
+    if (retained.length > 0) this.#sendRetained(retained, read.si)
+    return true
+  }
+
+  /** The retained messages of new subscriptions, at QoS 0 (the QoS granted), retain set [MQTT-3.3.1-8]. */
+  #sendRetained(filters: string[], si: number): void {
+    const v5 = this.version === 5
+    const sis = si !== 0 ? [si] : null
+    const send = async (): Promise<void> => {
+      for await (const packet of this.#broker.retainedMessages(filters)) {
+        if (this.#state === State.CLOSED) return
+        // none of these filters starts with '$': a '$' topic matched a leading wildcard [MQTT-4.7.2-1]
+        if (packet.topic.charCodeAt(0) === 0x24 || !this.canReceive(packet.topic)) continue
+        const expiry = (packet as { messageExpiry?: number }).messageExpiry
+        this.#enqueueQos0(encodeDelivery(packet, v5, true, sis, expiry === undefined ? undefined : Math.ceil((expiry - Date.now()) / 1000)))
+      }
+    }
+    send().catch((err: unknown) => this.#broker.log.error({ client: this.clientId, err: (err as Error)?.stack ?? String(err) }, 'retained messages could not be read for a SUBSCRIBE'))
+  }
+
+  /**
+   * An UNSUBSCRIBE of filters served here: answered here when aedes holds none of them (a plain
+   * client's always), else ours go and aedes answers for the rest, our reason codes merged into
+   * its UNSUBACK. False: malformed, aedes decides.
+   */
+  #unsubscribePlain(packet: Buffer): boolean | Buffer {
+    const v5 = this.version === 5
+    readVarint(packet, 1, packet.length, vi)
+    const bodyStart = 1 + vi.length
+    const end = bodyStart + vi.value
+    if (vi.length <= 0 || bodyStart + 2 > end) return false
+    const id = packet.readUInt16BE(bodyStart)
+    let o = bodyStart + 2
+    if (v5) {
+      if (readVarint(packet, o, end, vi).length <= 0) return false
+      o += vi.length + vi.value
+    }
+    const headEnd = o
+    const filters: Array<{ filter: string; start: number; end: number }> = []
+    while (o + 2 <= end) {
+      const len = packet.readUInt16BE(o)
+      if (o + 2 + len > end) return false
+      filters.push({ filter: packet.toString('utf8', o + 2, o + 2 + len), start: o, end: o + 2 + len })
+      o += 2 + len
+    }
+    if (filters.length === 0) return false
+    const plain = this.#plainSubs
+    const aedesHolds = (f: string): boolean => this.link !== null && (plain === null || !plain.has(f))
+    const codes = filters.map((f) => (aedesHolds(f.filter) ? null : plain?.unsubscribe(f.filter) === true ? 0x00 : 0x11))
+    if (codes.every((c) => c !== null)) {
+      this.#enqueue(ackPacket(0xb0, id, v5, codes as number[]))
+      return true
+    }
+    if (codes.every((c) => c === null)) return packet
+    ;(this.#ackMerges ??= new Map()).set(id, codes)
+    const body = Buffer.concat([packet.subarray(bodyStart, headEnd), ...filters.filter((_f, i) => codes[i] === null).map((f) => packet.subarray(f.start, f.end))])
+    return Buffer.concat([Buffer.from([packet[0] as number]), varintBytes(body.length), body])
+  }
+
+  /** A message routed by the Router's listener to a subscription served here (plain-subscriptions.ts). */
+  deliverRouted(entry: RouteEntry, packet: RoutedPacket): void {
+    if (!this.#writable) return
+    if (entry.nl && packet.clientId === this.clientId) return // [MQTT-3.8.3-3]
+    const c0 = entry.filter.charCodeAt(0)
+    if ((c0 === 0x23 || c0 === 0x2b) && packet.topic.charCodeAt(0) === 0x24) return // [MQTT-4.7.2-1]
+    if (!this.canReceive(packet.topic)) return
+    // [MQTT-3.3.1-12/13] Retain As Published, else the flag is cleared on live deliveries
+    this.#enqueueQos0(encodeDelivery(packet, this.version === 5, entry.rap && packet.retain, subscriptionIds(packet, entry)))
   }
 
   /** Router.claims: whether aedes' listener `fn` is the subscription an early entry of ours was reserved for. */
@@ -476,6 +587,19 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
             this.closeFromAedes()
             return
           }
+          // reserved header flags other than 0010 are aedes' to refuse [MQTT-3.8.1-1] [MQTT-3.10.1-1]
+          if (b0 === 0x82 || b0 === 0xa2) {
+            const problem = checkTopics(chunk, o, o + total, this.version)
+            if (problem !== null) {
+              this.#badPacket(problem)
+              return
+            }
+            const packet = chunk.subarray(o, o + total)
+            if (b0 === 0x82 ? this.#subscribePlain(packet) : this.#unsubscribePlain(packet) === true) {
+              o += total
+              continue
+            }
+          }
           if (type === PacketType.PUBLISH) this.#uncount(budget !== null) // read again once aedes is ready
           if (type === PacketType.SUBSCRIBE) this.#reserve(chunk.subarray(o, o + total))
           this.#promote(chunk.subarray(o))
@@ -517,6 +641,20 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
           }
           o += total
           continue
+        }
+        if (b0 === 0xa2 && this.#plainSubs !== null) {
+          // filters we served before aedes took the client over: ours to answer (see #unsubscribePlain)
+          const packet = chunk.subarray(o, o + total)
+          const forAedes = this.#unsubscribePlain(packet)
+          if (forAedes === true || (forAedes !== false && forAedes !== packet)) {
+            if (runStart !== -1) { this.#toAedes(chunk.subarray(runStart, o)); runStart = -1 }
+            if (forAedes !== true) {
+              this.#subscribing++
+              this.#toAedes(forAedes)
+            }
+            o += total
+            continue
+          }
         }
         if (type === PacketType.SUBSCRIBE || type === PacketType.UNSUBSCRIBE) this.#subscribing++
         if (type === PacketType.SUBSCRIBE) this.#reserve(chunk.subarray(o, o + total))
@@ -1420,6 +1558,8 @@ export class ClientConnection implements TransportSink, LinkOwner, StreamSubscri
     this.#streamSubs = null
     this.#early?.close()
     this.#early = null
+    this.#plainSubs?.close()
+    this.#plainSubs = null
     if (this.link !== null && !this.link.destroyed) {
       this.link.letGo()
       this.link.destroy()

@@ -25,22 +25,35 @@ export interface SubscribeEntry {
   qos: 0 | 1 | 2
   nl: boolean
   rap: boolean
+  /** MQTT 5 Retain Handling (0 on 3.1.1). */
+  rh: number
+  /** The options byte as it came (its reserved bits are aedes' to judge). */
+  options: number
 }
 
-/** The filters of a SUBSCRIBE and its Subscription Identifier (0 = none); null when it is malformed (aedes decides). */
-export function readSubscribe(packet: Buffer, v5: boolean): { si: number; subs: SubscribeEntry[] } | null {
+/**
+ * The packet identifier, filters and Subscription Identifier (0 = none; `badSi`: present but out of
+ * 1..268435455, a Protocol Error [MQTT-3.8.2.1.2]) of a SUBSCRIBE; null when it is malformed (aedes decides).
+ */
+export function readSubscribe(packet: Buffer, v5: boolean): { id: number; si: number; badSi: boolean; subs: SubscribeEntry[] } | null {
   readVarint(packet, 1, packet.length, vi)
   if (vi.length <= 0) return null
   const end = Math.min(packet.length, 1 + vi.length + vi.value)
   let o = 1 + vi.length + 2 // packet id
+  if (o > end) return null
+  const id = packet.readUInt16BE(o - 2)
   let si = 0
+  let badSi = false
   if (v5) {
     readVarint(packet, o, end, vi)
     if (vi.length <= 0) return null
     const propsEnd = o + vi.length + vi.value
     if (propsEnd > end) return null
     const at = findPropertyOffset(packet, o + vi.length, propsEnd, Prop.SUBSCRIPTION_IDENTIFIER)
-    if (at !== -1) si = readVarint(packet, at + 1, propsEnd, vi).length > 0 ? vi.value : 0
+    if (at !== -1) {
+      si = readVarint(packet, at + 1, propsEnd, vi).length > 0 ? vi.value : 0
+      badSi = si === 0 || si > 268_435_455
+    }
     o = propsEnd
   }
   const subs: SubscribeEntry[] = []
@@ -52,9 +65,9 @@ export function readSubscribe(packet: Buffer, v5: boolean): { si: number; subs: 
     o += 3 + len
     const qos = options & 0x03
     if (qos === 3) return null
-    subs.push({ filter, qos: qos as 0 | 1 | 2, nl: (options & 0x04) !== 0, rap: (options & 0x08) !== 0 })
+    subs.push({ filter, qos: qos as 0 | 1 | 2, nl: (options & 0x04) !== 0, rap: (options & 0x08) !== 0, rh: (options >> 4) & 0x03, options })
   }
-  return subs.length > 0 ? { si, subs } : null
+  return subs.length > 0 ? { id, si, badSi, subs } : null
 }
 
 /** Filters with handlers of their own (shared-subscriptions.ts, stream-subscriptions.ts): never reserved here. */

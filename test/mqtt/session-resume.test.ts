@@ -10,6 +10,7 @@ import mqtt, { type IClientOptions, type IConnackPacket, type MqttClient } from 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { ROOT, run, startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
 import { startMosquitto, type StartedMosquitto } from '../support/mosquitto.ts'
+import { ack, dropAll, publish, rawClient, T, uniq } from '../conformance/wire.ts'
 
 interface Observed {
   granted: number[]
@@ -123,5 +124,43 @@ describe.each(servers)('$name: an MQTT 5 session resumed with Clean Start 0 and 
     await back.client.endAsync()
     const again = await connect({ clientId, clean: false })
     expect(again.connack.sessionPresent).toBe(false)
+  })
+})
+
+describe.each(servers)('$name: QoS 2 deliveries of a resumed session acknowledged together', (server) => {
+  afterEach(() => dropAll())
+
+  it('each PUBREC gets the PUBREL of its own packet identifier, and both messages complete', async () => {
+    // persistence.enabled false once sent the second identifier's PUBREL twice (aedes' in-memory
+    // queue matched the first PUBREL waiting there): the first message never completed
+    const clientId = uniq('q2pair')
+    const topic = `${uniq('q2')}/t`
+    const props = { sessionExpiryInterval: 300 }
+    const { c: first } = await rawClient(server.port(), { clientId, version: 5, clean: true, props })
+    await first.sub(1, [{ filter: topic, qos: 2 }])
+    await first.close()
+    const { c: pub } = await rawClient(server.port(), { clientId: uniq('q2pub'), version: 5 })
+    for (const id of [1, 2]) {
+      pub.send(publish({ topic, payload: `m${id}`, qos: 2, id, version: 5 }))
+      await pub.next(T.PUBREC)
+      pub.send(ack(T.PUBREL, id, 5))
+      await pub.next(T.PUBCOMP)
+    }
+    const { c: back, connack } = await rawClient(server.port(), { clientId, version: 5, clean: false, props })
+    expect(connack.sessionPresent).toBe(true)
+    const got = await back.waitPublishes(2)
+    const ids = got.map((p) => p.id as number)
+    expect(new Set(ids).size).toBe(2)
+    back.send(...ids.map((id) => ack(T.PUBREC, id, 5))) // in one write, as a client reading both at once answers
+    const rels = [await back.next(T.PUBREL), await back.next(T.PUBREL)].map((p) => p.id)
+    expect(rels.sort()).toEqual([...ids].sort())
+    back.send(...ids.map((id) => ack(T.PUBCOMP, id, 5)))
+    await back.sync()
+    await back.close()
+    // completed: nothing is sent again on the next resume
+    const { c: again } = await rawClient(server.port(), { clientId, version: 5, clean: false, props: { sessionExpiryInterval: 0 } })
+    await again.sync()
+    expect(again.publishes()).toHaveLength(0)
+    expect(again.all(T.PUBREL)).toHaveLength(0)
   })
 })
