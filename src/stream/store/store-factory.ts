@@ -20,9 +20,12 @@ export async function openStreamStore(def: StreamDefinition, env: StoreEnvironme
   if ((def.storage ?? 'journal') === 'journal') {
     return JournalStore.open(join(env.streamsDir, def.name), limits, { fsync: def.fsync, ...(env.log ? { log: env.log } : {}) })
   }
-  if (env.nats === null) {
-    throw new EdgebusError('ESTREAM_INVALID', `stream "${def.name}": storage "jetstream" needs a NATS connection (the cluster section of the config); use storage "journal" on a single node`, { key: 'storage', value: def.storage })
-  }
+  if (env.nats === null) throw jetstreamNeedsNats(def)
   const { JetStreamStore } = await import('./jetstream-store.ts')
   return JetStreamStore.open(env.nats, { name: def.name, limits, replicas: def.replicas ?? 1 })
+}
+
+/** The refusal of storage "jetstream" where no NATS connection is (a single node). */
+export function jetstreamNeedsNats(def: StreamDefinition): EdgebusError {
+  return new EdgebusError('ESTREAM_INVALID', `stream "${def.name}": storage "jetstream" needs a NATS connection (the cluster section of the config); use storage "journal" on a single node`, { key: 'storage', value: def.storage })
 }

@@ -4,6 +4,8 @@ import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { parseStreamDefinition } from '../../../src/stream/stream-config.ts'
 import { openStreamStore } from '../../../src/stream/store/store-factory.ts'
+import { Stream } from '../../../src/stream/stream.ts'
+import { recordingLog } from '../support.ts'
 import { startNats, type NatsServer } from '../../support/remotes.ts'
 
 const root = mkdtempSync(join(tmpdir(), 'edgebus-factory-'))
@@ -28,6 +30,9 @@ describe('a stream definition chooses its store', () => {
     await j.close()
     await expect(openStreamStore(parseStreamDefinition({ name: 'js', subjects: ['a/#'], storage: 'jetstream' }), { streamsDir: root, nats: null }))
       .rejects.toMatchObject({ code: 'ESTREAM_INVALID', detail: { key: 'storage' } })
+    // a stream of this build (no cluster connection yet) says so rather than keeping it in a journal
+    await expect(Stream.open(parseStreamDefinition({ name: 'js', subjects: ['a/#'], storage: 'jetstream' }), root, recordingLog() as never))
+      .rejects.toMatchObject({ code: 'ESTREAM_INVALID', message: /needs a NATS connection/ })
   })
 
   it('passes replicas to JetStream: R1 opens on one nats-server, R3 is refused by it (not clustered)', async () => {
