@@ -18,6 +18,7 @@ import { META_FILE, META_FORMAT, readMeta, writeMeta, writeMetaSync, type Meta }
 import { Appended, FsyncPolicies, positive, silentLog, type FsyncPolicy, type JournalLog, type JournalOptions, type RecoveryReport } from './journal/options.ts'
 import { JournalReader, ReplayWalk } from './journal/reader.ts'
 import { COMPACT_CHUNK_BYTES, SegmentAudit, SegmentEntry } from './journal/segment-entry.ts'
+import { recoverSegment, setAside, type RecoveryContext } from './journal/recovery.ts'
 
 export { Appended, FsyncPolicies, JournalReader }
 export type { CorruptRecordReport, DamagedSegmentReport, FsyncPolicy, JournalLog, JournalOptions, RecoveryReport, TornTailReport } from './journal/options.ts'
@@ -1085,12 +1086,13 @@ export class Journal {
     this.#recoveredPerSubject = meta?.maxMsgsPerSubject ?? this.limits.maxMsgsPerSubject
     let afterSeq = 0
     let seqFloor = 0
+    const ctx = this.#recoveryContext()
     for (let k = 0; k < bases.length; k++) {
       const base = bases[k] as number
       const nextBase = bases[k + 1]
-      const entry = this.#recoverSegment(base, afterSeq, nextBase === undefined)
+      const entry = recoverSegment(ctx, base, afterSeq, nextBase === undefined)
       if (typeof entry === 'string') {
-        seqFloor = Math.max(seqFloor, this.#setAside(base, nextBase, entry, afterSeq))
+        seqFloor = Math.max(seqFloor, setAside(ctx, base, nextBase, entry, afterSeq))
         continue
       }
       this.#segs.push(entry)
@@ -1155,89 +1157,14 @@ export class Journal {
   }
 
   /** Opens one segment, with its index or by scanning it; a string says why it cannot be used. */
-  #recoverSegment(base: number, afterSeq: number, isLast: boolean): SegmentEntry | string {
-    let seg: JournalSegment
-    try {
-      seg = JournalSegment.open(this.dir, base, this.#ops)
-    } catch (err) {
-      return `cannot open: ${(err as Error).message}`
+  /** The journal as recovery.ts sees it. */
+  #recoveryContext(): RecoveryContext {
+    return {
+      dir: this.dir, ops: this.#ops, verify: this.#verify, interval: this.#interval, report: this.recovery, corruptSeen: this.#corruptSeen, log: this.#log,
+      writeIndex: (e) => this.#writeIndex(e),
+      writeMetaSync: (lastSeq) => this.#writeMetaSync(lastSeq),
+      metaLastSeq: () => this.#metaLastSeq,
     }
-    const idxPath = join(this.dir, segmentFileName(base, '.idx'))
-    let reason: 'missing' | 'stale' | 'verify' = 'missing'
-    if (this.#verify === 'all') {
-      reason = 'verify'
-    } else {
-      try {
-        const idx = SequenceIndex.decode(fs.readFileSync(idxPath), seg.size)
-        if (idx !== null && (idx.records === 0 || idx.firstSeq > afterSeq)) {
-          const e = new SegmentEntry(seg, idx)
-          e.unverified = true
-          return e
-        }
-        reason = 'stale'
-      } catch { /* no index file: scan */ }
-    }
-    const index = new SequenceIndex(this.#interval)
-    try {
-      const scan = seg.scan(index, Math.max(afterSeq, base - 1))
-      if (scan.unsupportedAt >= 0) {
-        seg.close()
-        return `holds records of a newer format (at byte ${scan.unsupportedAt})`
-      }
-      for (const c of scan.corrupt) {
-        this.recovery.corruptRecords.push({ segment: seg.name, ...c })
-        this.#corruptSeen.add(`${base}:${c.start}`) // reported once, here
-      }
-      if (scan.tornBytes > 0) {
-        seg.truncate(scan.validEnd)
-        this.recovery.tornTails.push({ segment: seg.name, validEnd: scan.validEnd, bytesCut: scan.tornBytes })
-        this.#log.warn({ code: 'EJOURNAL_CORRUPT', segment: seg.path, bytesCut: scan.tornBytes, validEnd: scan.validEnd }, 'journal cut a torn tail')
-      }
-      seg.readableEnd = seg.size
-    } catch (err) {
-      seg.close()
-      return `cannot read: ${(err as Error).message}`
-    }
-    // the last segment is the one a crash interrupts: it normally has no index, and gets one when sealed
-    const entry = new SegmentEntry(seg, index)
-    if (!isLast || reason !== 'missing') {
-      this.recovery.indexesRebuilt.push({ segment: seg.name, reason })
-      if (!isLast) this.#writeIndex(entry)
-    }
-    return entry
-  }
-
-  /**
-   * Renames an unusable segment to *.damaged; returns the highest sequence it may have held. That
-   * bound goes into journal.meta (synced) first, so numbering stays above it after the segment is
-   * gone, also across later restarts.
-   */
-  #setAside(base: number, nextBase: number | undefined, reason: string, afterSeq: number): number {
-    const name = segmentFileName(base)
-    const from = join(this.dir, name)
-    let size = 0
-    try {
-      const st = fs.statSync(from)
-      if (st.isFile()) size = st.size // a directory's size says nothing of the records it replaced: the meta's mark does
-    } catch { /* size unknown */ }
-    const bound = nextBase !== undefined ? nextBase - 1 : base - 1 + Math.ceil(size / RECORD_MIN_BYTES)
-    let renamedTo = name + '.damaged'
-    for (let n = 1; fs.existsSync(join(this.dir, renamedTo)); n++) renamedTo = `${name}.damaged.${n}`
-    try {
-      // the mark first: once the segment is aside, nothing else on disk remembers its sequences
-      // (when it cannot be written, the segment stays where it is and is set aside at the next open)
-      this.#writeMetaSync(Math.max(afterSeq, bound))
-      fs.renameSync(from, join(this.dir, renamedTo))
-    } catch (err) {
-      renamedTo = ''
-      this.#log.error({ code: 'EJOURNAL_IO', path: from, err: String(err) }, 'journal could not set a damaged segment aside')
-    }
-    fs.rmSync(join(this.dir, segmentFileName(base, '.idx')), { force: true })
-    // the next segment bounds what it held; for the last one, its size does (no frame is smaller than RECORD_MIN_BYTES), and the meta's mark
-    const lastSeqAtMost = Math.max(bound, nextBase !== undefined ? 0 : this.#metaLastSeq)
-    this.recovery.damagedSegments.push({ segment: name, renamedTo, firstSeq: base, lastSeqAtMost, reason })
-    this.#log.error({ code: 'EJOURNAL_CORRUPT', segment: from, renamedTo, firstSeq: base, lastSeqAtMost, reason }, 'journal set a damaged segment aside')
-    return nextBase !== undefined ? 0 : lastSeqAtMost
   }
 
   /**
