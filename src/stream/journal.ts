@@ -57,6 +57,11 @@ export type { CorruptRecordReport, DamagedSegmentReport, FsyncPolicy, JournalLog
  * segment is skipped and reported; a segment that cannot be read is renamed *.damaged and
  * reported with the sequences it held; indexes are rebuilt when missing or stale. The journal
  * always opens (unless its directory cannot be read). `recovery` reports what was done.
+ *
+ * Its parts (src/stream/journal/): options.ts (options, Appended, the recovery report),
+ * group-commit.ts (the batch buffer), segment-entry.ts (a segment's bookkeeping and background
+ * audit), reader.ts (replay walks), meta.ts (journal.meta and its high-water mark), recovery.ts
+ * (one segment at open). Retention rules are retention.ts; this class holds the state they share.
  */
 
 const JOURNAL_LOCK = { file: 'journal.lock', code: 'EJOURNAL_LOCKED', what: 'journal' } as const

@@ -293,8 +293,16 @@ export function topicToSubject(topic: string): string {
   return topic.split('/').map((level) => (level === '' ? '%' : encodeURIComponent(level).replace(/[.!~*'()]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`))).join('.')
 }
 
+/** topicToSubject undone; a token it did not write (a message published there by hand) is kept as it is. */
 export function subjectToTopic(subject: string): string {
-  return subject.split('.').map((t) => (t === '%' ? '' : decodeURIComponent(t))).join('/')
+  return subject.split('.').map((t) => {
+    if (t === '%') return ''
+    try {
+      return decodeURIComponent(t)
+    } catch {
+      return t
+    }
+  }).join('/')
 }
 
 /** MQTT 5 properties as one header value: JSON, correlation data in base64. */
