@@ -190,12 +190,65 @@ export class JetStreamStore implements StreamStore {
   }
 
   #record(m: StoredMessage): StoredRecord {
-    const hdrs = parseHeaders(m.hdrs)
-    const payload = Buffer.from(m.data ?? '', 'base64')
+    return this.#recordOf(m.subject, m.seq, parseHeaders(m.hdrs), Buffer.from(m.data ?? '', 'base64'), m.time)
+  }
+
+  #recordOf(subject: string, seq: number, hdrs: Map<string, string>, payload: Buffer, time: string): StoredRecord {
     const t = Number(hdrs.get(TIME_HEADER))
     const props = hdrs.get(PROPS_HEADER)
-    return new StoredRecord(m.seq, Number.isSafeInteger(t) ? t : Date.parse(m.time), subjectToTopic(m.subject.slice(this.#prefix.length)), payload,
+    return new StoredRecord(seq, Number.isSafeInteger(t) ? t : Date.parse(time), subjectToTopic(subject.slice(this.#prefix.length)), payload,
       props === undefined ? null : decodeProps(props), hdrs.get('Nats-Msg-Id') ?? hdrs.get(MSG_ID_HEADER) ?? null, payload.length)
+  }
+
+  /**
+   * An ordered push consumer (ephemeral, in memory, no acks, flow control): the server sends the
+   * records from `fromSeq` without a request each; a flow-control request is answered once the
+   * reader has taken what came before it, so the server never runs ahead of the reader by more than
+   * its window. Ends at the last sequence stored when called (or the last live one).
+   */
+  async *iterate(fromSeq: number): AsyncGenerator<StoredRecord, void, undefined> {
+    const end = (await this.#state()).last_seq
+    // nothing live from there: the consumer would send nothing, not even an end
+    if (end < Math.max(1, fromSeq) || (await this.next(fromSeq)) === null) return
+    const inbox = createInbox()
+    const queue: Msg[] = []
+    let wake: (() => void) | null = null
+    const sub = this.#nc.subscribe(inbox, { callback: (err, m) => { if (err === null) { queue.push(m); wake?.() } } })
+    let consumer = ''
+    let delivered = 0
+    try {
+      const a = await this.#api<{ name: string }>(`$JS.API.CONSUMER.CREATE.${this.stream}`, {
+        stream_name: this.stream,
+        config: { deliver_subject: inbox, deliver_policy: 'by_start_sequence', opt_start_seq: Math.max(1, fromSeq), ack_policy: 'none', flow_control: true, idle_heartbeat: 5000 * NS, mem_storage: true, num_replicas: 1, inactive_threshold: 30_000 * NS },
+      })
+      if (a.error !== undefined) throw apiError('replay', this.stream, a.error)
+      consumer = a.name
+      for (;;) {
+        const m = queue.shift()
+        if (m === undefined) {
+          await new Promise<void>((r) => { wake = r })
+          wake = null
+          continue
+        }
+        if (m.headers?.code === 100) { // a flow-control request (it has a reply) or an idle heartbeat (none)
+          if (m.reply) this.#nc.publish(m.reply, new Uint8Array(0))
+          continue
+        }
+        // the reply subject is $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
+        const tokens = m.reply?.split('.') ?? []
+        const seq = Number(tokens[5])
+        const pending = Number(tokens[8])
+        // a gap in the consumer's own numbering: the connection dropped some (slow reader); never skip silently
+        if (Number(tokens[6]) !== ++delivered) throw unavailable('replay', this.stream, `records before ${seq} were lost in transit; replay again from the last one read`)
+        const hdrs = new Map<string, string>()
+        for (const k of m.headers?.keys() ?? []) hdrs.set(k, m.headers!.get(k))
+        yield this.#recordOf(m.subject, seq, hdrs, Buffer.from(m.data), '')
+        if (seq >= end || pending === 0) return
+      }
+    } finally {
+      sub.unsubscribe()
+      if (consumer !== '') void this.#api(`$JS.API.CONSUMER.DELETE.${this.stream}.${consumer}`, {}, false).catch(() => {})
+    }
   }
 
   async seqForTime(ms: number): Promise<number> {

@@ -32,6 +32,10 @@ export class JournalStore implements StreamStore {
     return null
   }
 
+  iterate(fromSeq: number): AsyncIterable<StoredRecord> {
+    return this.journal.iterateAsync(fromSeq, this.journal.lastSeq)
+  }
+
   async seqForTime(ms: number): Promise<number> {
     return this.journal.seqForTime(ms)
   }

@@ -23,6 +23,8 @@ export interface StreamStore {
   read(seq: number): Promise<StoredRecord | null>
   /** The first live record at or after `fromSeq` whose subject `matches` (all when omitted), or null. */
   next(fromSeq: number, matches?: (subject: string) => boolean): Promise<StoredRecord | null>
+  /** Replay: every live record from `fromSeq` on, in order, up to the last one stored when called. */
+  iterate(fromSeq: number): AsyncIterable<StoredRecord>
   /** The first sequence whose timestamp is at or after `ms` (lastSeq + 1 when none). */
   seqForTime(ms: number): Promise<number>
   /** Removes every message; returns how many. Numbering goes on. */

@@ -55,6 +55,24 @@ export function storeCases(h: StoreHarness): void {
       await s.close()
     })
 
+    it('replays every live record from a sequence, in order, ending at the last one stored', async () => {
+      const s = await h.open('replay', { maxMsgsPerSubject: 1 })
+      const N = 3000
+      await Promise.all(Array.from({ length: N }, (_, i) => s.append({ subject: `rp/${i % 1000}`, payload: Buffer.from(String(i)), headers: i === N - 1 ? { contentType: 'x' } : null })))
+      const seen: number[] = []
+      for await (const r of s.iterate(1500)) {
+        expect(r.subject).toBe(`rp/${(r.seq - 1) % 1000}`)
+        expect(text(r.payload)).toBe(String(r.seq - 1))
+        seen.push(r.seq)
+      }
+      // the first 2000 were superseded by the last 1000 (one per subject)
+      expect(seen).toEqual(Array.from({ length: 1000 }, (_, i) => 2001 + i))
+      const late: number[] = []
+      for await (const r of s.iterate(N + 1)) late.push(r.seq)
+      expect(late).toEqual([])
+      await s.close()
+    })
+
     it('keeps every acknowledged message across a reopen, and numbering goes on', async () => {
       let s = await h.open('reopen')
       for (let i = 0; i < 30; i++) await s.append({ subject: 'r/x', payload: Buffer.from(String(i)) })
