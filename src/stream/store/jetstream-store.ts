@@ -107,8 +107,9 @@ export class JetStreamStore implements StreamStore {
       max_msgs_per_subject: l.maxMsgsPerSubject > 0 ? l.maxMsgsPerSubject : -1,
       // maxMsgSize is of the payload and checked before the publish: JetStream's counts our headers too
       max_msg_size: -1,
-      // JetStream's least is 100 ms (0 would mean its default, 2 min); with no window edgebus sends no Nats-Msg-Id
-      duplicate_window: Math.max(100, l.duplicateWindow) * NS,
+      // JetStream's least is 100 ms (0 would mean its default, 2 min; with no window edgebus sends no
+      // Nats-Msg-Id) and its most is max_age (a message cannot be remembered longer than it is kept)
+      duplicate_window: Math.max(100, l.maxAge > 0 ? Math.min(l.duplicateWindow, l.maxAge) : l.duplicateWindow) * NS,
     }
     const created = await this.#api<{ config: unknown }>(`$JS.API.STREAM.CREATE.${this.stream}`, config, false)
     if (created.error === undefined) return

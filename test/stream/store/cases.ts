@@ -136,7 +136,7 @@ export function storeCases(h: StoreHarness): void {
     })
 
     it('maxAge removes messages once older than the limit', async () => {
-      const s = await h.open('age', { maxAge: 1000 })
+      const s = await h.open('age', { maxAge: 1000, duplicateWindow: 120_000 }) // a window longer than the age: the age bounds it
       await s.append({ subject: 'a/x', payload: Buffer.from('soon old') })
       expect((await s.info()).messages).toBe(1)
       await vi.waitFor(async () => expect((await s.info()).messages).toBe(0), { timeout: 5000, interval: 100 })
