@@ -24,6 +24,8 @@ export const ErrorCodes = {
   EJOURNAL_CLOSED: 'a stream journal was used after it was closed',
   ERECORD_INVALID: 'a stream record is malformed or over a field size limit',
   ESTREAM_LIMIT: 'a stream limit refused the message (discard new)',
+  ESTORE_FULL: 'the replicated stream store (JetStream) has no room left for the message',
+  ESTORE_UNAVAILABLE: 'the replicated stream store (JetStream) refused or did not answer in time',
   EJOURNAL_LOCKED: 'a stream journal directory is already open (in this or another process)',
   // issue 5: the MQTT state store (src/persistence)
   EPERSIST_IO: 'the MQTT state file (retained messages, sessions) could not be read, written or synced',

@@ -1,5 +1,4 @@
 import * as fs from 'node:fs'
-import * as fsp from 'node:fs/promises'
 import { join } from 'node:path'
 import { EdgebusError } from '../core/errors.ts'
 import { LogLimiter } from '../core/log-limiter.ts'
@@ -11,10 +10,18 @@ import {
 } from './record.ts'
 import { dropReason, refuseAppend, resolveLimits, worthCompacting, type RetentionDrops, type RetentionLimits, type StreamUsage } from './retention.ts'
 import { FrameCursor, JournalSegment, journalIoError, nodeFileOps, parseSegmentFileName, segmentFileName, Step, syncDirectory, type JournalFileOps } from './segment.ts'
-import { syncDirSync } from '../core/fsync.ts'
 import { SequenceIndex } from './seq-index.ts'
 import { SubjectTracker } from './subject-tracker.ts'
 import { mkdirDurableSync } from '../core/fsync.ts'
+import { Batch, BATCH_KEEP_BYTES, BATCH_START_BYTES } from './journal/group-commit.ts'
+import { META_FILE, META_FORMAT, readMeta, writeMeta, writeMetaSync, type Meta } from './journal/meta.ts'
+import { Appended, FsyncPolicies, positive, silentLog, type FsyncPolicy, type JournalLog, type JournalOptions, type RecoveryReport } from './journal/options.ts'
+import { JournalReader, ReplayWalk } from './journal/reader.ts'
+import { COMPACT_CHUNK_BYTES, SegmentAudit, SegmentEntry } from './journal/segment-entry.ts'
+import { recoverSegment, setAside, type RecoveryContext } from './journal/recovery.ts'
+
+export { Appended, FsyncPolicies, JournalReader }
+export type { CorruptRecordReport, DamagedSegmentReport, FsyncPolicy, JournalLog, JournalOptions, RecoveryReport, TornTailReport } from './journal/options.ts'
 
 /**
  * Journal: a stream's messages on disk, as a directory of segments (FORMAT.md).
@@ -50,224 +57,18 @@ import { mkdirDurableSync } from '../core/fsync.ts'
  * segment is skipped and reported; a segment that cannot be read is renamed *.damaged and
  * reported with the sequences it held; indexes are rebuilt when missing or stale. The journal
  * always opens (unless its directory cannot be read). `recovery` reports what was done.
+ *
+ * Its parts (src/stream/journal/): options.ts (options, Appended, the recovery report),
+ * group-commit.ts (the batch buffer), segment-entry.ts (a segment's bookkeeping and background
+ * audit), reader.ts (replay walks), meta.ts (journal.meta and its high-water mark), recovery.ts
+ * (one segment at open). Retention rules are retention.ts; this class holds the state they share.
  */
 
-export const FsyncPolicies = ['always', 'batch', 'none'] as const
-export type FsyncPolicy = (typeof FsyncPolicies)[number]
-
-/** The logging the journal needs (src/core/log.ts' Logger fits). */
-export interface JournalLog {
-  info(obj: object, msg: string): void
-  warn(obj: object, msg: string): void
-  error(obj: object, msg: string): void
-}
-
-export interface JournalOptions {
-  /** When an append is durable: see the class comment. Default 'batch'. */
-  fsync?: FsyncPolicy
-  /**
-   * How long a batch stays open after its first append when no write is under way, in ms.
-   * Default 0: the batch is written at the end of the current event-loop turn, and while its sync
-   * runs the next batch fills by itself (natural group commit). A window only lowers the number of
-   * syncs at light load (flash wear), at the price of that much latency on every append.
-   */
-  batchWindowMs?: number
-  /** Seal a batch at this many bytes. Default 1 MiB. */
-  maxBatchBytes?: number
-  /** Seal a batch at this many records. Default 10,000. */
-  maxBatchRecords?: number
-  /** Start a new segment before one would pass this size. Default 64 MiB. */
-  segmentBytes?: number
-  /** Sparse index spacing. Default 8 KiB. */
-  indexIntervalBytes?: number
-  /** Read size of iterate()/iterateAsync(). Default 1 MiB. */
-  readChunkBytes?: number
-  /** Retention limits (retention.ts); default none. */
-  limits?: Partial<RetentionLimits>
-  /** The time source for timestamps, maxAge and the duplicate window. Default Date.now. */
-  clock?: () => number
-  log?: JournalLog
-  /** On open, check every record of every segment ('all') or only of segments without a valid index ('tail', default). */
-  verify?: 'tail' | 'all'
-  /** File operations of the write path; tests inject failures here. */
-  fileOps?: Partial<JournalFileOps>
-}
-
-/** The answer to an append: its sequence and timestamp, and `durable`, settled when it is (or is not). */
-export class Appended {
-  constructor(
-    readonly seq: number,
-    readonly timestamp: number,
-    /** True when the msg-id was in the duplicate window: nothing was stored, seq is the original's. */
-    readonly duplicate: boolean,
-    readonly durable: Promise<void>,
-  ) {}
-}
-
-export interface TornTailReport { segment: string; validEnd: number; bytesCut: number }
-export interface CorruptRecordReport {
-  segment: string
-  /** File positions of the skipped bytes. */
-  start: number
-  end: number
-  /** The valid sequences around the gap (0 when none); the lost records are between them. */
-  afterSeq: number
-  beforeSeq: number
-  /** The sequence the broken header claims, unverified; -1 when unreadable. */
-  claimedSeq: number
-}
-export interface DamagedSegmentReport { segment: string; renamedTo: string; firstSeq: number; lastSeqAtMost: number; reason: string }
-export interface RecoveryReport {
-  tornTails: TornTailReport[]
-  corruptRecords: CorruptRecordReport[]
-  damagedSegments: DamagedSegmentReport[]
-  indexesRebuilt: Array<{ segment: string; reason: 'missing' | 'stale' | 'verify' }>
-  /** Leftover temporary files removed. */
-  removedFiles: string[]
-  /** Segments rewritten without superseded records (a raised or removed maxMsgsPerSubject). */
-  compacted: string[]
-}
-
-const META_FILE = 'journal.meta'
 const JOURNAL_LOCK = { file: 'journal.lock', code: 'EJOURNAL_LOCKED', what: 'journal' } as const
-const META_FORMAT = 1
 const HEAD_CHUNK_BYTES = 64 * 1024
-const COMPACT_CHUNK_BYTES = 1 << 20
-const BATCH_START_BYTES = 64 * 1024
-const BATCH_KEEP_BYTES = 4 << 20
 const noop = (): void => {}
-const silentLog: JournalLog = { info: noop, warn: noop, error: noop }
-
-/** A segment and what the journal keeps about it. */
-class SegmentEntry {
-  /** Records superseded by maxMsgsPerSubject still in the file, and their bytes. */
-  dead = 0
-  deadBytes = 0
-  removed = false
-  /** Its counts came from its index file, not from reading its records (see Journal.#recount). */
-  unverified = false
-  constructor(public file: JournalSegment, public index: SequenceIndex) {}
-  get baseSeq(): number { return this.file.baseSeq }
-}
-
-/**
- * Reads a segment trusted by its index, a chunk per step, for the sequences it cannot serve:
- * within a segment without maxMsgsPerSubject the sequences are consecutive, so they are the gaps
- * between valid frames (up to the last sequence the index holds).
- */
-class SegmentAudit {
-  readonly cur: FrameCursor
-  /** Sequences that fail their check, as [from, to] ranges, and the bytes they take. */
-  readonly gaps: Array<[number, number]> = []
-  badBytes = 0
-  #prev: number
-  readonly #lastSeq: number
-
-  constructor(readonly entry: SegmentEntry) {
-    this.cur = new FrameCursor(entry.file, 0, entry.baseSeq - 1, COMPACT_CHUNK_BYTES, false, entry.file.readableEnd)
-    this.#prev = entry.baseSeq - 1
-    this.#lastSeq = entry.index.records > 0 ? entry.index.lastSeq : entry.baseSeq - 1
-  }
-
-  /** Checks what the cursor holds; false when it needs the next chunk read (cur.fill), true at the end. `onSpan` is told of each damaged stretch. */
-  step(onSpan: (cur: FrameCursor) => void): boolean {
-    const cur = this.cur
-    for (;;) {
-      const step = cur.step()
-      if (step === Step.need) return false
-      if (step === Step.frame) {
-        this.#gap(cur.frameSeq)
-        this.#prev = cur.frameSeq
-        continue
-      }
-      if (step === Step.corrupt || step === Step.torn) {
-        this.badBytes += cur.badEnd - cur.badStart
-        onSpan(cur)
-        if (step === Step.corrupt) continue
-      }
-      this.#gap(this.#lastSeq + 1)
-      return true
-    }
-  }
-
-  /** The sequences between the last valid frame and `next` are missing. */
-  #gap(next: number): void {
-    if (next > this.#prev + 1) this.gaps.push([this.#prev + 1, next - 1])
-  }
-}
 
 const enum Walked { record, read, end }
-
-/** Where a replay walk stands: the next sequence wanted and the open read. */
-class ReplayWalk {
-  entry: SegmentEntry | null = null
-  cur: FrameCursor | null = null
-  readonly view = new RecordView()
-  /** fresh: every read in a new buffer, so records handed out as StoredRecords keep their payload. */
-  constructor(public seq: number, readonly toSeq: number, readonly fresh: boolean) {}
-}
-
-/** A replay visiting records in place (Journal.reader). */
-export class JournalReader {
-  constructor(
-    /** Visits records until `visit` returns false (then true: call again to go on) or the end (false). */
-    readonly read: (visit: (record: RecordView) => boolean) => boolean,
-  ) {}
-}
-
-/** Appends on their way to disk: one buffer, one write. */
-class Batch {
-  buf: Buffer
-  len = 0
-  count = 0
-  firstSeq = 0
-  /** The batch starts a new segment. */
-  newSegment = false
-  /** Per record, by position: timestamp, frame size, subject. Kept between uses (no reallocation). */
-  times: number[] = []
-  sizes: number[] = []
-  subjects: string[] = []
-  promise: Promise<void> = Promise.resolve()
-  resolve: () => void = noop
-  reject: (err: Error) => void = noop
-
-  constructor(startBytes: number) {
-    this.buf = Buffer.allocUnsafe(startBytes)
-  }
-
-  reset(): void {
-    this.len = 0
-    this.count = 0
-    this.newSegment = false
-    this.promise = new Promise<void>((resolve, reject) => {
-      this.resolve = resolve
-      this.reject = reject
-    })
-    this.promise.catch(noop) // a caller that ignores `durable` must not crash the process
-  }
-
-  reserve(bytes: number): void {
-    if (this.len + bytes <= this.buf.length) return
-    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + bytes))
-    this.buf.copy(next, 0, 0, this.len)
-    this.buf = next
-  }
-
-  push(time: number, size: number, subject: string): void {
-    const i = this.count++
-    this.times[i] = time
-    this.sizes[i] = size
-    this.subjects[i] = subject
-    this.len += size
-  }
-}
-
-/**
- * journal.meta. `lastSeq` (optional: files of older versions lack it) is the high-water mark: the
- * highest sequence ever handed out as of the write, kept apart from the segments so that a lost
- * or damaged segment never lets numbering fall back and use a sequence twice.
- */
-interface Meta { format: number; firstSeq: number; maxMsgsPerSubject: number; lastSeq?: number }
 
 export class Journal {
   readonly dir: string
@@ -1235,20 +1036,7 @@ export class Journal {
   #writeMeta(): Promise<void> {
     const run = this.#metaChain.then(async () => {
       const meta = this.#meta()
-      const path = join(this.dir, META_FILE)
-      try {
-        const fh = await fsp.open(path + '.tmp', 'w')
-        try {
-          await fh.writeFile(JSON.stringify(meta) + '\n')
-          await fh.datasync()
-        } finally {
-          await fh.close()
-        }
-        await fsp.rename(path + '.tmp', path)
-        await syncDirectory(this.dir)
-      } catch (err) {
-        throw journalIoError(err, 'write meta', path)
-      }
+      await writeMeta(this.dir, meta)
       this.#metaLastSeq = Math.max(this.#metaLastSeq, meta.lastSeq ?? 0)
     })
     this.#metaChain = run.catch(noop)
@@ -1263,39 +1051,8 @@ export class Journal {
   #writeMetaSync(lastSeq: number): void {
     // the limit the segments were written under stays until recovery has applied it (see #recover)
     const meta = { ...this.#meta(), maxMsgsPerSubject: this.#recoveredPerSubject, lastSeq: Math.max(lastSeq, this.#metaLastSeq) }
-    const path = join(this.dir, META_FILE)
-    try {
-      const fd = fs.openSync(path + '.tmp', 'w')
-      try {
-        fs.writeFileSync(fd, JSON.stringify(meta) + '\n')
-        fs.fdatasyncSync(fd)
-      } finally {
-        fs.closeSync(fd)
-      }
-      fs.renameSync(path + '.tmp', path)
-      syncDirSync(this.dir)
-    } catch (err) {
-      throw journalIoError(err, 'write meta', path)
-    }
+    writeMetaSync(this.dir, meta)
     this.#metaLastSeq = meta.lastSeq
-  }
-
-  #readMeta(): Meta | null {
-    const path = join(this.dir, META_FILE)
-    let text: string
-    try {
-      text = fs.readFileSync(path, 'utf8')
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.#log.warn({ code: 'EJOURNAL_IO', path, err: String(err) }, 'journal meta unreadable; ignored')
-      return null
-    }
-    try {
-      const m = JSON.parse(text) as Partial<Meta>
-      if (m.format === META_FORMAT && Number.isSafeInteger(m.firstSeq) && Number.isSafeInteger(m.maxMsgsPerSubject) &&
-        (m.lastSeq === undefined || Number.isSafeInteger(m.lastSeq))) return m as Meta
-    } catch { /* reported below */ }
-    this.#log.warn({ code: 'EJOURNAL_CORRUPT', path }, 'journal meta is damaged; ignored (explicitly removed messages may reappear)')
-    return null
   }
 
   #checkOpen(): void {
@@ -1328,18 +1085,19 @@ export class Journal {
       }
     }
     bases.sort((a, b) => a - b)
-    const meta = this.#readMeta()
+    const meta = readMeta(this.dir, this.#log)
     this.#floorSeq = meta?.firstSeq ?? 0
     this.#metaLastSeq = meta?.lastSeq ?? 0
     this.#recoveredPerSubject = meta?.maxMsgsPerSubject ?? this.limits.maxMsgsPerSubject
     let afterSeq = 0
     let seqFloor = 0
+    const ctx = this.#recoveryContext()
     for (let k = 0; k < bases.length; k++) {
       const base = bases[k] as number
       const nextBase = bases[k + 1]
-      const entry = this.#recoverSegment(base, afterSeq, nextBase === undefined)
+      const entry = recoverSegment(ctx, base, afterSeq, nextBase === undefined)
       if (typeof entry === 'string') {
-        seqFloor = Math.max(seqFloor, this.#setAside(base, nextBase, entry, afterSeq))
+        seqFloor = Math.max(seqFloor, setAside(ctx, base, nextBase, entry, afterSeq))
         continue
       }
       this.#segs.push(entry)
@@ -1404,89 +1162,14 @@ export class Journal {
   }
 
   /** Opens one segment, with its index or by scanning it; a string says why it cannot be used. */
-  #recoverSegment(base: number, afterSeq: number, isLast: boolean): SegmentEntry | string {
-    let seg: JournalSegment
-    try {
-      seg = JournalSegment.open(this.dir, base, this.#ops)
-    } catch (err) {
-      return `cannot open: ${(err as Error).message}`
+  /** The journal as recovery.ts sees it. */
+  #recoveryContext(): RecoveryContext {
+    return {
+      dir: this.dir, ops: this.#ops, verify: this.#verify, interval: this.#interval, report: this.recovery, corruptSeen: this.#corruptSeen, log: this.#log,
+      writeIndex: (e) => this.#writeIndex(e),
+      writeMetaSync: (lastSeq) => this.#writeMetaSync(lastSeq),
+      metaLastSeq: () => this.#metaLastSeq,
     }
-    const idxPath = join(this.dir, segmentFileName(base, '.idx'))
-    let reason: 'missing' | 'stale' | 'verify' = 'missing'
-    if (this.#verify === 'all') {
-      reason = 'verify'
-    } else {
-      try {
-        const idx = SequenceIndex.decode(fs.readFileSync(idxPath), seg.size)
-        if (idx !== null && (idx.records === 0 || idx.firstSeq > afterSeq)) {
-          const e = new SegmentEntry(seg, idx)
-          e.unverified = true
-          return e
-        }
-        reason = 'stale'
-      } catch { /* no index file: scan */ }
-    }
-    const index = new SequenceIndex(this.#interval)
-    try {
-      const scan = seg.scan(index, Math.max(afterSeq, base - 1))
-      if (scan.unsupportedAt >= 0) {
-        seg.close()
-        return `holds records of a newer format (at byte ${scan.unsupportedAt})`
-      }
-      for (const c of scan.corrupt) {
-        this.recovery.corruptRecords.push({ segment: seg.name, ...c })
-        this.#corruptSeen.add(`${base}:${c.start}`) // reported once, here
-      }
-      if (scan.tornBytes > 0) {
-        seg.truncate(scan.validEnd)
-        this.recovery.tornTails.push({ segment: seg.name, validEnd: scan.validEnd, bytesCut: scan.tornBytes })
-        this.#log.warn({ code: 'EJOURNAL_CORRUPT', segment: seg.path, bytesCut: scan.tornBytes, validEnd: scan.validEnd }, 'journal cut a torn tail')
-      }
-      seg.readableEnd = seg.size
-    } catch (err) {
-      seg.close()
-      return `cannot read: ${(err as Error).message}`
-    }
-    // the last segment is the one a crash interrupts: it normally has no index, and gets one when sealed
-    const entry = new SegmentEntry(seg, index)
-    if (!isLast || reason !== 'missing') {
-      this.recovery.indexesRebuilt.push({ segment: seg.name, reason })
-      if (!isLast) this.#writeIndex(entry)
-    }
-    return entry
-  }
-
-  /**
-   * Renames an unusable segment to *.damaged; returns the highest sequence it may have held. That
-   * bound goes into journal.meta (synced) first, so numbering stays above it after the segment is
-   * gone, also across later restarts.
-   */
-  #setAside(base: number, nextBase: number | undefined, reason: string, afterSeq: number): number {
-    const name = segmentFileName(base)
-    const from = join(this.dir, name)
-    let size = 0
-    try {
-      const st = fs.statSync(from)
-      if (st.isFile()) size = st.size // a directory's size says nothing of the records it replaced: the meta's mark does
-    } catch { /* size unknown */ }
-    const bound = nextBase !== undefined ? nextBase - 1 : base - 1 + Math.ceil(size / RECORD_MIN_BYTES)
-    let renamedTo = name + '.damaged'
-    for (let n = 1; fs.existsSync(join(this.dir, renamedTo)); n++) renamedTo = `${name}.damaged.${n}`
-    try {
-      // the mark first: once the segment is aside, nothing else on disk remembers its sequences
-      // (when it cannot be written, the segment stays where it is and is set aside at the next open)
-      this.#writeMetaSync(Math.max(afterSeq, bound))
-      fs.renameSync(from, join(this.dir, renamedTo))
-    } catch (err) {
-      renamedTo = ''
-      this.#log.error({ code: 'EJOURNAL_IO', path: from, err: String(err) }, 'journal could not set a damaged segment aside')
-    }
-    fs.rmSync(join(this.dir, segmentFileName(base, '.idx')), { force: true })
-    // the next segment bounds what it held; for the last one, its size does (no frame is smaller than RECORD_MIN_BYTES), and the meta's mark
-    const lastSeqAtMost = Math.max(bound, nextBase !== undefined ? 0 : this.#metaLastSeq)
-    this.recovery.damagedSegments.push({ segment: name, renamedTo, firstSeq: base, lastSeqAtMost, reason })
-    this.#log.error({ code: 'EJOURNAL_CORRUPT', segment: from, renamedTo, firstSeq: base, lastSeqAtMost, reason }, 'journal set a damaged segment aside')
-    return nextBase !== undefined ? 0 : lastSeqAtMost
   }
 
   /**
@@ -1582,10 +1265,3 @@ export class Journal {
 }
 
 const RESOLVED = Promise.resolve()
-
-function positive(key: string, v: number, zeroOk = false): number {
-  if (!Number.isFinite(v) || v < 0 || (!zeroOk && v === 0)) {
-    throw new EdgebusError('ECONFIG_INVALID', `journal option ${key} must be a ${zeroOk ? 'non-negative' : 'positive'} number`, { key, value: v })
-  }
-  return v
-}

@@ -18,6 +18,10 @@ export interface StreamDefinition {
   /** Largest message accepted, in bytes (0 = only the server's maxPacketSize). */
   maxMsgSize: number
   fsync: FsyncPolicy
+  /** Default 'journal'; 'jetstream' keeps it in the cluster's JetStream (store/jetstream-store.ts). */
+  storage?: StreamStorage
+  /** Copies JetStream keeps (1, 3 or 5; storage 'jetstream' only). Default 1. */
+  replicas?: 1 | 3 | 5
   /** Durable consumers declared with the stream (`consumers: [...]`). */
   consumers: ConsumerDefinition[]
 }
@@ -29,7 +33,11 @@ export const STREAM_DEFAULTS = {
   duplicateWindow: 120_000,
 }
 
-const KEYS = ['name', 'subjects', 'maxMsgs', 'maxBytes', 'maxAge', 'maxMsgSize', 'maxMsgsPerSubject', 'discard', 'duplicateWindow', 'fsync', 'consumers'] as const
+const KEYS = ['name', 'subjects', 'maxMsgs', 'maxBytes', 'maxAge', 'maxMsgSize', 'maxMsgsPerSubject', 'discard', 'duplicateWindow', 'fsync', 'storage', 'replicas', 'consumers'] as const
+/** Where a stream's messages live (src/stream/store): this node's journal, or JetStream in cluster mode. */
+export const StreamStorages = ['journal', 'jetstream'] as const
+export type StreamStorage = (typeof StreamStorages)[number]
+const REPLICAS = [1, 3, 5] as const
 const NAME = /^[A-Za-z0-9_-]{1,64}$/
 
 export function parseStreamDefinition(raw: unknown, where = 'stream'): StreamDefinition {
@@ -98,6 +106,15 @@ export function parseStreamDefinition(raw: unknown, where = 'stream'): StreamDef
     fsync: fsync as FsyncPolicy,
     consumers: [],
   }
+  if (def.storage !== undefined) {
+    if (!(StreamStorages as readonly unknown[]).includes(def.storage)) bad('storage', def.storage, `use one of ${StreamStorages.join(', ')}`)
+    parsed.storage = def.storage as StreamStorage
+  }
+  if (def.replicas !== undefined) {
+    if (!(REPLICAS as readonly unknown[]).includes(def.replicas)) bad('replicas', def.replicas, 'use 1, 3 or 5 (a Raft group needs an odd size)')
+    if (parsed.storage !== 'jetstream') bad('replicas', def.replicas, 'replicas apply to storage "jetstream" only: add "storage": "jetstream" or remove replicas')
+    parsed.replicas = def.replicas as 1 | 3 | 5
+  }
   const consumers = def.consumers
   if (consumers !== undefined) {
     if (!Array.isArray(consumers)) bad('consumers', consumers, 'use a list of consumers, like [{"name": "workers"}]')
@@ -161,6 +178,8 @@ export function describeStreamDefinition(def: StreamDefinition): Record<string, 
     ...def.limits,
     maxMsgSize: def.maxMsgSize,
     fsync: def.fsync,
+    ...(def.storage !== undefined ? { storage: def.storage } : {}),
+    ...(def.replicas !== undefined ? { replicas: def.replicas } : {}),
     ...(def.consumers.length > 0 ? { consumers: def.consumers.map(describeConsumerDefinition) } : {}),
   }
 }

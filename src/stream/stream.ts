@@ -7,6 +7,7 @@ import { Journal, type Appended } from './journal.ts'
 import type { RecordHeaders } from './record.ts'
 import type { RetentionDrops } from './retention.ts'
 import type { StreamDefinition } from './stream-config.ts'
+import { jetstreamNeedsNats } from './store/store-factory.ts'
 
 /** The MQTT 5 user property a publisher sets to have a message stored once (within duplicateWindow). */
 export const MSG_ID_PROPERTY = 'msg-id'
@@ -77,6 +78,8 @@ export class Stream implements MessageStore {
   }
 
   static async open(def: StreamDefinition, streamsDir: string, log: Logger): Promise<Stream> {
+    // the JetStream store (store/jetstream-store.ts) needs the cluster's NATS connection, which this build does not have yet
+    if (def.storage === 'jetstream') throw jetstreamNeedsNats(def)
     const journal = await Journal.open(join(streamsDir, def.name), { fsync: def.fsync, limits: def.limits, log })
     const r = journal.recovery
     if (r.tornTails.length + r.corruptRecords.length + r.damagedSegments.length > 0) {

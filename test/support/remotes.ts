@@ -195,3 +195,32 @@ async function startNatsOnce(o: NatsOptions): Promise<NatsServer> {
     },
   })
 }
+
+export interface NatsClusterNode extends RemoteProcess {
+  url: string
+  name: string
+}
+
+/**
+ * `size` nats-server processes with JetStream in one cluster on loopback (routes between all, a
+ * cluster name, a server name each, a store dir each): what replicated streams need. Each node
+ * can be killed (signal('SIGKILL')) and started again on its own store dir.
+ */
+export async function startNatsCluster(size: number): Promise<NatsClusterNode[]> {
+  const ports = await Promise.all(Array.from({ length: size }, () => freePort()))
+  const routePorts = await Promise.all(Array.from({ length: size }, () => freePort()))
+  const routes = routePorts.map((p) => `nats://127.0.0.1:${p}`).join(',')
+  const nodes = ports.map((port, i): NatsClusterNode => {
+    const name = `n${i + 1}`
+    const r = remoteProcess('nats-server', (d) => ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', d, '-n', name,
+      '--cluster_name', 'edgebus-test', '--cluster', `nats://127.0.0.1:${routePorts[i]}`, '--routes', routes], port, mkdtempSync(join(tmpdir(), `edgebus-nats-${name}-`)), [routePorts[i] as number])
+    return Object.assign(r, { url: `nats://127.0.0.1:${port}`, name })
+  })
+  try {
+    await Promise.all(nodes.map((n) => n.start()))
+  } catch (err) {
+    await Promise.all(nodes.map((n) => n.destroy()))
+    throw err
+  }
+  return nodes
+}
