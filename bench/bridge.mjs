@@ -81,7 +81,7 @@ async function edgebus(config) {
   const mqttPort = await freePort();
   const httpPort = await freePort();
   writeFileSync(path.join(dir, 'edgebus.json'), JSON.stringify({ ...config, dataDir: path.join(dir, 'data') }));
-  const s = service(process.execPath, [path.join(root, 'dist', 'edgebus.mjs'), 'serve', '--config', path.join(dir, 'edgebus.json'), '--host', '127.0.0.1', '--mqtt-port', String(mqttPort), '--http-port', String(httpPort), '--log-level', 'warn'], mqttPort, dir);
+  const s = service(process.execPath, [path.join(root, 'dist', 'edgebus.mjs'), 'serve', '--config', path.join(dir, 'edgebus.json'), '--host', '127.0.0.1', '--mqtt-port', String(mqttPort), '--http-port', String(httpPort), '--log-level', 'warn', '--nats-port', '0'], mqttPort, dir);
   await s.start();
   await waitForPort('127.0.0.1', httpPort, null);
   return Object.assign(s, {

@@ -54,7 +54,7 @@ async function natsCluster(dir) {
 
 async function edgebus(dir, config) {
   writeFileSync(path.join(dir, 'edgebus.json'), JSON.stringify({ sys: { interval: 0 }, persistence: { enabled: false }, ...config }));
-  const child = spawnTracked(process.execPath, [path.join(root, 'dist/edgebus.mjs'), 'serve', '--host', '127.0.0.1', '--mqtt-port', '0', '--http-port', '0'], { cwd: dir });
+  const child = spawnTracked(process.execPath, [path.join(root, 'dist/edgebus.mjs'), 'serve', '--host', '127.0.0.1', '--mqtt-port', '0', '--http-port', '0', '--nats-port', '0'], { cwd: dir });
   const line = await waitLine(child, '"edgebus ready"');
   return { child, port: JSON.parse(line).mqttPort };
 }
