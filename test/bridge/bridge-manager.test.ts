@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
-import { freePort } from '../support/remotes.ts'
+import { freePort } from '../support/free-port.ts'
 
 /** The bridges of a server across restarts with a changed `bridges` list. */
 

@@ -1,11 +1,11 @@
 import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { afterEach, describe, expect, it } from 'vitest'
 import { WebSocket } from 'ws'
 import { ROOT, startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
+import { freePort } from '../support/free-port.ts'
 import { connectClient, endAllClients, sleep } from '../support/mqtt.ts'
 
 /** The browser client's budget, minified and gzipped (issue: under 5 KB). */
@@ -17,14 +17,6 @@ afterEach(async () => {
   await Promise.all(servers.map((s) => s.stop()))
   servers = []
 })
-
-async function freePort(): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-  const port = (s.address() as { port: number }).port
-  await new Promise((r) => s.close(r))
-  return port
-}
 
 /** The client exactly as the server serves it at /client.js, loaded as a module. */
 async function servedClient(srv: StartedEdgebus): Promise<typeof import('../../src/client/edgebus-client.ts')> {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { ROOT, run, startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
-import { freePort } from '../support/mosquitto.ts'
+import { freePort } from '../support/free-port.ts'
 import { parseUnit, readDeploy, splitCommand } from './files.ts'
 
 // npm pack of this checkout (its bundle: `npm run build` before the tests; prepack builds it for a

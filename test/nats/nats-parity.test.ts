@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { startEdgebus, type StartedEdgebus } from '../support/edgebus.ts'
-import { freePort } from '../support/mosquitto.ts'
+import { freePort } from '../support/free-port.ts'
 
 /**
  * The same bytes to edgebus and to nats-server (Debian's, started here): the same bytes back

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { freePort } from './free-port.ts'
 
 /** Debian's mosquitto, run by a test as the reference for what a real broker does. */
 export interface StartedMosquitto {
@@ -12,17 +13,6 @@ export interface StartedMosquitto {
   stop(): Promise<void>
 }
 
-/** A free loopback port (mosquitto cannot listen on port 0 and report it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo
-      s.close(() => resolve(port))
-    })
-  })
-}
 
 /** Starts mosquitto on a free loopback port, anonymous, no persistence, plus `conf` lines. */
 export async function startMosquitto(conf: string[] = []): Promise<StartedMosquitto> {

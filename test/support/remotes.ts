@@ -3,20 +3,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { freePort } from './free-port.ts'
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node'
 import { jetstreamManager, jetstream, type JetStreamManager, type JetStreamClient } from '@nats-io/jetstream'
 
-/** A free loopback TCP port (bound and released). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
-}
 
 /** A remote process the test started: stop (SIGTERM) and start again on the same port and files. */
 export interface RemoteProcess {
