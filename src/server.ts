@@ -34,6 +34,7 @@ import { mountBridgesApi } from './http/bridges-api.ts'
 import { RateHistory } from './core/rate-history.ts'
 import { SubjectRates } from './router/subject-rates.ts'
 import { NatsListener } from './nats/nats-listener.ts'
+import type { Cluster } from './cluster/cluster.ts'
 
 export interface EdgebusServer {
   readonly config: EdgebusConfig
@@ -86,7 +87,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     sessionExpiryIntervalLimit: Math.ceil(config.sessions.expiry / 1000),
     ...(persistence ? { persistence } : {}),
   }).catch(async (err: unknown) => {
-    await persistence?.close()
+    await closeStores({ persistence })
     throw err
   })
   // issue 15: connections capped below `ulimit -n`, warned at start
@@ -95,8 +96,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   // Joined before the streams open and clients connect, so every subscription is interest in the cluster
   const cluster = config.cluster.urls !== ''
     ? await (await import('./cluster/cluster.ts')).Cluster.start(broker, config, log).catch(async (err: unknown) => {
-      await broker.close()
-      await persistence?.close()
+      await closeStores({ broker, persistence })
       throw err
     })
     : null
@@ -104,19 +104,14 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
   const serverPublish = (topic: string, payload: Buffer) => broker.publish(topic, payload, { qos: 1, retain: false })
   // issue 14: each bridge's outbox is a stream (made for it, or a declared one with its consumer added)
   const streams = await StreamManager.open(broker.router, config.dataDir, withOutboxes(config.streams, config.bridges), log, serverPublish).catch(async (err: unknown) => {
-    await broker.close()
-    await cluster?.close()
-    await persistence?.close()
+    await closeStores({ broker, cluster, persistence })
     throw err
   })
   broker.attachStreams(streams)
   // issue 14: after the streams (outboxes), before the listeners; what comes in from a remote takes the one publish path
   const bridges = await BridgeManager.start(config.bridges, streams, (topic, payload, qos, userProperties) => broker.publish(topic, payload, { qos, retain: false, properties: { userProperties } }), log)
     .catch(async (err: unknown) => {
-      await broker.close()
-      await cluster?.close()
-      await streams.close()
-      await persistence?.close()
+      await closeStores({ broker, cluster, streams, persistence })
       throw err
     })
   broker.security = security.open ? null : security
@@ -192,11 +187,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
     nats?.close()
     mqtts?.close()
     http.server.close()
-    await bridges.close()
-    await broker.close()
-    await cluster?.close()
-    await streams.close()
-    await persistence?.close() // issue 5
+    await closeStores({ bridges, broker, cluster, streams, persistence })
     throw err
   }
   const limiter = new LogLimiter(log)
@@ -267,11 +258,7 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
         http.server.close()
         ws.close()
         json.close()
-        await bridges.close() // before the streams: their outboxes are streams
-        await broker.close()
-        await cluster?.close() // after the clients: a goodbye, so the others publish no wills of ours
-        await streams.close() // every acknowledged message is on disk once this returns
-        await persistence?.close() // issue 5: after aedes, which records the sessions' disconnects
+        await closeStores({ bridges, broker, cluster, streams, persistence })
         broker.refusals.flush()
         http.server.closeAllConnections()
         limiter.flush()
@@ -281,6 +268,18 @@ export async function startServer(config: EdgebusConfig, opts: StartOptions = {}
       return closing
     },
   }
+}
+
+/**
+ * Closes the parts that hold clients and data, those opened so far, in the one order that keeps
+ * what was acknowledged: at close and wherever start-up fails.
+ */
+async function closeStores(p: { bridges?: BridgeManager; broker?: MqttBroker; cluster?: Cluster | null; streams?: StreamManager; persistence?: FilePersistence | null }): Promise<void> {
+  await p.bridges?.close() // before the streams: their outboxes are streams
+  await p.broker?.close()
+  await p.cluster?.close() // after the clients: a goodbye, so the others publish no wills of ours
+  await p.streams?.close() // every acknowledged message is on disk once this returns
+  await p.persistence?.close() // issue 5: after aedes, which records the sessions' disconnects
 }
 
 function listen(server: NetServer | HttpServer | TlsServer, host: string, port: number, what: string, key: string): Promise<number> {
